@@ -39,7 +39,7 @@ class Detections:
     scores: np.ndarray
 
     @staticmethod
-    def empty() -> "Detections":
+    def empty() -> Detections:
         return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
     def __len__(self) -> int:
@@ -56,7 +56,7 @@ class Tracks:
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
 
     @staticmethod
-    def empty() -> "Tracks":
+    def empty() -> Tracks:
         return Tracks(np.zeros((0,), np.int64), np.zeros((0, 4), np.float32))
 
     def __len__(self) -> int:

@@ -144,7 +144,8 @@ def _fake_smpl_pickle(protocol: int) -> bytes:
     try:
         d = toy_body_model_arrays()
         raw = {
-            "v_template": Ch(d["v_template"].astype(np.float64)), "f": d["faces"].astype(np.uint32),
+            "v_template": Ch(d["v_template"].astype(np.float64)),
+            "f": d["faces"].astype(np.uint32),
             "shapedirs": Ch(d["shapedirs"]), "posedirs": d["posedirs"],
             "J_regressor": d["J_regressor"], "weights": Ch(d["weights"]),
             "kintree_table": d["kintree_table"].astype(np.int64), "bs_style": "lbs",

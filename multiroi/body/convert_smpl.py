@@ -1,4 +1,4 @@
-"""Convert an official SMPL ``.pkl`` into our ``.npz`` layout, with no chumpy and no code execution.
+"""Convert an official SMPL ``.pkl`` to our ``.npz`` layout, with no chumpy and no code execution.
 
 SMPL's pickles hold chumpy arrays and a scipy sparse joint regressor. A restricted unpickler maps
 those classes to inert stand-ins that only record their state, allows numpy's array reconstruction,

@@ -1,7 +1,8 @@
 """Body-model files: where they are, what they must hold, and how they are read (no pickle).
 
-A body-model file is a plain ``.npz`` in SMPL's layout (see docs/design.md): ``v_template f32[V,3]``,
-``faces i64[F,3]``, ``shapedirs f32[V,3,S]`` (S >= 10), ``posedirs f32[V,3,207]``,
+A body-model file is a plain ``.npz`` in SMPL's layout (see docs/design.md):
+``v_template f32[V,3]``, ``faces i64[F,3]``, ``shapedirs f32[V,3,S]`` (S >= 10),
+``posedirs f32[V,3,207]``,
 ``J_regressor f32[24,V]``, ``weights f32[V,24]``, ``kintree_table i64[2,24]`` plus ``joint_names``,
 ``extra_names``/``extra_vertex_ids``, ``model_id`` and ``license``.
 """
@@ -108,11 +109,14 @@ def _check_shapes(path: Path, d: dict[str, np.ndarray]) -> None:
     n = v.shape[0]
     expect = {
         "faces": (None, 3), "shapedirs": (n, 3, None), "posedirs": (n, 3, 207),
-        "J_regressor": (NUM_JOINTS, n), "weights": (n, NUM_JOINTS), "kintree_table": (2, NUM_JOINTS),
+        "J_regressor": (NUM_JOINTS, n), "weights": (n, NUM_JOINTS),
+        "kintree_table": (2, NUM_JOINTS),
     }  # fmt: skip
     for key, shape in expect.items():
         got = d[key].shape
-        if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
+        if len(got) != len(shape) or any(
+            s is not None and s != g for s, g in zip(shape, got, strict=True)
+        ):
             want = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
             raise _fail(path, f"{key} has shape {list(got)}, expected {want} (V={n})")
     if d["shapedirs"].shape[2] < 10:
@@ -141,7 +145,7 @@ def _extra_ids(path: Path, d: dict[str, np.ndarray]) -> dict[str, int]:
         raise _fail(path, f"{len(names)} extra_names but {len(ids)} extra_vertex_ids")
     if ids.size and (ids.min() < 0 or ids.max() >= d["v_template"].shape[0]):
         raise _fail(path, "extra_vertex_ids index vertices outside the mesh")
-    return dict(zip(names, ids.tolist()))
+    return dict(zip(names, ids.tolist(), strict=True))
 
 
 def read_body_model(path: str | os.PathLike | None = None) -> BodyModelData:

@@ -42,7 +42,7 @@ KEYPOINT_SETS = {
 
 
 def keypoint_indices(name: str) -> tuple[int, ...]:
-    """Indices into ``[24 joints + 21 extra]`` for the keypoint set ``coco17`` or ``openpose25``."""
+    """Indices into ``[24 joints + 21 extra]`` for the set ``coco17`` or ``openpose25``."""
     if name not in KEYPOINT_SETS:
         raise ValueError(f"unknown keypoint set {name!r}; expected one of {sorted(KEYPOINT_SETS)}")
     return KEYPOINT_SETS[name]

@@ -1,7 +1,7 @@
 """Mean SMPL parameters: the starting point of the network's iterative decoders.
 
-File layout (SPIN's keys): ``pose f32[144]`` (24 joints x 6D, the first two columns of each rotation
-matrix interleaved row by row, i.e. ``rotmat[..., :2].reshape(6)``), ``shape f32[10]``,
+File layout (SPIN's keys): ``pose f32[144]`` (24 joints x 6D, the first two columns of each
+rotation matrix interleaved row by row, i.e. ``rotmat[..., :2].reshape(6)``), ``shape f32[10]``,
 ``cam f32[3]`` (weak-perspective s, tx, ty).
 """
 
@@ -15,7 +15,9 @@ import numpy as np
 
 from multiroi.body.files import BodyModelError, resolve_body_model_path
 
-ROT_X_PI = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # upright SMPL body seen by an OpenCV camera
+ROT_X_PI = np.diag([1.0, -1.0, -1.0]).astype(
+    np.float32
+)  # upright SMPL body seen by an OpenCV camera
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ def _extra_ids(v: np.ndarray) -> np.ndarray:
     j = TOY_JOINTS
     spots = {
         "nose": j[15] + [0, .08, .1], "reye": j[15] + [-.03, .12, .08],
-        "leye": j[15] + [.03, .12, .08], "rear": j[15] + [-.08, .1, 0], "lear": j[15] + [.08, .1, 0],
+        "leye": j[15] + [.03, .12, .08], "rear": j[15] + [-.08, .1, 0],
+        "lear": j[15] + [.08, .1, 0],
         "LBigToe": j[10] + [0, 0, .05], "LSmallToe": j[10] + [.03, 0, .04], "LHeel": j[7],
         "RBigToe": j[11] + [0, 0, .05], "RSmallToe": j[11] + [-.03, 0, .04], "RHeel": j[8],
     }  # fmt: skip
