@@ -1,0 +1,341 @@
+"""Checkpoints: save/load the Multi-RoI network with its config and metadata; import the
+ResNet-50 encoder of a CLIFF checkpoint.
+
+File layout (a dict written by ``torch.save``, readable with ``torch.load(weights_only=True)``):
+``format="multiroi-checkpoint"``, ``format_version`` (int), ``model_config`` (dict of
+ModelConfig), ``state_dict``, ``body_model_id`` (str), ``project_version`` (str), ``step``
+(int), optional ``optimizer`` (an optimizer state_dict) and ``extra`` (plain data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import multiroi
+from multiroi.model.config import ModelConfig
+from multiroi.model.network import MultiRoINet
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "multiroi-checkpoint"
+FORMAT_VERSION = 1
+# Config fields that change the weights or the inference graph (pretrained/dropout do not).
+ARCH_FIELDS = (
+    "backbone",
+    "num_rois",
+    "fusion",
+    "pos_enc",
+    "pe_levels",
+    "relative_mode",
+    "n_iter",
+    "hidden",
+)
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message is one line: what was expected, what was found."""
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything in a checkpoint besides the weights.
+
+    optimizer_state: the optimizer's state_dict or None; extra: plain data or None.
+    """
+
+    path: str
+    format_version: int
+    model_config: ModelConfig
+    body_model_id: str
+    project_version: str
+    step: int
+    optimizer_state: dict | None = None
+    extra: dict | None = None
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    cfg: ModelConfig,
+    *,
+    body_model_id: str,
+    step: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write ``model`` (weights on CPU) with ``cfg`` and metadata atomically (tmp + os.replace).
+
+    ``extra`` must be plain data (dict/list/str/numbers/tensors) so that it loads with
+    ``weights_only=True``. Returns the path written.
+    """
+    if getattr(model, "cfg", cfg) != cfg:
+        raise ValueError(
+            f"cfg ({cfg.describe()}) differs from the model's own config "
+            f"({model.cfg.describe()}); pass model.cfg"
+        )
+    if not isinstance(body_model_id, str) or not body_model_id:
+        raise ValueError("body_model_id must be a non-empty string naming the body model used")
+    if extra is not None:
+        _check_plain(extra, "extra")
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "body_model_id": body_model_id,
+        "project_version": multiroi.__version__,
+        "step": int(step),
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    if extra is not None:
+        payload["extra"] = extra
+    return _atomic_save(payload, Path(path))
+
+
+def _atomic_save(payload: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    logger.info("saved checkpoint %s (step %d)", path, payload["step"])
+    return path
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_plain(k, where)
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise ValueError(
+            f"{where} holds a {type(value).__name__}; checkpoints accept only dicts, lists, "
+            "str, numbers, bools, None and tensors (convert numpy arrays with torch.as_tensor)"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def read_checkpoint_file(
+    path: str | os.PathLike, map_location: Any = "cpu", *, allow_pickle: bool = False
+) -> Any:
+    """``torch.load`` with one-line CheckpointErrors for missing, truncated or non-torch files.
+
+    allow_pickle=True uses ``weights_only=False`` (only for files you trust)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} not found; expected a file written by torch.save")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} is not a file")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise CheckpointError(
+                f"checkpoint {p} contains Python objects that safe loading (weights_only=True) "
+                "refuses; expected tensors and plain data only"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {p} is not a readable torch file (corrupted or another format): "
+            f"{_first_line(exc)}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - garbage bytes fail anywhere in the unpickler
+        raise CheckpointError(
+            f"checkpoint {p} is not a readable torch file (truncated, corrupted or another "
+            f"format; size {p.stat().st_size} bytes): {_first_line(exc)}"
+        ) from None
+
+
+def _validate_payload(payload: Any, p: Path) -> ModelConfig:
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"checkpoint {p} holds a {type(payload).__name__}; expected a dict with "
+            f"format={FORMAT!r} written by multiroi.checkpoint.save_checkpoint"
+        )
+    fmt = payload.get("format")
+    if fmt != FORMAT:
+        keys = sorted(str(k) for k in payload)[:6]
+        hint = ""
+        if any(str(k).startswith(("encoder.", "module.")) for k in payload) or {
+            "model",
+            "state_dict",
+        } & set(payload):
+            hint = "; for a CLIFF checkpoint use import_cliff_backbone"
+        raise CheckpointError(
+            f"checkpoint {p} is not a multiroi checkpoint: expected format={FORMAT!r}, found "
+            f"format={fmt!r} and keys {keys}{hint}"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {p} has format_version {version!r}; this multiroi "
+            f"({multiroi.__version__}) reads versions up to {FORMAT_VERSION}: upgrade multiroi"
+        )
+    missing = [k for k in ("model_config", "state_dict", "body_model_id") if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {p} lacks the entries {missing}; it is incomplete")
+    try:
+        return ModelConfig.from_dict(payload["model_config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {p} has an unusable model_config: {exc}") from None
+
+
+def _check_expected(cfg: ModelConfig, expected: ModelConfig | None, p: Path) -> None:
+    if expected is None:
+        return
+    diff = [f for f in ARCH_FIELDS if getattr(cfg, f) != getattr(expected, f)]
+    if diff:
+        found = ", ".join(f"{f}={getattr(cfg, f)!r}" for f in diff)
+        want = ", ".join(f"{f}={getattr(expected, f)!r}" for f in diff)
+        raise CheckpointError(
+            f"checkpoint {p} was trained with {cfg.describe()}; expected {want} but it has {found}"
+        )
+
+
+def _load_weights(model: nn.Module, state_dict: Any, cfg: ModelConfig, p: Path) -> None:
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"checkpoint {p}: state_dict is a {type(state_dict).__name__}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shape = [
+        k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shape:
+        example = (shape or missing or unexpected)[0]
+        raise CheckpointError(
+            f"checkpoint {p} was trained with {cfg.describe()}; its weights do not match that "
+            f"architecture in this multiroi {multiroi.__version__} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(shape)} of another shape, e.g. {example!r}); "
+            "was it written by another version?"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: Any = "cpu",
+    *,
+    expected_config: ModelConfig | None = None,
+) -> tuple[MultiRoINet, CheckpointMeta]:
+    """Rebuild the network from a checkpoint: ``(model in eval mode, meta)``.
+
+    The backbone is built without downloading pretrained weights (the checkpoint has them).
+    ``expected_config``: raise CheckpointError when the architecture fields differ.
+    Every problem raises one :class:`CheckpointError` line.
+    """
+    p = Path(path)
+    payload = read_checkpoint_file(p, map_location)
+    cfg = _validate_payload(payload, p)
+    _check_expected(cfg, expected_config, p)
+    model = MultiRoINet(dataclasses.replace(cfg, pretrained=False))
+    _load_weights(model, payload["state_dict"], cfg, p)
+    model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+    model.cfg = cfg
+    model.eval()
+    meta = CheckpointMeta(
+        path=str(p),
+        format_version=payload["format_version"],
+        model_config=cfg,
+        body_model_id=str(payload["body_model_id"]),
+        project_version=str(payload.get("project_version", "unknown")),
+        step=int(payload.get("step", 0)),
+        optimizer_state=payload.get("optimizer"),
+        extra=payload.get("extra"),
+    )
+    logger.info("loaded checkpoint %s (%s, step %d)", p, cfg.describe(), meta.step)
+    return model, meta
+
+
+def _unwrap_state_dict(obj: Any, p: Path) -> dict[str, torch.Tensor]:
+    """Peel ``model``/``state_dict`` wrappers and ``module.`` prefixes."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in ("model", "state_dict") if k in obj), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"CLIFF checkpoint {p} holds a {type(obj).__name__}; expected a dict"
+        )
+    out = {}
+    for k, v in obj.items():
+        k = str(k)
+        while k.startswith("module."):
+            k = k[len("module.") :]
+        if isinstance(v, torch.Tensor):
+            out[k] = v
+    return out
+
+
+def import_cliff_backbone(
+    path: str | os.PathLike, model: MultiRoINet, *, allow_pickle: bool = False
+) -> int:
+    """Copy a CLIFF checkpoint's ``encoder.*`` weights into ``model``'s timm resnet50 backbone.
+
+    Handles ``module.`` prefixes and a ``model``/``state_dict`` wrapper. Keys of the backbone
+    absent from the file and encoder keys the backbone lacks are logged as warnings; a shape
+    mismatch or no usable key raises CheckpointError. Returns the number of tensors loaded.
+    allow_pickle=True loads with weights_only=False (only for files you trust).
+    """
+    p = Path(path)
+    if model.cfg.backbone != "resnet50":
+        raise CheckpointError(
+            f"CLIFF checkpoints hold a ResNet-50 encoder; this model has backbone "
+            f"{model.cfg.backbone!r}: build it with ModelConfig(backbone='resnet50')"
+        )
+    source = _unwrap_state_dict(read_checkpoint_file(p, "cpu", allow_pickle=allow_pickle), p)
+    encoder = {k[len("encoder.") :]: v for k, v in source.items() if k.startswith("encoder.")}
+    if not encoder:
+        raise CheckpointError(
+            f"CLIFF checkpoint {p} has no 'encoder.*' weights; found keys {sorted(source)[:5]}"
+        )
+    target = model.backbone.model.state_dict()
+    usable = {k: v for k, v in encoder.items() if k in target}
+    bad = [k for k, v in usable.items() if tuple(v.shape) != tuple(target[k].shape)]
+    if bad:
+        raise CheckpointError(
+            f"CLIFF checkpoint {p}: {len(bad)} encoder weights have another shape than the "
+            f"resnet50 backbone, e.g. {bad[0]!r} {tuple(usable[bad[0]].shape)} vs "
+            f"{tuple(target[bad[0]].shape)}"
+        )
+    missing = [k for k in target if k not in usable and not k.endswith("num_batches_tracked")]
+    unexpected = sorted(set(encoder) - set(usable))
+    if missing:
+        logger.warning(
+            "CLIFF import: %d backbone keys not in %s, e.g. %s", len(missing), p, missing[:3]
+        )
+    if unexpected:
+        logger.warning(
+            "CLIFF import: %d encoder keys unused, e.g. %s", len(unexpected), unexpected[:3]
+        )
+    model.backbone.model.load_state_dict(usable, strict=False)
+    logger.info("imported %d CLIFF encoder tensors from %s", len(usable), p)
+    return len(usable)

@@ -1,0 +1,132 @@
+"""Typed configuration of the Multi-RoI network (saved beside every checkpoint and export)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+VALID_NUM_ROIS = (1, 2, 3, 4, 5, 9)
+VALID_FUSION = ("raf", "none", "raf_mlp")
+VALID_POS_ENC = ("relative", "absolute", "none")
+VALID_RELATIVE_MODE = ("pe_diff", "diff_pe")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`multiroi.model.MultiRoINet`.
+
+    backbone: timm model name (resnet18, resnet50, hrnet_w48, mobilenetv3_large_100,
+      efficientnet_b0, ... any timm model with a pooled feature).
+    pretrained: load timm's ImageNet weights when building (needs the weights locally or a
+      download; tests use False).
+    num_rois: R, RoIs per person (1..5 or 9, method.md 1.2).
+    fusion: "raf" (RoI-aware fusion, method.md 2.2), "none" (g_i = f_i) or "raf_mlp" (the
+      authors' variant: pair embeddings of width 256 -> tanh MLP -> R logits).
+    pos_enc: what the fusion weights see besides f_j: "relative" (r_ij), "absolute" (PE(c_j))
+      or "none" (nothing).
+    pe_levels: L, NeRF frequencies per box-info number (3 + 6L numbers in all).
+    relative_mode: "pe_diff" r_ij = PE(c_i) - PE(c_j) (the paper) or "diff_pe"
+      r_ij = PE(c_i - c_j) (the authors' code). With fusion="raf" the PE(c_i) part of
+      "pe_diff" cancels in the softmax over j, so only "diff_pe" makes alpha_ij depend on i;
+      "diff_pe" is therefore the default (method.md 2.2 allows either; this one is named).
+    n_iter: iterations of both iterative decoders.
+    hidden: width of the two FC layers of each decoder.
+    dropout: dropout after each FC layer (SPIN/CLIFF use nn.Dropout() = 0.5).
+    proj_dim: d, output width of the contrastive projection head.
+    contrastive: build the contrastive projection head (training only).
+    """
+
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    num_rois: int = 5
+    fusion: str = "raf"
+    pos_enc: str = "relative"
+    pe_levels: int = 32
+    relative_mode: str = "diff_pe"
+    n_iter: int = 3
+    hidden: int = 1024
+    dropout: float = 0.5
+    proj_dim: int = 128
+    contrastive: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field, the value found and what is allowed."""
+        _check(
+            isinstance(self.backbone, str) and self.backbone.strip() != "",
+            "backbone",
+            self.backbone,
+            "a timm model name such as 'resnet50'",
+        )
+        _check(isinstance(self.pretrained, bool), "pretrained", self.pretrained, "True or False")
+        _check(
+            _is_int(self.num_rois) and self.num_rois in VALID_NUM_ROIS,
+            "num_rois",
+            self.num_rois,
+            f"one of {VALID_NUM_ROIS}",
+        )
+        _check(self.fusion in VALID_FUSION, "fusion", self.fusion, f"one of {VALID_FUSION}")
+        _check(self.pos_enc in VALID_POS_ENC, "pos_enc", self.pos_enc, f"one of {VALID_POS_ENC}")
+        _check(
+            _is_int(self.pe_levels) and 0 <= self.pe_levels <= 64,
+            "pe_levels",
+            self.pe_levels,
+            "an integer in 0..64",
+        )
+        _check(
+            self.relative_mode in VALID_RELATIVE_MODE,
+            "relative_mode",
+            self.relative_mode,
+            f"one of {VALID_RELATIVE_MODE}",
+        )
+        _check(_is_int(self.n_iter) and self.n_iter >= 1, "n_iter", self.n_iter, "an integer >= 1")
+        _check(_is_int(self.hidden) and self.hidden >= 1, "hidden", self.hidden, "an integer >= 1")
+        _check(
+            isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
+            "dropout",
+            self.dropout,
+            "a number in [0, 1)",
+        )
+        _check(
+            _is_int(self.proj_dim) and self.proj_dim >= 1,
+            "proj_dim",
+            self.proj_dim,
+            "an integer >= 1",
+        )
+        _check(
+            isinstance(self.contrastive, bool), "contrastive", self.contrastive, "True or False"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of builtin types (safe for torch.load(weights_only=True), JSON, YAML)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; unknown keys raise ValueError, missing keys take the defaults."""
+        if not isinstance(data, dict):
+            raise ValueError(f"model config must be a dict, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown model config keys {unknown}; known keys are {sorted(known)} "
+                "(was it written by a newer multiroi?)"
+            )
+        return cls(**data)
+
+    def describe(self) -> str:
+        """Short human description, e.g. 'backbone resnet50, 5 RoIs, fusion raf/relative'."""
+        fusion = self.fusion if self.fusion == "none" else f"{self.fusion}/{self.pos_enc}"
+        return f"backbone {self.backbone}, {self.num_rois} RoIs, fusion {fusion}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"ModelConfig.{name}={value!r} is invalid; expected {expected}")

@@ -1,0 +1,101 @@
+"""HMR/SPIN-style iterative regressors (method.md section 2.3).
+
+Each decoder: x = [feature ; box info ; current estimate] -> FC(hidden) -> dropout -> FC(hidden)
+-> dropout -> residual heads (xavier gain 0.01) added to the estimate, ``n_iter`` times from the
+mean parameters. As in SPIN/CLIFF there is no activation between the two FC layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NUM_JOINTS = 24
+POSE6D_DIM = NUM_JOINTS * 6
+NUM_BETAS = 10
+CAM_DIM = 3
+BOX_INFO_DIM = 3
+
+
+class _Trunk(nn.Module):
+    """fc1 -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.fc1(x))))
+
+
+def _residual_head(hidden: int, out_dim: int) -> nn.Linear:
+    head = nn.Linear(hidden, out_dim)
+    nn.init.xavier_uniform_(head.weight, gain=0.01)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+class CameraDecoder(nn.Module):
+    """Per-RoI local camera, weights shared across RoIs (run on P*R rows at once).
+
+    forward(roi_features g_i f32[N,D], box_info f32[N,3], init_cam f32[N,3]) -> cam f32[N,3]
+    (weak-perspective s, tx, ty of each RoI crop).
+    """
+
+    def __init__(
+        self, feat_dim: int, hidden: int = 1024, dropout: float = 0.5, n_iter: int = 3
+    ) -> None:
+        super().__init__()
+        self.n_iter = int(n_iter)
+        self.trunk = _Trunk(feat_dim + BOX_INFO_DIM + CAM_DIM, hidden, dropout)
+        self.dec_cam = _residual_head(hidden, CAM_DIM)
+
+    @property
+    def residual_heads(self) -> list[nn.Linear]:
+        return [self.dec_cam]
+
+    def forward(
+        self, roi_features: torch.Tensor, box_info: torch.Tensor, init_cam: torch.Tensor
+    ) -> torch.Tensor:
+        cam = init_cam
+        for _ in range(self.n_iter):
+            x = self.trunk(torch.cat([roi_features, box_info, cam], dim=-1))
+            cam = cam + self.dec_cam(x)
+        return cam
+
+
+class MeshDecoder(nn.Module):
+    """Shared mesh: [g ; c_0_info ; pose6d ; betas] -> pose6d f32[P,144], betas f32[P,10].
+
+    forward(shared g f32[P,D], box_info_0 f32[P,3], init_pose6d f32[P,144], init_betas f32[P,10]).
+    """
+
+    def __init__(
+        self, feat_dim: int, hidden: int = 1024, dropout: float = 0.5, n_iter: int = 3
+    ) -> None:
+        super().__init__()
+        self.n_iter = int(n_iter)
+        self.trunk = _Trunk(feat_dim + BOX_INFO_DIM + POSE6D_DIM + NUM_BETAS, hidden, dropout)
+        self.dec_pose = _residual_head(hidden, POSE6D_DIM)
+        self.dec_shape = _residual_head(hidden, NUM_BETAS)
+
+    @property
+    def residual_heads(self) -> list[nn.Linear]:
+        return [self.dec_pose, self.dec_shape]
+
+    def forward(
+        self,
+        shared: torch.Tensor,
+        box_info_0: torch.Tensor,
+        init_pose6d: torch.Tensor,
+        init_betas: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pose6d, betas = init_pose6d, init_betas
+        for _ in range(self.n_iter):
+            x = self.trunk(torch.cat([shared, box_info_0, pose6d, betas], dim=-1))
+            pose6d = pose6d + self.dec_pose(x)
+            betas = betas + self.dec_shape(x)
+        return pose6d, betas

@@ -1,0 +1,207 @@
+"""The Multi-RoI network: shared backbone -> RoI-aware fusion -> camera and mesh decoders."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from multiroi.geometry.rotations import rot6d_to_rotmat
+from multiroi.model.backbone import Backbone
+from multiroi.model.config import ModelConfig
+from multiroi.model.decoders import CAM_DIM, NUM_BETAS, NUM_JOINTS, CameraDecoder, MeshDecoder
+from multiroi.model.fusion import build_fusion
+from multiroi.model.heads import ProjectionHead
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MEAN_CAM = (0.9, 0.0, 0.0)
+
+
+@dataclass
+class NetOutput:
+    """Output of :class:`MultiRoINet` for P persons with R RoIs (torch tensors).
+
+    rotmat: f32[P,24,3,3] SMPL joint rotations (joint 0 = global orientation, camera frame).
+    betas: f32[P,10]. cam_local: f32[P,R,3] weak-perspective (s, tx, ty) per RoI crop.
+    pose6d: f32[P,144] the raw 6D pose (24 x 6). features: f32[P,R,D] pre-fusion backbone
+    features. proj: f32[P,R,d] L2-normalised contrastive projections, only in training with
+    the head built, else None. fusion_weights: f32[P,R,R] alpha_ij (rows sum to 1).
+    """
+
+    rotmat: torch.Tensor
+    betas: torch.Tensor
+    cam_local: torch.Tensor
+    pose6d: torch.Tensor
+    features: torch.Tensor
+    proj: torch.Tensor | None = None
+    fusion_weights: torch.Tensor | None = None
+
+
+def default_mean_params() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Built-in mean: pose6d f32[24,6] (root = rotation of pi about x, an upright SMPL body
+    facing an OpenCV camera; other joints identity), betas f32[10] zeros, cam f32[3]
+    (0.9, 0, 0). 6D = ``rotmat[:, :, :2].reshape(24, 6)``."""
+    rot = np.tile(np.eye(3, dtype=np.float32), (NUM_JOINTS, 1, 1))
+    rot[0] = np.diag([1.0, -1.0, -1.0])
+    pose6d = rot[:, :, :2].reshape(NUM_JOINTS, 6)
+    return pose6d, np.zeros(NUM_BETAS, np.float32), np.asarray(DEFAULT_MEAN_CAM, np.float32)
+
+
+def _mean_tensors(mean_params: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Accept None or any object with pose6d [24,6] or [144], betas [>=10], cam [3]."""
+    if mean_params is None:
+        pose6d, betas, cam = default_mean_params()
+    else:
+        try:
+            pose6d, betas, cam = mean_params.pose6d, mean_params.betas, mean_params.cam
+        except AttributeError:
+            raise TypeError(
+                f"mean_params must have .pose6d, .betas and .cam (multiroi.body.MeanParams), "
+                f"got {type(mean_params).__name__}"
+            ) from None
+    pose6d = torch.as_tensor(np.asarray(pose6d, np.float32).reshape(-1))
+    betas = torch.as_tensor(np.asarray(betas, np.float32).reshape(-1))
+    cam = torch.as_tensor(np.asarray(cam, np.float32).reshape(-1))
+    if pose6d.numel() != NUM_JOINTS * 6 or betas.numel() < NUM_BETAS or cam.numel() != CAM_DIM:
+        raise ValueError(
+            f"mean_params has pose6d {pose6d.numel()}, betas {betas.numel()}, cam {cam.numel()} "
+            f"numbers; expected {NUM_JOINTS * 6}, {NUM_BETAS} and {CAM_DIM}"
+        )
+    return pose6d, betas[:NUM_BETAS].clone(), cam
+
+
+def _exporting() -> bool:
+    return (
+        torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+    )
+
+
+class MultiRoINet(nn.Module):
+    """Multi-RoI HMR network (method.md section 2).
+
+    MultiRoINet(cfg, mean_params=None): mean_params is a multiroi.body.MeanParams (or any object
+    with pose6d, betas, cam); None uses :func:`default_mean_params`. The means are persistent
+    buffers (init_pose6d f32[144], init_betas f32[10], init_cam f32[3]), saved in checkpoints.
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, mean_params: Any = None, *, allow_random_init: bool = False
+    ) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.backbone = Backbone(cfg.backbone, cfg.pretrained, allow_random_init=allow_random_init)
+        d = self.backbone.num_features
+        self.fusion = build_fusion(
+            cfg.fusion, d, cfg.num_rois, cfg.pos_enc, cfg.pe_levels, cfg.relative_mode
+        )
+        self.camera_decoder = CameraDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter)
+        self.mesh_decoder = MeshDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter)
+        self.proj_head = ProjectionHead(d, cfg.proj_dim) if cfg.contrastive else None
+        pose6d, betas, cam = _mean_tensors(mean_params)
+        self.register_buffer("init_pose6d", pose6d)
+        self.register_buffer("init_betas", betas)
+        self.register_buffer("init_cam", cam)
+
+    @property
+    def feature_dim(self) -> int:
+        """D, the backbone feature width."""
+        return self.backbone.num_features
+
+    @property
+    def residual_heads(self) -> list[nn.Linear]:
+        """The Linear layers whose outputs are added to the estimates (pose, shape, cam)."""
+        return self.mesh_decoder.residual_heads + self.camera_decoder.residual_heads
+
+    def check_inputs(self, crops: torch.Tensor, box_info: torch.Tensor) -> None:
+        """Raise ValueError unless crops f32[P,R,3,H,W] and box_info f32[P,R,3], R = num_rois."""
+        r = self.cfg.num_rois
+        if crops.ndim != 5 or crops.shape[1] != r or crops.shape[2] != 3:
+            raise ValueError(
+                f"crops must be [P,{r},3,256,192] (P persons, {r} RoIs, RGB), got "
+                f"{list(crops.shape)}"
+            )
+        if tuple(box_info.shape) != (crops.shape[0], r, 3):
+            raise ValueError(
+                f"box_info must be [P,{r},3] with P={crops.shape[0]} as in crops, got "
+                f"{list(box_info.shape)}"
+            )
+        if not (crops.is_floating_point() and box_info.is_floating_point()):
+            raise ValueError(
+                f"crops and box_info must be float tensors, got {crops.dtype}, {box_info.dtype}"
+            )
+
+    def forward(self, crops: torch.Tensor, box_info: torch.Tensor) -> NetOutput:
+        """crops f32[P,R,3,256,192] (ImageNet-normalised RGB), box_info f32[P,R,3] (CLIFF)
+        -> NetOutput. P = 0 returns empty tensors of the right shapes."""
+        if not _exporting():
+            self.check_inputs(crops, box_info)
+            if crops.shape[0] == 0:
+                return self._empty_output(crops)
+        p, r, d = crops.shape[0], self.cfg.num_rois, self.feature_dim
+        features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
+        fused = self.fusion(features, box_info)
+        init_cam = self.init_cam.expand(p * r, -1)
+        cam = self.camera_decoder(
+            fused.roi_features.flatten(0, 1), box_info.flatten(0, 1), init_cam
+        )
+        pose6d, betas = self.mesh_decoder(
+            fused.shared,
+            box_info[:, 0],
+            self.init_pose6d.expand(p, -1),
+            self.init_betas.expand(p, -1),
+        )
+        rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
+        proj = None
+        if self.training and self.proj_head is not None:
+            proj = self.proj_head(features.flatten(0, 1)).reshape(p, r, -1)
+        return NetOutput(
+            rotmat=rotmat,
+            betas=betas,
+            cam_local=cam.reshape(p, r, CAM_DIM),
+            pose6d=pose6d,
+            features=features,
+            proj=proj,
+            fusion_weights=fused.weights,
+        )
+
+    def _empty_output(self, crops: torch.Tensor) -> NetOutput:
+        r, d = self.cfg.num_rois, self.feature_dim
+        z = dict(dtype=crops.dtype, device=crops.device)
+        proj = None
+        if self.training and self.proj_head is not None:
+            proj = torch.zeros(0, r, self.cfg.proj_dim, **z)
+        return NetOutput(
+            rotmat=torch.zeros(0, NUM_JOINTS, 3, 3, **z),
+            betas=torch.zeros(0, NUM_BETAS, **z),
+            cam_local=torch.zeros(0, r, CAM_DIM, **z),
+            pose6d=torch.zeros(0, NUM_JOINTS * 6, **z),
+            features=torch.zeros(0, r, d, **z),
+            proj=proj,
+            fusion_weights=torch.zeros(0, r, r, **z),
+        )
+
+
+class ExportWrapper(nn.Module):
+    """Inference graph for ONNX/TensorRT: (crops f32[P,R,3,256,192], box_info f32[P,R,3]) ->
+    (rotmat f32[P,24,3,3], betas f32[P,10], cam_local f32[P,R,3]); the contrastive head is
+    dropped. Put it in eval() before exporting. The exported graph needs P >= 1 (onnxruntime
+    rejects P = 0 in a Reshape): callers skip empty batches."""
+
+    OUTPUT_NAMES = ("rotmat", "betas", "cam_local")
+    INPUT_NAMES = ("crops", "box_info")
+
+    def __init__(self, net: MultiRoINet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self, crops: torch.Tensor, box_info: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.net(crops, box_info)
+        return out.rotmat, out.betas, out.cam_local
