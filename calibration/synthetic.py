@@ -87,7 +87,11 @@ class SyntheticCamera:
         uu, vv = np.meshgrid(u, v)
         pts = np.stack([uu.ravel(), vv.ravel()], axis=1).reshape(-1, 1, 2)
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-12)
-        xy = cv2.undistortPoints(pts, self.K, self.dist, criteria=crit).reshape(-1, 2)
+        if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4: the iterative variant takes criteria
+            xy = cv2.undistortPointsIter(pts, self.K, self.dist, None, None, crit)
+        else:
+            xy = cv2.undistortPoints(pts, self.K, self.dist, criteria=crit)
+        xy = xy.reshape(-1, 2)
         self._xy_norm = xy.astype(np.float64)  # f64[H*ss*W*ss, 2] normalised, undistorted
 
     def project(self, points_m: np.ndarray, rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:

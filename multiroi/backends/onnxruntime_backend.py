@@ -1,0 +1,139 @@
+"""ONNX Runtime backend: an exported ``.onnx`` (inputs crops/box_info, outputs rotmat/betas/
+cam_local, as ``multiroi.model.ExportWrapper`` defines) on CPU, or on the CUDA execution
+provider with a CPU fallback. Without an ``.onnx`` file the network is built as the torch
+backend builds it and exported to a temporary file first."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multiroi.backends.base import BackendError, check_batch, empty_output
+from multiroi.types import HmrOutput, RoiBatch
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAMES = ("crops", "box_info")
+OUTPUT_NAMES = ("rotmat", "betas", "cam_local")
+
+
+def export_onnx_simple(net: Any, path: str | os.PathLike, opset: int = 17) -> Path:
+    """Export ``ExportWrapper(net)`` to ``path`` with a dynamic person axis (a minimal export
+    for running the network through onnxruntime; the export package does the checked one)."""
+    import torch
+
+    from multiroi.model import ExportWrapper
+
+    wrapper = ExportWrapper(net).eval()
+    r = int(net.cfg.num_rois)
+    dummy = (torch.randn(2, r, 3, 256, 192), torch.randn(2, r, 3) * 0.1)
+    axes = {n: {0: "persons"} for n in INPUT_NAMES + OUTPUT_NAMES}
+    path = Path(path)
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python-side shape checks
+        torch.onnx.export(
+            wrapper, dummy, str(path), input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset,
+            dynamo=False,
+        )  # fmt: skip
+    return path
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        logger.warning("onnxruntime has no CUDA provider here (%s); running on CPU", available)
+    return ["CPUExecutionProvider"]
+
+
+class OnnxRuntimeBackend:
+    """``OnnxRuntimeBackend(checkpoint=None, num_rois=5, device="cpu", net=None, threads=None)``.
+
+    checkpoint: an ``.onnx`` file, or a torch checkpoint / None (exported on the fly);
+    threads: intra-op threads (None = onnxruntime's default).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        num_rois: int = 5,
+        device: str = "cpu",
+        *,
+        net: Any = None,
+        backbone: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError("the onnxruntime backend needs: pip install onnxruntime") from exc
+        self._tmpdir: tempfile.TemporaryDirectory | None = None
+        if net is not None:
+            num_rois = int(net.cfg.num_rois)
+        path = self._model_path(checkpoint, num_rois, net, backbone)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=_providers(device))
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        self.model_path = path
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self.num_rois = self._read_num_rois(num_rois)
+
+    def _model_path(self, checkpoint: Any, num_rois: int, net: Any, backbone: Any) -> Path:
+        if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
+            if not Path(checkpoint).is_file():
+                raise BackendError(f"ONNX model not found: {checkpoint}")
+            return Path(checkpoint)
+        from multiroi.backends.torch_backend import load_network
+
+        net = net if net is not None else load_network(checkpoint, num_rois, backbone)
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="multiroi-ort-")
+        path = Path(self._tmpdir.name) / "model.onnx"
+        logger.info("exporting the network to ONNX for onnxruntime (%s)", path)
+        return export_onnx_simple(net.eval(), path)
+
+    def _read_num_rois(self, asked: int) -> int:
+        if len(self._inputs) < 2:
+            raise BackendError(f"ONNX model must take (crops, box_info); inputs: {self._inputs}")
+        dim = self.session.get_inputs()[0].shape[1]
+        if isinstance(dim, int):
+            if dim != asked:
+                raise ValueError(
+                    f"ONNX model {self.model_path.name} has {dim} RoIs but {asked} were asked "
+                    f"for; pass --rois {dim}"
+                )
+            return dim
+        return asked
+
+    def __call__(self, batch: RoiBatch) -> HmrOutput:
+        check_batch(batch, self.num_rois)
+        if len(batch) == 0:
+            return empty_output(self.num_rois)
+        feeds = {
+            self._inputs[0]: np.ascontiguousarray(batch.crops, np.float32),
+            self._inputs[1]: np.ascontiguousarray(batch.box_info, np.float32),
+        }
+        outs = dict(zip(self._outputs, self.session.run(None, feeds), strict=True))
+        names = OUTPUT_NAMES if all(n in outs for n in OUTPUT_NAMES) else self._outputs[:3]
+        rotmat, betas, cam = (np.asarray(outs[n], np.float32) for n in names)
+        return HmrOutput(rotmat=rotmat, betas=betas, cam_local=cam)
+
+    def close(self) -> None:
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None

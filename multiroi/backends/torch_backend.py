@@ -1,0 +1,102 @@
+"""PyTorch backend: the network in eval mode on CPU, or on CUDA with fp16 autocast."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from multiroi.backends.base import check_batch, empty_output
+from multiroi.types import HmrOutput, RoiBatch
+
+logger = logging.getLogger(__name__)
+
+
+def load_network(
+    checkpoint: str | os.PathLike | None = None,
+    num_rois: int = 5,
+    backbone: str | None = None,
+) -> torch.nn.Module:
+    """The Multi-RoI network from ``checkpoint``; without one, the project's default checkpoint
+    (``multiroi.checkpoint.default_checkpoint_path()``) if there is one, else a randomly
+    initialised network (``backbone``, default resnet18) with a loud warning."""
+    from multiroi.model import ModelConfig, MultiRoINet
+
+    if checkpoint is None:
+        checkpoint = _default_checkpoint()
+    if checkpoint is not None:
+        from multiroi.checkpoint import load_checkpoint
+
+        net, meta = load_checkpoint(checkpoint)
+        if net.cfg.num_rois != num_rois:
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with {net.cfg.num_rois} RoIs but "
+                f"{num_rois} were asked for; pass --rois {net.cfg.num_rois}"
+            )
+        logger.info("model: %s from %s", net.cfg.describe(), checkpoint)
+        return net.eval()
+    cfg = ModelConfig(backbone=backbone or "resnet18", num_rois=num_rois, contrastive=False)
+    logger.warning(
+        "NO CHECKPOINT: using a RANDOMLY INITIALISED network (%s); meshes will be meaningless. "
+        "Pass --checkpoint FILE", cfg.describe(),
+    )  # fmt: skip
+    return MultiRoINet(cfg).eval()
+
+
+def _default_checkpoint() -> Any:
+    try:
+        from multiroi import checkpoint as ckpt_module
+    except ImportError:
+        return None
+    hook = getattr(ckpt_module, "default_checkpoint_path", None)
+    return hook() if callable(hook) else None
+
+
+class TorchBackend:
+    """``TorchBackend(checkpoint=None, num_rois=5, device="cpu", net=None, fp16=None)``.
+
+    net: an already built MultiRoINet (tests, the training loop); fp16: autocast to float16
+    (default: on for CUDA, off for CPU). Outputs are float32 numpy.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        num_rois: int = 5,
+        device: str = "cpu",
+        *,
+        net: torch.nn.Module | None = None,
+        backbone: str | None = None,
+        fp16: bool | None = None,
+    ) -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for but CUDA is not available; use cpu")
+        self.net = net if net is not None else load_network(checkpoint, num_rois, backbone)
+        self.net = self.net.eval().to(device)
+        self.num_rois = int(self.net.cfg.num_rois)
+        self.device = device
+        self.fp16 = device.startswith("cuda") if fp16 is None else fp16
+
+    @torch.inference_mode()
+    def __call__(self, batch: RoiBatch) -> HmrOutput:
+        check_batch(batch, self.num_rois)
+        if len(batch) == 0:
+            return empty_output(self.num_rois)
+        dev = torch.device(self.device)
+        crops = torch.from_numpy(np.ascontiguousarray(batch.crops, np.float32)).to(dev)
+        info = torch.from_numpy(np.ascontiguousarray(batch.box_info, np.float32)).to(dev)
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.fp16):
+            out = self.net(crops, info)
+        return HmrOutput(
+            rotmat=out.rotmat.float().cpu().numpy(),
+            betas=out.betas.float().cpu().numpy(),
+            cam_local=out.cam_local.float().cpu().numpy(),
+        )
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,117 @@
+"""The live loop: capture -> detect -> track -> infer -> render, in threads (see pipeline.py).
+
+``realtime.run(PipelineConfig) -> StatsSummary`` builds every stage from the config and runs it;
+``run_camera.py`` is the command-line entry point.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run", "build_pipeline"]
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "run"
+
+
+def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
+    """Every stage from a :class:`realtime.config.PipelineConfig`; returns a
+    :class:`realtime.pipeline.Pipeline` (its source is open; ``run()`` closes everything).
+    ``renderer``: use this one instead of creating one from ``cfg.output``."""
+    from realtime.detect import create_detector
+    from realtime.infer import build_inference_stage
+    from realtime.pipeline import Pipeline
+    from realtime.sources import open_source
+    from realtime.stats import PipelineStats
+    from realtime.track import create_tracker
+
+    stats = PipelineStats(log_every_s=cfg.log_every_s)
+    source = open_source(cfg.source)
+    try:
+        infer = build_inference_stage(cfg, stats.add_time, getattr(source, "camera", None))
+        if not source.is_live and not cfg.source.realtime:
+            infer.media_fps = source.fps  # smooth over media time, not read time
+        detector = create_detector(cfg.detector, getattr(source, "gt_path", None))
+        tracker = create_tracker(cfg.tracker)
+        size = source.size_wh if source.size_wh[0] > 0 else (cfg.source.width, cfg.source.height)
+        camera = infer.cameras(size)
+        name = _safe_name(getattr(source, "name", "") or "run")
+        if renderer is None:
+            renderer = _create_renderer(cfg, camera, infer.faces, name, source.fps)
+        recorder = _create_recorder(cfg, camera, name)
+    except BaseException:
+        source.close()
+        raise
+    preprocess = None
+    if cfg.camera.undistort:
+        preprocess = lambda image: _undistort(infer.cameras, image)
+    return Pipeline(
+        source, detector, tracker, infer, renderer, recorder,
+        max_frames=cfg.max_frames, queue_size=cfg.queue_size, preprocess=preprocess,
+        on_people=_carry_hook(detector, infer), stats=stats,
+    )  # fmt: skip
+
+
+def _undistort(cameras: Any, image: Any) -> Any:
+    und = cameras.undistorter((image.shape[1], image.shape[0]))
+    return image if und is None else und(image)
+
+
+def _carry_hook(detector: Any, infer: Any) -> Any:
+    """With detect-every-N, hand the last mesh projections to the detector as carried boxes."""
+    from realtime.detect import EveryNDetector
+
+    if not isinstance(detector, EveryNDetector):
+        return None
+    import numpy as np
+
+    from multiroi.types import Detections
+    from realtime.infer import projected_boxes
+
+    def hook(frame: Any, people: list) -> None:
+        boxes = projected_boxes(people, infer.cameras(frame.size_wh))
+        detector.carry(Detections(boxes, np.full(len(boxes), 0.9, np.float32)))
+
+    return hook
+
+
+def _create_renderer(cfg: Any, camera: Any, faces: Any, name: str, fps: Any) -> Any:
+    mode = cfg.output.render_mode
+    if mode == "none":
+        return None
+    from realtime.render import create_renderer
+
+    out_dir = cfg.output.out_dir
+    return create_renderer(mode, camera, faces, out_dir=out_dir, name=name, fps=fps,
+                           max_persons=cfg.tracker.max_persons)  # fmt: skip
+
+
+def _create_recorder(cfg: Any, camera: Any, name: str) -> Any:
+    if not (cfg.output.record and cfg.output.out_dir):
+        return None
+    from realtime.recording import Recorder
+
+    rec = Recorder(Path(cfg.output.out_dir) / f"{name}.npz", meta={"config": cfg.to_dict()})
+    rec.set_camera(camera.K, camera.image_wh)
+    return rec
+
+
+def run(cfg: Any, renderer: Any = None) -> Any:
+    """Build the pipeline from ``cfg``, run it to the end, close the renderer and write the
+    recording; returns the :class:`realtime.stats.StatsSummary`."""
+    pipeline = build_pipeline(cfg, renderer)
+    try:
+        return pipeline.run()
+    finally:
+        for closable in (pipeline.renderer, pipeline.recorder):
+            if closable is not None:
+                closable.close()
+        infer_backend = getattr(pipeline.infer, "backend", None)
+        if infer_backend is not None and hasattr(infer_backend, "close"):
+            infer_backend.close()

@@ -1,0 +1,7 @@
+"""``python -m realtime ...`` = ``python run_camera.py ...``."""
+
+import sys
+
+from run_camera import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""Typed configuration of the live loop: one dataclass per component, one for the whole pipeline.
+
+Every field has a default that works on a machine with no camera and no GPU; the CLI
+(``run_camera.py``) overrides them through :func:`config_from_args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DETECTOR_KINDS = ("auto", "yolo", "hog", "motion", "mediapipe", "given")
+TRACKER_KINDS = ("bytetrack", "botsort")
+RENDER_MODES = ("auto", "open3d", "overlay", "headless", "none")
+
+
+@dataclass
+class SourceConfig:
+    """Where frames come from.
+
+    source: camera index ("0"), a video file, an RTSP/HTTP URL, an image, a folder of images,
+      or "demo" (the bundled clip with ground truth).
+    width, height, fps: what to ask a camera for (the driver may give something else).
+    realtime: pace files at their native FPS and drop frames when behind (like a live source).
+    reconnect_timeout_s: how long a live source keeps trying to reconnect after a drop.
+    """
+
+    source: str = "demo"
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    realtime: bool = False
+    reconnect_timeout_s: float = 10.0
+
+
+@dataclass
+class DetectorConfig:
+    """Person detection. kind "auto" = YOLO when its weights are at hand, else the offline
+    fallback. every_n: run the detector on every n-th frame, carry boxes forward between."""
+
+    kind: str = "auto"
+    weights: str = "yolo11n.pt"
+    conf: float = 0.3
+    every_n: int = 1
+    device: str = "cpu"
+    hog_scale: float = 0.5
+    imgsz: int = 640
+
+    def __post_init__(self) -> None:
+        if self.kind not in DETECTOR_KINDS:
+            raise ValueError(f"detector kind must be one of {DETECTOR_KINDS}, got {self.kind!r}")
+        if self.every_n < 1:
+            raise ValueError(f"detect every_n must be >= 1, got {self.every_n}")
+
+
+@dataclass
+class TrackerConfig:
+    """Tracking with ultralytics' trackers; at most max_persons tracks are kept per frame."""
+
+    kind: str = "bytetrack"
+    max_persons: int = 8
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TRACKER_KINDS:
+            raise ValueError(f"tracker kind must be one of {TRACKER_KINDS}, got {self.kind!r}")
+        if self.max_persons < 1:
+            raise ValueError(f"max_persons must be >= 1, got {self.max_persons}")
+
+
+@dataclass
+class CameraConfig:
+    """Intrinsics: a calibration file, a horizontal FOV in degrees, a focal length in px, or the
+    default (f = sqrt(W^2 + H^2)). undistort: remove lens distortion (needs a calibration)."""
+
+    calib: str | None = None
+    fov_deg: float | None = None
+    focal_px: float | None = None
+    undistort: bool = False
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("calib", "fov_deg", "focal_px") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of --calib, --fov, --focal (got {given})")
+        if self.undistort and self.calib is None:
+            raise ValueError("--undistort needs --calib FILE (the distortion comes from it)")
+
+
+@dataclass
+class InferenceConfig:
+    """The network and body model. backend: a registered name or "auto" (from the checkpoint
+    suffix). smooth: One-Euro strength (0 = none, 1 = default, larger = smoother)."""
+
+    backend: str = "auto"
+    checkpoint: str | None = None
+    num_rois: int = 5
+    device: str = "cpu"
+    backbone: str | None = None
+    body_model: str | None = None
+    smooth: float = 1.0
+    min_box_px: float = 16.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_rois <= 5:
+            raise ValueError(f"--rois must be in 1..5, got {self.num_rois}")
+        if self.smooth < 0:
+            raise ValueError(f"smoothing strength must be >= 0, got {self.smooth}")
+
+
+@dataclass
+class OutputConfig:
+    """render: "auto" (Open3D window, or headless when --headless), "open3d", "overlay",
+    "headless" (MP4 into out_dir) or "none". record: write DIR/<name>.npz when out_dir is set."""
+
+    render: str = "auto"
+    headless: bool = False
+    out_dir: str | None = None
+    record: bool = True
+
+    def __post_init__(self) -> None:
+        if self.render not in RENDER_MODES:
+            raise ValueError(f"render mode must be one of {RENDER_MODES}, got {self.render!r}")
+        if self.headless and self.out_dir is None:
+            raise ValueError("--headless needs --out DIR (where the MP4 and the npz go)")
+
+    @property
+    def render_mode(self) -> str:
+        if self.render != "auto":
+            return self.render
+        return "headless" if self.headless else "open3d"
+
+
+@dataclass
+class PipelineConfig:
+    """The whole live loop. queue_size: capacity of each inter-stage queue (live sources drop
+    the oldest item when full; files block). max_frames: stop after this many frames (None =
+    until the input ends). log_every_s: period of the live stats log line."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    max_frames: int | None = None
+    queue_size: int = 2
+    log_every_s: float = 2.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The CLI of ``run_camera.py`` (see the README for examples)."""
+    p = argparse.ArgumentParser(description="Live multi-person 3D human meshes (Multi-RoI HMR).")
+    a = p.add_argument
+    a("--source", default="demo", help="camera INDEX, video FILE, URL, image DIR or 'demo'")
+    a("--checkpoint", default=None, help="model checkpoint (.pt) or exported model (.onnx)")
+    a("--backend", default="auto", help="torch | onnxruntime | ... (default: from checkpoint)")
+    a("--device", default="cpu", help="cpu or cuda[:N]")
+    a("--rois", type=int, default=5, help="RoIs per person, 1..5")
+    cam = p.add_mutually_exclusive_group()
+    cam.add_argument("--calib", default=None, help="calibration YAML (multiroi-calibrate)")
+    cam.add_argument("--fov", type=float, default=None, help="horizontal field of view, degrees")
+    cam.add_argument("--focal", type=float, default=None, help="focal length, pixels")
+    a("--undistort", action="store_true", help="remove lens distortion (needs --calib)")
+    a("--headless", action="store_true", help="no window: write DIR/*.mp4 and DIR/*.npz")
+    a("--out", default=None, help="output folder (video and recording)")
+    a("--render", default="auto", choices=RENDER_MODES, help="renderer")
+    a("--max-frames", type=int, default=None, help="stop after N frames")
+    a("--detector", default=None, choices=DETECTOR_KINDS, help="person detector")
+    a("--yolo-weights", default="yolo11n.pt", help="YOLO weights file")
+    a("--detect-every", type=int, default=1, help="run the detector every N frames")
+    a("--tracker", default="bytetrack", choices=TRACKER_KINDS)
+    sm = p.add_mutually_exclusive_group()
+    sm.add_argument("--smooth", type=float, default=1.0, help="One-Euro strength (1 = default)")
+    sm.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
+    a("--realtime", action="store_true", help="pace files in real time (drop frames if behind)")
+    a("--max-persons", type=int, default=8, help="cap on tracked persons")
+    a("--width", type=int, default=640, help="camera width to ask for")
+    a("--height", type=int, default=480, help="camera height to ask for")
+    a("--fps", type=float, default=30.0, help="camera FPS to ask for")
+    a("--backbone", default=None, help="backbone for a randomly initialised net (no checkpoint)")
+    a("--body-model", default=None, help="body model .npz (default: the free model)")
+    a("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """Turn parsed CLI arguments into a :class:`PipelineConfig` (errors are ValueError)."""
+    detector = args.detector or ("given" if args.source == "demo" else "auto")
+    return PipelineConfig(
+        source=SourceConfig(args.source, args.width, args.height, args.fps, args.realtime),
+        detector=DetectorConfig(
+            kind=detector,
+            weights=args.yolo_weights,
+            every_n=args.detect_every,
+            device=args.device,
+        ),
+        tracker=TrackerConfig(kind=args.tracker, max_persons=args.max_persons),
+        camera=CameraConfig(args.calib, args.fov, args.focal, args.undistort),
+        inference=InferenceConfig(
+            backend=args.backend,
+            checkpoint=args.checkpoint,
+            num_rois=args.rois,
+            device=args.device,
+            backbone=args.backbone,
+            body_model=args.body_model,
+            smooth=0.0 if args.no_smooth else args.smooth,
+        ),
+        output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out),
+        max_frames=args.max_frames,
+    )

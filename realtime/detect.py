@@ -1,0 +1,300 @@
+"""Person detectors: ``detector(image_bgr, frame_index=None) -> Detections`` (person class only).
+
+* :class:`YoloDetector` - ultralytics YOLO (weights file must be on disk; never downloads here).
+* :class:`HogDetector` - OpenCV's built-in HOG people detector (OpenCV 4.x; no download).
+* :class:`MotionDetector` - background subtraction blobs; the last-resort offline fallback
+  (static camera) when this OpenCV build has no HOG (OpenCV 5 moved it to contrib).
+* :class:`MediaPipeDetector` - MediaPipe's bundled pose detector (optional extra).
+* :class:`GivenBoxesDetector` - boxes known in advance (the demo clip's ground truth).
+* :class:`EveryNDetector` - runs an inner detector every n-th frame and carries boxes between.
+
+:func:`create_detector` picks one from a :class:`realtime.config.DetectorConfig`, falling back
+(with one warning line) to an offline detector when YOLO's weights are not at hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from multiroi.types import Detections
+
+logger = logging.getLogger(__name__)
+
+
+class Detector(Protocol):
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections: ...
+
+
+def _as_detections(boxes_xyxy: Any, scores: Any) -> Detections:
+    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+    return Detections(boxes, np.asarray(scores, np.float32).reshape(-1))
+
+
+def nms_xyxy(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_thresh: float = 0.5) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices i64[K], best score first."""
+    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1], 0, None
+    )
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_thresh]
+    return np.asarray(keep, np.int64)
+
+
+def hog_available() -> bool:
+    """Whether this OpenCV build has the HOG people detector (OpenCV 4.x does, 5.x does not)."""
+    import cv2
+
+    return hasattr(cv2, "HOGDescriptor")
+
+
+class HogDetector:
+    """OpenCV's HOG + linear SVM people detector on a downscaled copy of the image, then NMS.
+    Scores are the SVM margins squashed to [0, 1] with a logistic."""
+
+    def __init__(self, scale: float = 0.5, conf: float = 0.3, nms_iou: float = 0.4) -> None:
+        import cv2
+
+        if not hog_available():
+            raise RuntimeError(
+                f"OpenCV {cv2.__version__} has no HOGDescriptor (moved out of OpenCV 5); "
+                "install opencv-python<5 or use --detector yolo|motion"
+            )
+        if not 0.1 <= scale <= 1.0:
+            raise ValueError(f"HOG scale must be in [0.1, 1], got {scale}")
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self.scale, self.conf, self.nms_iou = scale, conf, nms_iou
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        import cv2
+
+        small = cv2.resize(image_bgr, None, fx=self.scale, fy=self.scale)
+        if min(small.shape[:2]) < 128:
+            return Detections.empty()
+        rects, weights = self._hog.detectMultiScale(small, winStride=(8, 8), scale=1.05)
+        if len(rects) == 0:
+            return Detections.empty()
+        rects = np.asarray(rects, np.float32).reshape(-1, 4) / self.scale
+        boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+        scores = 1.0 / (1.0 + np.exp(-np.asarray(weights, np.float32).reshape(-1)))
+        keep = nms_xyxy(boxes, scores, self.nms_iou)
+        keep = keep[scores[keep] >= self.conf]
+        return _as_detections(boxes[keep], scores[keep])
+
+
+class MotionDetector:
+    """Moving-blob person proposals from MOG2 background subtraction (static camera only):
+    foreground blobs taller than wide and larger than ``min_area_frac`` of the image. A crude
+    offline fallback that needs no model file; scores are the blob's foreground fill ratio."""
+
+    def __init__(self, scale: float = 0.5, min_area_frac: float = 0.003) -> None:
+        import cv2
+
+        self._bg = cv2.createBackgroundSubtractorMOG2(history=300, detectShadows=False)
+        self.scale, self.min_area_frac = scale, min_area_frac
+        self._size_wh: tuple[int, int] | None = None
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        import cv2
+
+        h, w = image_bgr.shape[:2]
+        if self._size_wh != (w, h):  # a new size restarts the background model
+            self._bg = cv2.createBackgroundSubtractorMOG2(history=300, detectShadows=False)
+            self._size_wh = (w, h)
+        small = cv2.resize(image_bgr, None, fx=self.scale, fy=self.scale)
+        mask = self._bg.apply(small)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        mask = cv2.dilate(mask, np.ones((7, 7), np.uint8))
+        n, _, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8))
+        area_min = self.min_area_frac * small.shape[0] * small.shape[1]
+        boxes, scores = [], []
+        for x, y, bw, bh, area in stats[1:n]:
+            if bw * bh >= area_min and bh >= 0.8 * bw:
+                boxes.append(np.array([x, y, x + bw, y + bh], np.float32) / self.scale)
+                scores.append(min(1.0, area / float(bw * bh) + 0.3))
+        return _as_detections(boxes, scores) if boxes else Detections.empty()
+
+
+class YoloDetector:
+    """ultralytics YOLO restricted to the person class (COCO class 0)."""
+
+    def __init__(self, weights: str | os.PathLike, conf: float = 0.3, device: str = "cpu",
+                 imgsz: int = 640) -> None:  # fmt: skip
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"YOLO weights not found: {path}")
+        os.environ.setdefault("YOLO_OFFLINE", "1")  # never try to reach the hub at run time
+        from ultralytics import YOLO
+
+        self.model = YOLO(str(path))
+        self.conf, self.device, self.imgsz = conf, device, imgsz
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        res = self.model.predict(
+            image_bgr, classes=[0], conf=self.conf, device=self.device, imgsz=self.imgsz,
+            verbose=False,
+        )[0]  # fmt: skip
+        boxes = res.boxes
+        if boxes is None or len(boxes) == 0:
+            return Detections.empty()
+        return _as_detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy())
+
+
+class MediaPipeDetector:
+    """MediaPipe's bundled pose detector (one person per image; an optional extra)."""
+
+    def __init__(self, min_confidence: float = 0.5) -> None:
+        try:
+            import mediapipe as mp
+        except ImportError as exc:
+            raise RuntimeError(
+                "the MediaPipe detector needs the mediapipe package (pip install mediapipe)"
+            ) from exc
+        self._pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=0,
+                                            min_detection_confidence=min_confidence)  # fmt: skip
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        h, w = image_bgr.shape[:2]
+        res = self._pose.process(np.ascontiguousarray(image_bgr[..., ::-1]))
+        if res.pose_landmarks is None:
+            return Detections.empty()
+        pts = np.array([(p.x * w, p.y * h, p.visibility) for p in res.pose_landmarks.landmark])
+        vis = pts[pts[:, 2] > 0.3]
+        if len(vis) < 3:
+            return Detections.empty()
+        x1, y1 = vis[:, :2].min(0)
+        x2, y2 = vis[:, :2].max(0)
+        pad = 0.1 * (y2 - y1)
+        box = [x1 - pad, y1 - pad, x2 + pad, y2 + pad]
+        return _as_detections([box], [float(vis[:, 2].mean())])
+
+
+class GivenBoxesDetector:
+    """Boxes known per frame index (e.g. ground truth): boxes_xyxy f32[T,P,4] px, with NaN
+    rows (or rows of ``valid`` False) for absent persons. ``frame_index`` picks the row; without
+    it an internal counter is used. Frames past the end give no detections."""
+
+    def __init__(self, boxes_xyxy: np.ndarray, valid: np.ndarray | None = None) -> None:
+        boxes = np.asarray(boxes_xyxy, np.float32)
+        if boxes.ndim != 3 or boxes.shape[2] != 4:
+            raise ValueError(f"given boxes must be f32[T,P,4], got shape {boxes.shape}")
+        ok = np.isfinite(boxes).all(-1)
+        ok &= (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        self.valid = ok if valid is None else ok & np.asarray(valid, bool)
+        self.boxes = boxes
+        self._counter = 0
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike) -> GivenBoxesDetector:
+        """Read the demo clip's ground truth: ``box_xyxy`` (or ``boxes_xyxy``) f32[T,P,4] and an
+        optional ``visible``/``valid`` bool[T,P]."""
+        with np.load(path, allow_pickle=False) as data:
+            key = next((k for k in ("box_xyxy", "boxes_xyxy") if k in data), None)
+            if key is None:
+                raise ValueError(f"{path} has no box_xyxy array (keys: {sorted(data.keys())})")
+            vkey = next((k for k in ("visible", "valid") if k in data), None)
+            return cls(data[key], None if vkey is None else data[vkey])
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        t = self._counter if frame_index is None else int(frame_index)
+        self._counter = t + 1
+        if not 0 <= t < len(self.boxes):
+            return Detections.empty()
+        keep = self.valid[t]
+        boxes = self.boxes[t][keep]
+        return Detections(boxes.copy(), np.full(len(boxes), 0.99, np.float32))
+
+
+class EveryNDetector:
+    """Run ``inner`` on every n-th frame; between, return the newest carried boxes: those set by
+    :meth:`carry` (e.g. the boxes of the last mesh projection) or else the last detection."""
+
+    def __init__(self, inner: Detector, every_n: int) -> None:
+        if every_n < 1:
+            raise ValueError(f"every_n must be >= 1, got {every_n}")
+        self.inner, self.every_n = inner, every_n
+        self._last = Detections.empty()
+        self._calls = 0
+
+    def carry(self, detections: Detections) -> None:
+        """Boxes to hand out until the next real detection (thread-safe: one assignment)."""
+        self._last = detections
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        run = self._calls % self.every_n == 0
+        self._calls += 1
+        if run:
+            self._last = self.inner(image_bgr, frame_index)
+        return self._last
+
+
+def create_detector(cfg: Any, gt_path: str | os.PathLike | None = None) -> Detector:
+    """A detector from a :class:`realtime.config.DetectorConfig` ("auto" = YOLO, else the
+    offline fallback with one warning). ``gt_path`` feeds the "given" detector."""
+    det = _create_base_detector(cfg, gt_path)
+    return EveryNDetector(det, cfg.every_n) if cfg.every_n > 1 else det
+
+
+def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detector:
+    kind = cfg.kind
+    if kind == "given":
+        if gt_path is None:
+            raise ValueError("--detector given needs known boxes: use it with --source demo")
+        return GivenBoxesDetector.from_npz(gt_path)
+    if kind == "mediapipe":
+        return MediaPipeDetector()
+    if kind == "motion":
+        return MotionDetector(scale=cfg.hog_scale)
+    if kind == "hog":
+        return _offline_detector(cfg)
+    weights = find_yolo_weights(cfg.weights)
+    if weights is None:
+        logger.warning(
+            "YOLO weights %s not found locally and not downloadable here (offline); using the "
+            "offline fallback detector (pass --yolo-weights PATH for YOLO)", cfg.weights,
+        )  # fmt: skip
+        return _offline_detector(cfg)
+    return YoloDetector(weights, conf=cfg.conf, device=cfg.device, imgsz=cfg.imgsz)
+
+
+def _offline_detector(cfg: Any) -> Detector:
+    if hog_available():
+        return HogDetector(scale=cfg.hog_scale, conf=cfg.conf)
+    logger.warning("this OpenCV has no HOG people detector; using the motion (background) "
+                   "detector, which needs a static camera")  # fmt: skip
+    return MotionDetector(scale=cfg.hog_scale)
+
+
+def find_yolo_weights(weights: str | os.PathLike) -> Path | None:
+    """The YOLO weights file if it is on disk: the path as given, or the bare name in
+    ultralytics' weights folder. Never downloads (no network wait on an offline machine)."""
+    path = Path(weights)
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        try:
+            from ultralytics.utils import SETTINGS
+
+            alt = Path(SETTINGS.get("weights_dir", "")) / path.name
+            if alt.is_file():
+                return alt
+        except Exception:  # noqa: BLE001 - settings unreadable: treat as absent
+            return None
+    return None

@@ -1,0 +1,252 @@
+"""The inference stage: (frame, tracks) -> one PersonState per tracked person.
+
+make_roi_batch -> backend (all persons x R RoIs in one call) -> full-image translation from
+RoI 0's local camera (CLIFF, method.md section 3) -> per-track One-Euro smoothing -> body model
+(one batched forward) -> PersonState with vertices in the camera frame (metres, OpenCV axes).
+Persons with tiny or off-image boxes, or with non-finite outputs, are skipped for that frame
+(the first occurrence of each kind is logged as a warning, later ones at debug level).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from multiroi.geometry.camera import Camera
+from multiroi.geometry.cliff import local_to_full
+from multiroi.rois import make_roi_batch, valid_box_mask
+from multiroi.types import Frame, HmrOutput, PersonState, Tracks
+
+logger = logging.getLogger(__name__)
+
+
+class CameraProvider:
+    """The camera for each frame size (cached): calibration scaled to the size, a FOV, a focal
+    length, the source's own camera (``source_camera``, e.g. the demo clip's), or the default
+    f = sqrt(W^2 + H^2). With ``undistort`` it also gives an
+    :class:`multiroi.geometry.undistort.Undistorter` per size, and the camera it returns is
+    the undistorted (distortion-free) one."""
+
+    def __init__(self, cfg: Any = None, source_camera: Camera | None = None) -> None:
+        self.calib = getattr(cfg, "calib", None)
+        self.fov_deg = getattr(cfg, "fov_deg", None)
+        self.focal_px = getattr(cfg, "focal_px", None)
+        self.undistort = bool(getattr(cfg, "undistort", False))
+        self._base = Camera.from_file(self.calib) if self.calib else None
+        if self._base is None and self.fov_deg is None and self.focal_px is None:
+            self._base = source_camera  # e.g. the demo clip's known intrinsics
+        self._cache: dict[tuple[int, int], tuple[Camera, Any]] = {}
+
+    def _build(self, wh: tuple[int, int]) -> tuple[Camera, Any]:
+        if self._base is not None:
+            cam = self._base.scaled_to(wh)
+        elif self.fov_deg is not None:
+            cam = Camera.from_fov(self.fov_deg, wh)
+        elif self.focal_px is not None:
+            cam = Camera.from_focal(self.focal_px, wh)
+        else:
+            cam = Camera.default(wh)
+        undistorter = None
+        if self.undistort and cam.has_distortion:
+            from multiroi.geometry.undistort import Undistorter
+
+            undistorter = Undistorter(cam.K, cam.dist, wh)
+            cam = Camera(undistorter.new_K, wh)
+        logger.info("camera for %dx%d: %s", wh[0], wh[1], cam.describe())
+        return cam, undistorter
+
+    def __call__(self, size_wh: tuple[int, int]) -> Camera:
+        wh = (int(size_wh[0]), int(size_wh[1]))
+        if wh not in self._cache:
+            self._cache[wh] = self._build(wh)
+        return self._cache[wh][0]
+
+    def undistorter(self, size_wh: tuple[int, int]) -> Any:
+        """The undistorter for this size, or None (no --undistort / no distortion)."""
+        self(size_wh)
+        return self._cache[(int(size_wh[0]), int(size_wh[1]))][1]
+
+
+class _WarnOnce:
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, kind: str, msg: str, *args: Any) -> None:
+        level = logging.DEBUG if kind in self._seen else logging.WARNING
+        self._seen.add(kind)
+        logger.log(level, msg, *args)
+
+
+class InferenceStage:
+    """``stage(frame, tracks) -> list[PersonState]`` (one per usable track, in track order).
+
+    backend: a :class:`multiroi.backends.Backend`; body_model: a
+    :class:`multiroi.body.BodyModel`; cameras: a :class:`CameraProvider`; smoothers: a
+    ``realtime.smoothing.TrackSmoothers`` or None; timer: ``(stage_name, seconds) -> None``
+    for the sub-stage timings ("rois", "model", "body"); media_fps: for files, smooth over the
+    media time ``frame.index / media_fps`` (files are read faster or slower than they were
+    filmed); None = over the capture time (live sources).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        body_model: Any,
+        cameras: CameraProvider | None = None,
+        smoothers: Any = None,
+        min_box_px: float = 16.0,
+        timer: Callable[[str, float], None] | None = None,
+        media_fps: float | None = None,
+    ) -> None:
+        self.backend = backend
+        self.media_fps = media_fps
+        self.body_model = body_model
+        self.cameras = cameras or CameraProvider()
+        self.smoothers = smoothers
+        self.min_box_px = min_box_px
+        self.timer = timer
+        self.faces = np.asarray(body_model.faces)
+        self._warn = _WarnOnce()
+        self.skipped_nan = 0
+        self._size_wh: tuple[int, int] | None = None
+
+    def _time(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        if self.timer is not None:
+            self.timer(name, now - t0)
+        return now
+
+    def usable_mask(self, boxes_xyxy: np.ndarray, image_wh: tuple[int, int]) -> np.ndarray:
+        """bool[M]: finite boxes at least min_box_px wide and tall that overlap the image."""
+        boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+        ok = valid_box_mask(boxes, self.min_box_px)
+        w, h = image_wh
+        with np.errstate(invalid="ignore"):
+            inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w) & (boxes[:, 1] < h)
+        if (ok & ~inside).any() or (~ok).any():
+            self._warn("box", "skipping %d tiny/invalid/off-image box(es) (min %g px)",
+                       int((~(ok & inside)).sum()), self.min_box_px)  # fmt: skip
+        return ok & inside
+
+    def __call__(self, frame: Frame, tracks: Tracks) -> list[PersonState]:
+        if frame.size_wh != self._size_wh:  # a new frame size: start every filter afresh
+            if self._size_wh is not None and self.smoothers is not None:
+                self.smoothers.prune([])
+            self._size_wh = frame.size_wh
+        keep = self.usable_mask(tracks.boxes_xyxy, frame.size_wh)
+        ids = np.asarray(tracks.track_ids, np.int64)[keep]
+        boxes = np.asarray(tracks.boxes_xyxy, np.float32).reshape(-1, 4)[keep]
+        if self.smoothers is not None:
+            self.smoothers.prune(ids.tolist())
+        if len(ids) == 0:
+            return []
+        camera = self.cameras(frame.size_wh)
+        t0 = time.perf_counter()
+        batch = make_roi_batch(frame.image_bgr, boxes, self.backend.num_rois, camera)
+        t0 = self._time("rois", t0)
+        out = self.backend(batch)
+        t0 = self._time("model", t0)
+        transl = local_to_full(
+            np.asarray(out.cam_local[:, 0], np.float64), batch.centers[:, 0],
+            batch.sizes[:, 0], camera.focal, camera.principal,
+        ).astype(np.float32)  # fmt: skip
+        good = self._finite_mask(out, transl, ids)
+        if not good.any():
+            return []
+        t_s = frame.index / self.media_fps if self.media_fps else frame.t_capture_s
+        rotmat, betas, transl = self._smooth(t_s, ids[good], out, transl, good)
+        people = self._place(ids[good], boxes[good], rotmat, betas, transl)
+        self._time("body", t0)
+        return people
+
+    def _finite_mask(self, out: HmrOutput, transl: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        m = len(ids)
+        good = (
+            np.isfinite(out.rotmat.reshape(m, -1)).all(1)
+            & np.isfinite(out.betas.reshape(m, -1)).all(1)
+            & np.isfinite(transl).all(1)
+            & (transl[:, 2] > 0)
+        )
+        if not good.all():
+            self.skipped_nan += int((~good).sum())
+            self._warn("nan", "skipping person(s) %s this frame: non-finite network output",
+                       ids[~good].tolist())  # fmt: skip
+        return good
+
+    def _smooth(
+        self, t_s: float, ids: np.ndarray, out: HmrOutput, transl: np.ndarray, good: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rotmat = np.asarray(out.rotmat[good], np.float32)
+        betas = np.asarray(out.betas[good], np.float32)
+        transl = np.asarray(transl[good], np.float32)
+        if self.smoothers is None:
+            return rotmat, betas, transl
+        for i, tid in enumerate(ids.tolist()):
+            rotmat[i], betas[i], transl[i] = self.smoothers(tid, t_s, rotmat[i], betas[i],
+                                                             transl[i])  # fmt: skip
+        return rotmat, betas, transl
+
+    @torch.inference_mode()
+    def _place(self, ids: np.ndarray, boxes: np.ndarray, rotmat: np.ndarray, betas: np.ndarray,
+               transl: np.ndarray) -> list[PersonState]:  # fmt: skip
+        """Body model forward for all persons at once; vertices/joints in the camera frame."""
+        dev = next(iter(self.body_model.buffers()), torch.zeros(0)).device
+        body = self.body_model(
+            torch.from_numpy(rotmat).to(dev), torch.from_numpy(betas).to(dev),
+            torch.from_numpy(transl).to(dev),
+        )  # fmt: skip
+        verts = body.vertices.float().cpu().numpy()
+        joints = body.joints.float().cpu().numpy()
+        people = []
+        for i, tid in enumerate(ids.tolist()):
+            if not np.isfinite(verts[i]).all():
+                self._warn("nan", "skipping person %d this frame: non-finite vertices", tid)
+                continue
+            people.append(PersonState(
+                track_id=int(tid), box_xyxy=boxes[i].copy(), rotmat=rotmat[i], betas=betas[i],
+                transl_m=transl[i], vertices_m=verts[i], joints_m=joints[i],
+            ))  # fmt: skip
+        return people
+
+
+def projected_boxes(people: list[PersonState], camera: Camera) -> np.ndarray:
+    """f32[M,4] px: the bounding box of each person's vertices projected with ``camera``
+    (for carrying boxes forward between detections)."""
+    if not people:
+        return np.zeros((0, 4), np.float32)
+    out = []
+    K = camera.K
+    for p in people:
+        v = np.asarray(p.vertices_m, np.float64)
+        z = np.clip(v[:, 2], 1e-6, None)
+        uv = np.stack([K[0, 0] * v[:, 0] / z + K[0, 2], K[1, 1] * v[:, 1] / z + K[1, 2]], 1)
+        out.append([*uv.min(0), *uv.max(0)])
+    return np.asarray(out, np.float32)
+
+
+def build_inference_stage(
+    cfg: Any,
+    timer: Callable[[str, float], None] | None = None,
+    source_camera: Camera | None = None,
+) -> InferenceStage:
+    """An :class:`InferenceStage` from a :class:`realtime.config.PipelineConfig`."""
+    from multiroi.backends import create_backend
+    from multiroi.body import load_body_model
+    from realtime.smoothing import TrackSmoothers
+
+    inf = cfg.inference
+    extra = {"backbone": inf.backbone} if inf.backbone else {}
+    backend = create_backend(inf.backend, inf.checkpoint, num_rois=inf.num_rois,
+                             device=inf.device, **extra)  # fmt: skip
+    body = load_body_model(inf.body_model)
+    logger.info("backend %s on %s, %d RoIs; body model %s", backend.name, backend.device,
+                backend.num_rois, body.model_id)  # fmt: skip
+    smoothers = TrackSmoothers(strength=inf.smooth) if inf.smooth > 0 else None
+    cameras = CameraProvider(cfg.camera, source_camera)
+    return InferenceStage(backend, body, cameras, smoothers,
+                          inf.min_box_px, timer)  # fmt: skip

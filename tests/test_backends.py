@@ -1,0 +1,125 @@
+"""Backend registry and the parity of every CPU backend on one light random network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from multiroi.backends import (
+    BackendError,
+    available_backends,
+    backend_for_path,
+    create_backend,
+    register_backend,
+    resolve_backend_name,
+)
+from multiroi.model import ModelConfig, MultiRoINet
+from multiroi.types import RoiBatch
+
+LIGHT = dict(backbone="mobilenetv2_050", hidden=64, pe_levels=2, contrastive=False, dropout=0.0)
+
+
+def light_net(num_rois: int = 3) -> MultiRoINet:
+    torch.manual_seed(0)
+    return MultiRoINet(ModelConfig(num_rois=num_rois, **LIGHT)).eval()
+
+
+def random_batch(m: int, r: int, seed: int = 0) -> RoiBatch:
+    rng = np.random.default_rng(seed)
+    return RoiBatch(
+        crops=rng.standard_normal((m, r, 3, 256, 192)).astype(np.float32),
+        box_info=(0.3 * rng.standard_normal((m, r, 3))).astype(np.float32),
+        centers=np.zeros((m, r, 2), np.float32),
+        sizes=np.full((m, r), 200.0, np.float32),
+        focal_px=800.0,
+        image_wh=(640, 480),
+    )
+
+
+@pytest.fixture(scope="module")
+def net3() -> MultiRoINet:
+    return light_net(3)
+
+
+def test_registry_by_name_and_suffix(tmp_path):
+    names = available_backends()
+    assert ".pt" in names["torch"] and ".onnx" in names["onnxruntime"]
+    assert backend_for_path("x/model.ONNX") == "onnxruntime"
+    assert backend_for_path("m.engine") is None
+    assert resolve_backend_name("auto", None) == "torch"
+    assert resolve_backend_name("auto", "a.onnx") == "onnxruntime"
+    assert resolve_backend_name("model.onnx", None) == "onnxruntime"
+    with pytest.raises(BackendError, match="unknown backend 'tensorrt'"):
+        resolve_backend_name("tensorrt", None)
+    register_backend("fake", "tests.nowhere:Nothing", suffixes=(".fake",))
+    assert backend_for_path("a.fake") == "fake"
+    with pytest.raises(BackendError, match="not installed"):
+        create_backend("fake")
+
+
+def test_torch_backend_shapes_empty_and_wrong_rois(net3):
+    be = create_backend("torch", net=net3)
+    assert (be.name, be.num_rois, be.device) == ("torch", 3, "cpu")
+    out = be(random_batch(2, 3))
+    assert out.rotmat.shape == (2, 24, 3, 3) and out.betas.shape == (2, 10)
+    assert out.cam_local.shape == (2, 3, 3) and out.rotmat.dtype == np.float32
+    rtr = out.rotmat @ np.swapaxes(out.rotmat, -1, -2)
+    assert np.allclose(rtr, np.eye(3), atol=1e-4)  # proper rotations
+    empty = be(random_batch(0, 3))
+    assert empty.rotmat.shape == (0, 24, 3, 3) and empty.cam_local.shape == (0, 3, 3)
+    with pytest.raises(ValueError, match="3-RoI model"):
+        be(random_batch(1, 5))
+
+
+def test_torch_and_onnxruntime_agree(net3, tmp_path):
+    batch = random_batch(3, 3, seed=1)
+    ref = create_backend("torch", net=net3)(batch)
+    ort_be = create_backend("onnxruntime", net=net3)
+    try:
+        got = ort_be(batch)
+        assert ort_be.num_rois == 3 and ort_be.device == "cpu"
+        for k in ("rotmat", "betas", "cam_local"):
+            np.testing.assert_allclose(getattr(got, k), getattr(ref, k), atol=1e-4, rtol=1e-3)
+        one = ort_be(random_batch(1, 3, seed=2))  # dynamic person axis
+        assert one.rotmat.shape == (1, 24, 3, 3)
+        # the exported file loads by suffix alone
+        path = tmp_path / "m.onnx"
+        path.write_bytes(ort_be.model_path.read_bytes())
+        by_path = create_backend(str(path), num_rois=3)
+        assert by_path.name == "onnxruntime"
+        np.testing.assert_allclose(by_path(batch).betas, ref.betas, atol=1e-4, rtol=1e-3)
+        with pytest.raises(ValueError, match="--rois 3"):
+            create_backend(str(path), num_rois=5)
+    finally:
+        ort_be.close()
+
+
+def test_torch_backend_from_checkpoint(net3, tmp_path):
+    from multiroi.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pt", net3, net3.cfg, body_model_id="toy-v1")
+    be = create_backend("auto", ckpt, num_rois=3)
+    assert be.name == "torch"
+    batch = random_batch(2, 3, seed=3)
+    ref = create_backend("torch", net=net3)(batch)
+    np.testing.assert_allclose(be(batch).cam_local, ref.cam_local, atol=1e-5)
+    with pytest.raises(ValueError, match="--rois 3"):
+        create_backend("torch", ckpt, num_rois=5)
+
+
+def test_missing_onnx_file_and_cuda_without_gpu(tmp_path):
+    with pytest.raises(BackendError, match="not found"):
+        create_backend("onnxruntime", tmp_path / "none.onnx")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            create_backend("torch", net=light_net(1), device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_cuda_fp16_close_to_cpu(net3):
+    batch = random_batch(2, 3, seed=4)
+    ref = create_backend("torch", net=light_net(3))(batch)
+    got = create_backend("torch", net=light_net(3), device="cuda")(batch)
+    np.testing.assert_allclose(got.rotmat, ref.rotmat, atol=0.05)

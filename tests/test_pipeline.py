@@ -1,0 +1,263 @@
+"""The threaded loop on generated videos with a fake backend and the toy body model: ordering,
+drop policy, shutdown paths, error propagation, recording, and every kind of bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from multiroi.types import Detections, Frame, HmrOutput, Tracks
+from realtime.detect import GivenBoxesDetector
+from realtime.infer import InferenceStage
+from realtime.pipeline import Pipeline, PipelineError, StageQueue
+from realtime.recording import Recorder
+from realtime.sources import ImageSource, LiveSource, VideoFileSource
+from realtime.track import PersonTracker
+
+WH = (160, 120)
+UPRIGHT = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # body y-up -> camera y-down
+
+
+def person_boxes(t: int) -> np.ndarray:
+    """Two persons; the second one half outside the right border."""
+    return np.array([[20 + t, 20, 60 + t, 110], [130, 10, 190, 115]], np.float32)
+
+
+def write_video(path: Path, n: int) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, WH)
+    for t in range(n):
+        img = np.full((WH[1], WH[0], 3), 40, np.uint8)
+        for b in person_boxes(t).astype(int):
+            cv2.rectangle(img, tuple(b[:2]), tuple(b[2:]), (200, 180, 160), -1)
+        w.write(img)
+    w.release()
+    return path
+
+
+class FakeBackend:
+    """Upright mean pose, zero betas, s = 0.9 for every RoI; NaN for persons left of
+    ``nan_left_of_px`` (RoI 0 centre x)."""
+
+    name, device = "fake", "cpu"
+
+    def __init__(self, num_rois: int = 2, nan_left_of_px: float = -1.0, fail_at: int = -1):
+        self.num_rois, self.nan_left_of_px, self.fail_at, self.calls = (
+            num_rois,
+            nan_left_of_px,
+            fail_at,
+            0,
+        )
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("backend exploded")
+        m = len(batch)
+        rotmat = np.tile(np.eye(3, dtype=np.float32), (m, 24, 1, 1))
+        rotmat[:, 0] = UPRIGHT
+        cam = np.tile(np.array([0.9, 0.0, 0.0], np.float32), (m, self.num_rois, 1))
+        bad = batch.centers[:, 0, 0] < self.nan_left_of_px
+        rotmat[bad] = np.nan
+        return HmrOutput(rotmat, np.zeros((m, 10), np.float32), cam)
+
+    def close(self):
+        pass
+
+
+class FakeRenderer:
+    def __init__(self, close_after: int | None = None, delay_s: float = 0.0, raise_at=None):
+        self.calls, self.threads, self.close_after, self.delay_s = [], set(), close_after, delay_s
+        self.raise_at, self.status = raise_at, ""
+
+    def set_status(self, text: str) -> None:
+        self.status = text
+
+    def update(self, frame: Frame, people) -> bool:
+        self.threads.add(threading.current_thread().name)
+        self.calls.append((frame.index, [p.track_id for p in people], frame.size_wh))
+        if self.raise_at is not None and len(self.calls) == self.raise_at:
+            raise self.raise_at_exc
+        time.sleep(self.delay_s)
+        return self.close_after is None or len(self.calls) < self.close_after
+
+    def close(self) -> None:
+        pass
+
+
+def make_pipeline(source, toy_body_model, backend=None, detector=None, renderer=None, **kw):
+    det = detector or GivenBoxesDetector(np.stack([person_boxes(t) for t in range(500)]))
+    infer = InferenceStage(backend or FakeBackend(), toy_body_model, min_box_px=8)
+    return Pipeline(source, det, PersonTracker(max_persons=4), infer, renderer, **kw)
+
+
+def no_stage_threads() -> bool:
+    return not any(t.name.startswith(("multiroi-", "reader-")) for t in threading.enumerate())
+
+
+def test_file_every_frame_in_order_with_recording(tmp_path, toy_body_model):
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 15))
+    rec = Recorder(tmp_path / "out" / "rec.npz")
+    ren = FakeRenderer()
+    summary = make_pipeline(src, toy_body_model, renderer=ren, recorder=rec).run()
+    rec.close()
+    assert [c[0] for c in ren.calls] == list(range(15))
+    assert ren.threads == {threading.main_thread().name}
+    assert all(len(c[1]) == 2 for c in ren.calls[1:])  # both persons, one cut by the border
+    assert "FPS" in ren.status
+    assert summary.frames == 15 and summary.dropped == 0
+    assert 0 < summary.latency_p50_ms <= summary.latency_p95_ms < 10_000
+    assert {"detect", "track", "infer", "render", "model", "body"} <= set(summary.stage_ms)
+    with np.load(tmp_path / "out" / "rec.npz", allow_pickle=False) as data:
+        assert data["frames_index"].tolist() == list(range(15))
+        n = len(data["track_id"])
+        assert n == int(data["frames_num_persons"].sum()) >= 28
+        assert data["rotmat"].shape == (n, 24, 3, 3) and data["pose_axis_angle"].shape == (
+            n,
+            24,
+            3,
+        )
+        np.testing.assert_allclose(data["rotmat"][0, 0], UPRIGHT, atol=1e-5)
+        np.testing.assert_allclose(np.abs(data["pose_axis_angle"][0, 0]), [np.pi, 0, 0], atol=1e-4)
+        assert (data["transl_m"][:, 2] > 0).all()
+        assert (data["t_done_s"] >= data["t_capture_s"]).all()
+    assert not list((tmp_path / "out").glob("*.partial*"))
+    assert no_stage_threads()
+
+
+def test_stage_exception_is_reraised_with_the_stage_named(tmp_path, toy_body_model):
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 30))
+    with pytest.raises(
+        PipelineError, match="stage 'infer' failed: RuntimeError: backend exploded"
+    ):
+        make_pipeline(src, toy_body_model, backend=FakeBackend(fail_at=3)).run()
+    assert no_stage_threads()
+
+    def bad_detector(image, frame_index=None):
+        raise ValueError("detector broke")
+
+    src = VideoFileSource(write_video(tmp_path / "w.avi", 30))
+    with pytest.raises(PipelineError) as err:
+        make_pipeline(src, toy_body_model, detector=bad_detector).run()
+    assert err.value.stage == "detect" and isinstance(err.value.__cause__, ValueError)
+    assert no_stage_threads()
+
+
+def test_window_close_and_ctrl_c_stop_cleanly(tmp_path, toy_body_model):
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 40))
+    ren = FakeRenderer(close_after=3)
+    pipe = make_pipeline(src, toy_body_model, renderer=ren)
+    summary = pipe.run()
+    assert pipe.stop_reason == "window closed" and summary.frames == 3 and len(ren.calls) == 3
+    assert no_stage_threads()
+    ren = FakeRenderer(raise_at=2)
+    ren.raise_at_exc = KeyboardInterrupt()
+    pipe = make_pipeline(VideoFileSource(tmp_path / "v.avi"), toy_body_model, renderer=ren)
+    pipe.run()
+    assert pipe.stop_reason == "interrupted" and len(ren.calls) == 2
+    assert no_stage_threads()
+
+
+def test_max_frames(tmp_path, toy_body_model):
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 40))
+    assert make_pipeline(src, toy_body_model, max_frames=7).run().frames == 7
+
+
+class EndlessCapture:
+    def __init__(self):
+        self.n = 0
+
+    def isOpened(self):  # noqa: N802
+        return True
+
+    def read(self):
+        time.sleep(0.002)
+        self.n += 1
+        img = np.full((WH[1], WH[0], 3), 40, np.uint8)
+        return True, img
+
+    def release(self):
+        pass
+
+
+def test_live_source_drops_instead_of_building_a_backlog(toy_body_model):
+    src = LiveSource(EndlessCapture, "fake")
+    ren = FakeRenderer(close_after=12, delay_s=0.03)  # a slow renderer
+    pipe = make_pipeline(src, toy_body_model, renderer=ren, queue_size=2)
+    summary = pipe.run()
+    assert pipe.drop and summary.frames == 12
+    assert summary.dropped > 20  # the source ran at ~500 FPS, the renderer at ~30
+    assert summary.latency_p95_ms < 1000  # no growing backlog
+    idx = [c[0] for c in ren.calls]
+    assert idx == sorted(idx) and idx[-1] - idx[0] > 20
+    assert no_stage_threads()
+
+
+def test_stage_queue_policies():
+    stop = threading.Event()
+    drops = []
+    q = StageQueue("q", 2, True, stop, drops.append)
+    for i in range(5):
+        assert q.put(i)
+    assert q.qsize() == 2 and len(drops) == 3 and q.dropped == 3
+    assert [q.get(), q.get()] == [3, 4]
+    blocking = StageQueue("b", 1, False, stop)
+    assert blocking.put(1)
+    threading.Timer(0.1, stop.set).start()
+    t0 = time.perf_counter()
+    assert blocking.put(2) is False  # gave up when the pipeline stopped
+    assert 0.05 < time.perf_counter() - t0 < 2.0
+
+
+def test_nan_outputs_skip_that_person_and_log_once(tmp_path, toy_body_model, caplog):
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 10))
+    ren = FakeRenderer()
+    make_pipeline(src, toy_body_model, backend=FakeBackend(nan_left_of_px=100), renderer=ren).run()
+    assert len(ren.calls) == 10 and all(len(c[1]) == 1 for c in ren.calls)
+    warnings = [r for r in caplog.records if "non-finite" in r.getMessage()]
+    assert len([r for r in warnings if r.levelname == "WARNING"]) == 1
+
+
+def test_zero_persons_tiny_boxes_and_size_changes(tmp_path, toy_body_model):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i, wh in enumerate([(160, 120), (160, 120), (320, 240), (100, 100)]):
+        cv2.imwrite(str(d / f"{i}.png"), np.full((wh[1], wh[0], 3), 60, np.uint8))
+    boxes = np.full((4, 2, 4), np.nan, np.float32)
+    boxes[0] = person_boxes(0)  # two persons
+    boxes[1, 0] = [10, 10, 14, 13]  # a tiny box only
+    boxes[2] = [[50, 20, 150, 230], [-40, 30, 40, 200]]  # bigger frame; one cut by the border
+    ren = FakeRenderer()  # frame 3: nobody
+    make_pipeline(ImageSource(d), toy_body_model, detector=GivenBoxesDetector(boxes),
+                  renderer=ren).run()  # fmt: skip
+    counts = [len(c[1]) for c in ren.calls]
+    assert counts == [2, 0, 2, 0]
+    assert [c[2] for c in ren.calls] == [(160, 120), (160, 120), (320, 240), (100, 100)]
+
+
+def test_inference_stage_output_placement(toy_body_model):
+    """The mesh lands in front of the camera, roughly under its box."""
+    stage = InferenceStage(FakeBackend(), toy_body_model)
+    img = np.zeros((WH[1], WH[0], 3), np.uint8)
+    tracks = Tracks(np.array([5]), person_boxes(0)[:1], np.ones(1, np.float32))
+    (p,) = stage(Frame(0, 0.0, img), tracks)
+    assert p.track_id == 5 and p.vertices_m.shape == (toy_body_model.num_vertices, 3)
+    cam = stage.cameras(WH)
+    uv = p.vertices_m[:, :2] / p.vertices_m[:, 2:] * cam.focal + np.array(cam.principal)
+    box = person_boxes(0)[0]
+    assert box[0] - 10 < uv[:, 0].mean() < box[2] + 10 and box[1] < uv[:, 1].mean() < box[3]
+    assert stage(Frame(1, 0.1, img), Tracks.empty()) == []
+    assert len(stage(Frame(2, 0.2, img), Tracks(np.array([1]), np.full((1, 4), np.nan),
+                                                  np.ones(1)))) == 0  # fmt: skip
+
+
+def test_detections_none_is_treated_as_empty(tmp_path, toy_body_model):
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 4))
+    ren = FakeRenderer()
+    make_pipeline(src, toy_body_model, detector=lambda img, i=None: Detections.empty(),
+                  renderer=ren).run()  # fmt: skip
+    assert [len(c[1]) for c in ren.calls] == [0, 0, 0, 0]
