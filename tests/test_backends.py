@@ -46,12 +46,14 @@ def test_registry_by_name_and_suffix(tmp_path):
     names = available_backends()
     assert ".pt" in names["torch"] and ".onnx" in names["onnxruntime"]
     assert backend_for_path("x/model.ONNX") == "onnxruntime"
-    assert backend_for_path("m.engine") is None
+    assert backend_for_path("m.engine") == "tensorrt"
+    assert backend_for_path("m.ts") == "torch-trt"
+    assert backend_for_path("m.unknown") is None
     assert resolve_backend_name("auto", None) == "torch"
     assert resolve_backend_name("auto", "a.onnx") == "onnxruntime"
     assert resolve_backend_name("model.onnx", None) == "onnxruntime"
-    with pytest.raises(BackendError, match="unknown backend 'tensorrt'"):
-        resolve_backend_name("tensorrt", None)
+    with pytest.raises(BackendError, match="unknown backend 'tensorrtx'"):
+        resolve_backend_name("tensorrtx", None)
     register_backend("fake", "tests.nowhere:Nothing", suffixes=(".fake",))
     assert backend_for_path("a.fake") == "fake"
     with pytest.raises(BackendError, match="not installed"):

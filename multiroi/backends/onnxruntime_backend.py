@@ -46,14 +46,23 @@ def export_onnx_simple(net: Any, path: str | os.PathLike, opset: int = 17) -> Pa
 
 
 def _providers(device: str) -> list[str]:
+    """Execution providers for ``device``: "cpu", "cuda[:N]" (CUDA, then CPU) or "tensorrt"
+    (onnxruntime's TensorRT provider, then CUDA, then CPU); missing ones fall back with a
+    warning."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" in available:
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        logger.warning("onnxruntime has no CUDA provider here (%s); running on CPU", available)
-    return ["CPUExecutionProvider"]
+    wanted = {
+        "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+        "cuda": ["CUDAExecutionProvider"],
+    }.get(device.split(":")[0], [])
+    chosen = [p for p in wanted if p in available]
+    if wanted and chosen != wanted:
+        logger.warning(
+            "onnxruntime lacks %s here (has %s); falling back to %s",
+            [p for p in wanted if p not in available], available, chosen + ["CPU"],
+        )  # fmt: skip
+    return chosen + ["CPUExecutionProvider"]
 
 
 class OnnxRuntimeBackend:
@@ -88,7 +97,9 @@ class OnnxRuntimeBackend:
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=_providers(device))
-        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        used = self.session.get_providers()
+        self.device = "cpu" if used == ["CPUExecutionProvider"] else device
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.model_path = path
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
@@ -111,6 +122,8 @@ class OnnxRuntimeBackend:
         if len(self._inputs) < 2:
             raise BackendError(f"ONNX model must take (crops, box_info); inputs: {self._inputs}")
         dim = self.session.get_inputs()[0].shape[1]
+        if not isinstance(dim, int) and "multiroi.num_rois" in self.metadata:
+            dim = int(self.metadata["multiroi.num_rois"])  # written by `python -m export onnx`
         if isinstance(dim, int):
             if dim != asked:
                 raise ValueError(

@@ -86,3 +86,7 @@ def create_backend(
 register_backend("torch", "multiroi.backends.torch_backend:TorchBackend", (".pt", ".pth", ".ckpt"))
 register_backend("onnxruntime", "multiroi.backends.onnxruntime_backend:OnnxRuntimeBackend",
                  (".onnx",))  # fmt: skip
+register_backend("tensorrt", "multiroi.backends.tensorrt_backend:TensorRTBackend",
+                 (".engine", ".plan"))  # fmt: skip
+register_backend("torch-trt", "multiroi.backends.torch_trt_backend:TorchTRTBackend",
+                 (".ts",))  # fmt: skip

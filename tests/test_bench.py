@@ -1,0 +1,54 @@
+"""A tiny benchmark run writes a valid CSV, markdown table and PNG plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realtime.bench import CSV_FIELDS, BenchRow, main, markdown_table, read_csv, time_side_by_side
+
+
+def test_tiny_bench_run(tmp_path: Path, toy_body_model_path: Path, capsys):
+    out = tmp_path / "bench"
+    rc = main(["--rois", "1", "2", "--persons", "1", "2", "--backbone", "test_resnet",
+               "--hidden", "16", "--warmup", "1", "--iters", "2", "--modes", "model", "e2e",
+               "--clip-frames", "2", "--clip-size", "96", "72", "--cache-dir", str(tmp_path),
+               "--body-model", str(toy_body_model_path), "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "cpu" in printed and "torch" in printed and "onnxruntime" in printed
+    with open(out / "bench.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == CSV_FIELDS
+    rows = read_csv(out / "bench.csv")
+    # 2 backends (torch, onnxruntime on CPU) x 2 RoI counts x 2 person counts x 2 modes
+    assert len(rows) == 16
+    assert {(r.backend, r.precision) for r in rows} == {("torch", "fp32"), ("onnxruntime", "fp32")}
+    assert {(r.rois, r.persons, r.mode) for r in rows} == {
+        (r, p, m) for r in (1, 2) for p in (1, 2) for m in ("model", "e2e")
+    }
+    for r in rows:
+        assert r.p50_ms > 0 and r.p95_ms >= r.p50_ms
+        assert r.fps == pytest.approx(1000.0 / r.p50_ms, rel=1e-3)
+    table = (out / "bench.md").read_text()
+    assert table.count("\n| ") == 1 + len(rows)  # header + one line per row
+    assert "| torch | fp32 | model | 2 | 2 |" in table and "1.00x" in table
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out / "bench.png")
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 200
+
+
+def test_ratio_column_and_side_by_side_timing():
+    rows = [BenchRow("torch", "fp32", 5, 1, "model", 10.0, 100.0, 120.0),
+            BenchRow("onnxruntime", "fp32", 5, 1, "model", 25.0, 40.0, 50.0)]  # fmt: skip
+    table = markdown_table(rows, {"cpu": "x", "cores": "2", "gpu": "none"}, "cmd")
+    assert "| onnxruntime | fp32 | model | 5 | 1 | 25.00 | 40.0 | 50.0 | 2.50x |" in table
+    import time
+
+    timed = time_side_by_side([lambda: time.sleep(0.004), lambda: None], warmup=0, iters=5)
+    assert timed[0][0] >= 3.5 and timed[1][0] < timed[0][0]
+    assert all(p95 >= p50 for p50, p95 in timed) and np.isfinite(timed).all()
