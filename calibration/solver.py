@@ -82,6 +82,26 @@ def _solve(
     return float(rms), K.astype(np.float64), dist.astype(np.float64), per_view
 
 
+def _solve_dropping_outliers(
+    views: list[BoardView], image_wh: tuple[int, int], s: SolverSettings
+) -> tuple[list[BoardView], list[str], tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+    """Solve; if some views' RMS exceeds ``s.reject_factor`` x the median (and enough views
+    remain), drop them and solve again. Returns (views kept, sources rejected, _solve result)."""
+    solved = _solve(views, image_wh, s.dist_coeffs)
+    if s.reject_factor <= 0 or len(views) <= s.min_views:
+        return views, [], solved
+    per_view = solved[3]
+    limit = max(1.0, s.reject_factor * float(np.median(per_view)))
+    bad = per_view > limit
+    if not bad.any() or len(views) - int(bad.sum()) < s.min_views:
+        return views, [], solved
+    rejected = [v.source for v, b in zip(views, bad, strict=True) if b]
+    names = ", ".join(rejected)
+    logger.warning("dropping %d outlier view(s) (RMS > %.2f px): %s", len(rejected), limit, names)
+    views = [v for v, b in zip(views, bad, strict=True) if not b]
+    return views, rejected, _solve(views, image_wh, s.dist_coeffs)
+
+
 def calibrate_views(
     views: Sequence[BoardView],
     image_wh: tuple[int, int],
@@ -105,21 +125,7 @@ def calibrate_views(
             f"too few usable views: {len(views)} < {s.min_views}; capture more images of the "
             "board at different positions and tilts (or lower --min-views)"
         )
-    rms, K, dist, per_view = _solve(views, image_wh, s.dist_coeffs)
-    rejected: list[str] = []
-    if s.reject_factor > 0 and len(views) > s.min_views:
-        limit = max(1.0, s.reject_factor * float(np.median(per_view)))
-        bad = per_view > limit
-        if bad.any() and len(views) - int(bad.sum()) >= s.min_views:
-            rejected = [v.source for v, b in zip(views, bad, strict=True) if b]
-            logger.warning(
-                "dropping %d outlier view(s) (RMS > %.2f px): %s",
-                len(rejected),
-                limit,
-                ", ".join(rejected),
-            )
-            views = [v for v, b in zip(views, bad, strict=True) if not b]
-            rms, K, dist, per_view = _solve(views, image_wh, s.dist_coeffs)
+    views, rejected, (rms, K, dist, per_view) = _solve_dropping_outliers(views, image_wh, s)
     coverage = measure_coverage(views, image_wh)
     warnings = []
     if coverage.fraction < s.min_coverage:

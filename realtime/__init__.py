@@ -42,9 +42,9 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
         size = source.size_wh if source.size_wh[0] > 0 else (cfg.source.width, cfg.source.height)
         camera = infer.cameras(size)
         name = _safe_name(getattr(source, "name", "") or "run")
-        if renderer is None:
-            renderer = _create_renderer(cfg, camera, infer.faces, name, source.fps)
-        recorder = _create_recorder(cfg, camera, name)
+        if renderer is None:  # draws with the inference camera of each frame's size
+            renderer = _create_renderer(cfg, camera, infer.faces, name, source.fps, infer.cameras)
+        recorder = _create_recorder(cfg, camera, name, infer.cameras)
     except BaseException:
         source.close()
         raise
@@ -81,7 +81,9 @@ def _carry_hook(detector: Any, infer: Any) -> Any:
     return hook
 
 
-def _create_renderer(cfg: Any, camera: Any, faces: Any, name: str, fps: Any) -> Any:
+def _create_renderer(
+    cfg: Any, camera: Any, faces: Any, name: str, fps: Any, cameras: Any = None
+) -> Any:
     mode = cfg.output.render_mode
     if mode == "none":
         return None
@@ -89,16 +91,17 @@ def _create_renderer(cfg: Any, camera: Any, faces: Any, name: str, fps: Any) -> 
 
     out_dir = cfg.output.out_dir
     return create_renderer(mode, camera, faces, out_dir=out_dir, name=name, fps=fps,
-                           max_persons=cfg.tracker.max_persons)  # fmt: skip
+                           max_persons=cfg.tracker.max_persons, cameras=cameras)  # fmt: skip
 
 
-def _create_recorder(cfg: Any, camera: Any, name: str) -> Any:
+def _create_recorder(cfg: Any, camera: Any, name: str, cameras: Any = None) -> Any:
     if not (cfg.output.record and cfg.output.out_dir):
         return None
     from realtime.recording import Recorder
 
-    rec = Recorder(Path(cfg.output.out_dir) / f"{name}.npz", meta={"config": cfg.to_dict()})
-    rec.set_camera(camera.K, camera.image_wh)
+    path = Path(cfg.output.out_dir) / f"{name}.npz"
+    rec = Recorder(path, meta={"config": cfg.to_dict()}, cameras=cameras)
+    rec.set_camera(camera.K, camera.image_wh)  # replaced by the first frame's camera
     return rec
 
 

@@ -10,6 +10,7 @@ Persons with tiny or off-image boxes, or with non-finite outputs, are skipped fo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,8 @@ class CameraProvider:
     length, the source's own camera (``source_camera``, e.g. the demo clip's), or the default
     f = sqrt(W^2 + H^2). With ``undistort`` it also gives an
     :class:`multiroi.geometry.undistort.Undistorter` per size, and the camera it returns is
-    the undistorted (distortion-free) one."""
+    the undistorted (distortion-free) one. Thread-safe: the detect (undistortion), infer and
+    render threads all ask it, and every caller gets the same Camera object for a size."""
 
     def __init__(self, cfg: Any = None, source_camera: Camera | None = None) -> None:
         self.calib = getattr(cfg, "calib", None)
@@ -41,6 +43,7 @@ class CameraProvider:
         if self._base is None and self.fov_deg is None and self.focal_px is None:
             self._base = source_camera  # e.g. the demo clip's known intrinsics
         self._cache: dict[tuple[int, int], tuple[Camera, Any]] = {}
+        self._lock = threading.Lock()
 
     def _build(self, wh: tuple[int, int]) -> tuple[Camera, Any]:
         if self._base is not None:
@@ -62,14 +65,16 @@ class CameraProvider:
 
     def __call__(self, size_wh: tuple[int, int]) -> Camera:
         wh = (int(size_wh[0]), int(size_wh[1]))
-        if wh not in self._cache:
-            self._cache[wh] = self._build(wh)
-        return self._cache[wh][0]
+        with self._lock:
+            if wh not in self._cache:
+                self._cache[wh] = self._build(wh)
+            return self._cache[wh][0]
 
     def undistorter(self, size_wh: tuple[int, int]) -> Any:
         """The undistorter for this size, or None (no --undistort / no distortion)."""
         self(size_wh)
-        return self._cache[(int(size_wh[0]), int(size_wh[1]))][1]
+        with self._lock:
+            return self._cache[(int(size_wh[0]), int(size_wh[1]))][1]
 
 
 class _WarnOnce:
@@ -165,17 +170,24 @@ class InferenceStage:
         return people
 
     def _finite_mask(self, out: HmrOutput, transl: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """bool[M]: finite rotmat, betas and T, and a positive RoI-0 scale s.
+
+        s <= 0 has no full-camera meaning: local_to_full clamps s to 1e-6, which would place the
+        person about 1e9 m away, so such persons are skipped like non-finite ones."""
         m = len(ids)
+        with np.errstate(invalid="ignore"):
+            scale_ok = np.asarray(out.cam_local, np.float64).reshape(m, -1, 3)[:, 0, 0] > 0
         good = (
             np.isfinite(out.rotmat.reshape(m, -1)).all(1)
             & np.isfinite(out.betas.reshape(m, -1)).all(1)
             & np.isfinite(transl).all(1)
             & (transl[:, 2] > 0)
+            & scale_ok
         )
         if not good.all():
             self.skipped_nan += int((~good).sum())
-            self._warn("nan", "skipping person(s) %s this frame: non-finite network output",
-                       ids[~good].tolist())  # fmt: skip
+            self._warn("nan", "skipping person(s) %s this frame: non-finite network output or "
+                       "scale s <= 0", ids[~good].tolist())  # fmt: skip
         return good
 
     def _smooth(

@@ -2,7 +2,11 @@
 
 Stages run in their own threads, joined by bounded queues. Live sources use drop-oldest
 queues (the newest frame wins, there is never a backlog); files block (every frame is
-processed) unless paced in real time. The loop ends on end of input, ``max_frames``, Ctrl-C,
+processed) unless paced in real time. Latency is measured from the capture timestamp when
+frames are dropped (live), and from when the first stage took the frame when they are not
+(files: a file is read ahead of need, so time spent waiting for room in the first queue is
+backlog, not latency); the summary line names which. The loop ends on end of input,
+``max_frames``, Ctrl-C,
 the window being closed, or an exception in any stage; an exception is re-raised in the
 main thread as :class:`PipelineError` naming the stage. Every thread is joined at exit.
 """
@@ -36,10 +40,12 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class Tracked:
-    """Between detect+track and infer."""
+    """Between detect+track and infer. t_start_s: perf_counter() when the first stage
+    (detect) took the frame."""
 
     frame: Frame
     tracks: Tracks
+    t_start_s: float
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Result:
 
     frame: Frame
     people: list[PersonState]
+    t_start_s: float
 
 
 class StageQueue:
@@ -114,7 +121,7 @@ class Pipeline:
     ``(image, frame_index) -> Detections``; tracker: ``.update(Detections, image) -> Tracks``;
     infer: ``(frame, tracks) -> list[PersonState]``; renderer: ``.update(frame, people) ->
     bool`` (False = the user closed it) and ``.close()``, driven from the calling thread;
-    recorder: ``.add(index, t_capture_s, t_done_s, people)``. preprocess: optional
+    recorder: ``.add(index, t_capture_s, t_done_s, people, image_wh=)``. preprocess: optional
     ``image -> image`` (e.g. undistortion) applied before detection. drop_frames: None = the
     source decides (``source.is_live``).
     """
@@ -142,6 +149,7 @@ class Pipeline:
         self.max_frames, self.preprocess, self.on_people = max_frames, preprocess, on_people
         self.drop = bool(getattr(source, "is_live", False)) if drop_frames is None else drop_frames
         self.stats = stats or PipelineStats(log_every_s=log_every_s)
+        self.stats.latency_from = "capture" if self.drop else "first stage"
         self.join_timeout_s = join_timeout_s
         if getattr(infer, "timer", False) is None:
             infer.timer = self.stats.add_time  # sub-stage timings (rois, model, body)
@@ -196,7 +204,7 @@ class Pipeline:
     def _detect_track(self) -> None:
         try:
             while (item := self._q_frames.get()) not in (_END, _STOPPED):
-                t0 = time.perf_counter()
+                t0 = time.perf_counter()  # the frame enters the first stage
                 if self.preprocess is not None:
                     item.image_bgr = self.preprocess(item.image_bgr)
                 dets = self.detector(item.image_bgr, item.index)
@@ -205,7 +213,7 @@ class Pipeline:
                                              item.image_bgr)  # fmt: skip
                 self.stats.add_time("detect", t1 - t0)
                 self.stats.add_time("track", time.perf_counter() - t1)
-                if not self._q_tracked.put(Tracked(item, tracks)):
+                if not self._q_tracked.put(Tracked(item, tracks, t0)):
                     break
         finally:
             self._q_tracked.put(_END)
@@ -218,7 +226,7 @@ class Pipeline:
                 self.stats.add_time("infer", time.perf_counter() - t0)
                 if self.on_people is not None:
                     self.on_people(item.frame, people)
-                if not self._q_results.put(Result(item.frame, people)):
+                if not self._q_results.put(Result(item.frame, people, item.t_start_s)):
                     break
         finally:
             self._q_results.put(_END)
@@ -273,8 +281,10 @@ class Pipeline:
         t_done = time.perf_counter()
         self.stats.add_time("render", t_done - t0)
         if self.recorder is not None:
-            self.recorder.add(item.frame.index, item.frame.t_capture_s, t_done, item.people)
-        self.stats.frame_done(item.frame.t_capture_s, len(item.people), t_done)
+            self.recorder.add(item.frame.index, item.frame.t_capture_s, t_done, item.people,
+                              image_wh=item.frame.size_wh)  # fmt: skip
+        t_ref = item.frame.t_capture_s if self.drop else item.t_start_s  # see module docstring
+        self.stats.frame_done(t_ref, len(item.people), t_done)
         self.stats.set_dropped("source", int(getattr(self.source, "dropped", 0)))
         self.stats.maybe_log(t_done)
         if not keep_going:

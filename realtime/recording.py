@@ -6,7 +6,8 @@ Layout (N = person rows over the whole run, F = frames):
           t_capture_s f64[N], t_done_s f64[N]
   frames: frames_index i64[F], frames_t_capture_s f64[F], frames_t_done_s f64[F],
           frames_num_persons i64[F] (frames with nobody are recorded too)
-  meta:   K f64[3,3] (of the first frame; zeros if unknown), image_wh i64[2], meta_json str
+  meta:   K f64[3,3] (the camera of the first frame; zeros if unknown), image_wh i64[2],
+          meta_json str
 The file is written to a temporary name and renamed at close, so a crash never leaves a
 half-written file under the final name.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,19 @@ def rotmat_to_axis_angle_np(rotmat: np.ndarray) -> np.ndarray:
 
 
 class Recorder:
-    """Collects rows in memory (about 1 KB per person per frame) and writes them at close."""
+    """Collects rows in memory (about 1 KB per person per frame) and writes them at close.
 
-    def __init__(self, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+    cameras: ``(W, H) px -> Camera``, the provider that placed the meshes (the pipeline passes
+    the inference stage's); the first :meth:`add` with ``image_wh`` records its camera, so the
+    stored K is the one used, even when a live source gave another size than was asked for.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        meta: dict[str, Any] | None = None,
+        cameras: Callable[[tuple[int, int]], Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         if self.path.suffix != ".npz":
             raise ValueError(f"recording path must end in .npz, got {self.path}")
@@ -49,17 +61,28 @@ class Recorder:
         self._frames: dict[str, list[Any]] = {k: [] for k in _FRAME_KEYS}
         self.K = np.zeros((3, 3))
         self.image_wh = np.zeros(2, np.int64)
+        self._cameras = cameras
         self._closed = False
 
     def set_camera(self, K: np.ndarray, image_wh: tuple[int, int]) -> None:
         self.K = np.asarray(K, np.float64).reshape(3, 3)
         self.image_wh = np.asarray(image_wh, np.int64)
 
-    def add(self, frame_index: int, t_capture_s: float, t_done_s: float,
-            people: list[PersonState]) -> None:  # fmt: skip
-        """One rendered frame and its persons."""
+    def add(
+        self,
+        frame_index: int,
+        t_capture_s: float,
+        t_done_s: float,
+        people: list[PersonState],
+        image_wh: tuple[int, int] | None = None,
+    ) -> None:
+        """One rendered frame and its persons; image_wh: its size (W, H) px."""
         if self._closed:
             raise RuntimeError("recorder is closed")
+        if self._cameras is not None and image_wh is not None:
+            camera = self._cameras((int(image_wh[0]), int(image_wh[1])))
+            self.set_camera(camera.K, camera.image_wh)
+            self._cameras = None  # the first frame's camera is the one stored
         f = self._frames
         f["frames_index"].append(frame_index)
         f["frames_t_capture_s"].append(t_capture_s)

@@ -20,9 +20,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class StatsSummary:
-    """What a run did. fps: frames rendered per second of wall time; latency_*_ms: capture
-    timestamp -> rendered; stage_ms: mean milliseconds per call of each stage; dropped: frames
-    dropped by the source and by the queues."""
+    """What a run did. fps: frames rendered per second of wall time; latency_*_ms: from
+    ``latency_from`` to rendered, where latency_from is "capture" (the capture timestamp; live
+    sources) or "first stage" (when detection took the frame; files, which are read ahead so
+    queue backlog is not counted); stage_ms: mean milliseconds per call of each stage; dropped:
+    frames dropped by the source and by the queues."""
 
     frames: int
     wall_s: float
@@ -32,11 +34,13 @@ class StatsSummary:
     dropped: int
     stage_ms: dict[str, float] = field(default_factory=dict)
     persons_mean: float = 0.0
+    latency_from: str = "capture"
 
     def describe(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
         return (
-            f"{self.frames} frames in {self.wall_s:.1f} s: {self.fps:.1f} FPS, latency p50 "
+            f"{self.frames} frames in {self.wall_s:.1f} s: {self.fps:.1f} FPS, latency "
+            f"({self.latency_from} -> shown) p50 "
             f"{self.latency_p50_ms:.0f} ms / p95 {self.latency_p95_ms:.0f} ms, "
             f"{self.dropped} dropped, {self.persons_mean:.1f} persons/frame; "
             f"ms per stage: {stages}"
@@ -45,7 +49,8 @@ class StatsSummary:
 
 class PipelineStats:
     """Collects timings. ``window``: how many recent samples the percentiles and the live line
-    use (the whole run's means are kept as running sums)."""
+    use (the whole run's means are kept as running sums). ``latency_from``: what the
+    ``t_ref_s`` given to :meth:`frame_done` is ("capture" or "first stage"; see StatsSummary)."""
 
     def __init__(self, window: int = 20000, log_every_s: float = 2.0) -> None:
         self._lock = threading.Lock()
@@ -61,6 +66,7 @@ class PipelineStats:
         self.t_last_done: float | None = None
         self.log_every_s = log_every_s
         self._t_last_log = self.t_start
+        self.latency_from = "capture"
 
     def reset_clock(self) -> None:
         """Start the run's wall clock now (call when the pipeline starts)."""
@@ -81,13 +87,14 @@ class PipelineStats:
         with self._lock:
             self._dropped[where] = n
 
-    def frame_done(self, t_capture_s: float, num_persons: int = 0, t_done_s: float | None = None
+    def frame_done(self, t_ref_s: float, num_persons: int = 0, t_done_s: float | None = None
                    ) -> None:  # fmt: skip
+        """One frame shown; latency = t_done_s - t_ref_s (t_ref_s: see ``latency_from``)."""
         t_done = time.perf_counter() if t_done_s is None else t_done_s
         with self._lock:
             self.frames += 1
             self._persons_sum += num_persons
-            self._latency_s.append(t_done - t_capture_s)
+            self._latency_s.append(t_done - t_ref_s)
             self._recent_done.append(t_done)
             self.t_last_done = t_done
 
@@ -133,4 +140,5 @@ class PipelineStats:
                 dropped=int(sum(self._dropped.values())),
                 stage_ms=stage_ms,
                 persons_mean=self._persons_sum / self.frames if self.frames else 0.0,
+                latency_from=self.latency_from,
             )

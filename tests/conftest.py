@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+import os
 
-import pytest
+# One intra-op thread per test process: tiny tensors gain nothing from more, and on a busy 2-core
+# machine OpenMP threads oversubscribe (a first forward pass went from 0.01 s to 2.8 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -108,6 +108,22 @@ def test_calibration_recovers_known_intrinsics(rendered):
     assert result.data.image_wh == WH
 
 
+def test_outlier_view_is_dropped_and_named(rendered):
+    """One view with corners shifted by up to 6 px (a bad detection) is rejected by name and the
+    intrinsics come out as without it."""
+    import dataclasses
+
+    _, _, views = rendered
+    rng = np.random.default_rng(3)
+    noisy = views[5].image_points + rng.uniform(-6, 6, views[5].image_points.shape)
+    bad = dataclasses.replace(views[5], image_points=noisy.astype(np.float32))
+    result = calibrate_views([*views[:5], bad, *views[6:]], WH)
+    assert result.rejected == [views[5].source] and result.data.num_views == 11
+    assert abs(result.data.K[0, 0] / K_TRUE[0, 0] - 1) < 0.01 and result.data.rms_px < 0.5
+    kept = calibrate_views([*views[:5], bad, *views[6:]], WH, SolverSettings(reject_factor=0))
+    assert kept.rejected == [] and kept.data.rms_px > 2 * result.data.rms_px
+
+
 def test_cli_images_writes_yaml(tmp_path, rendered):
     images, _, _ = rendered
     folder = tmp_path / "shots"

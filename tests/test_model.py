@@ -17,6 +17,7 @@ from multiroi.model import (
     MultiRoINet,
     PositionalEncoding,
     RoIAwareFusion,
+    default_mean_params,
 )
 from multiroi.model.fusion import NoFusion, RoIAwareFusionMLP
 
@@ -383,3 +384,18 @@ def test_pretrained_download_failure(monkeypatch, caplog):
     with caplog.at_level("WARNING"):
         bb = Backbone("resnet18", pretrained=True, allow_random_init=True)
     assert bb.num_features == 512 and "random init" in caplog.text
+
+
+def test_default_mean_is_one_definition_and_decodes_to_upright_root():
+    """The network's built-in mean and MeanParams.default() are the same numbers, and the 6D
+    convention of the mean file decodes (rot6d_to_rotmat) to the rotation it was made from."""
+    from multiroi.body import MeanParams
+    from multiroi.body.mean_params import ROT_X_PI
+    from multiroi.geometry.rotations import rot6d_to_rotmat
+
+    mean = MeanParams.default()
+    for a, b in zip(default_mean_params(), (mean.pose6d, mean.betas, mean.cam), strict=True):
+        np.testing.assert_array_equal(a, b)
+    rot = rot6d_to_rotmat(torch.from_numpy(mean.pose6d)).numpy()
+    np.testing.assert_array_equal(rot[0], ROT_X_PI)
+    np.testing.assert_array_equal(rot[1:], np.broadcast_to(np.eye(3), (23, 3, 3)))

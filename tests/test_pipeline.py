@@ -261,3 +261,70 @@ def test_detections_none_is_treated_as_empty(tmp_path, toy_body_model):
     make_pipeline(src, toy_body_model, detector=lambda img, i=None: Detections.empty(),
                   renderer=ren).run()  # fmt: skip
     assert [len(c[1]) for c in ren.calls] == [0, 0, 0, 0]
+
+
+class StaleFrames:
+    """A non-live source whose frames carry a capture stamp 100 s in the past."""
+
+    is_live = False
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield Frame(i, time.perf_counter() - 100.0, np.full((WH[1], WH[0], 3), 40, np.uint8))
+
+    def close(self) -> None:
+        pass
+
+
+def test_latency_is_from_first_stage_for_files_and_from_capture_when_dropping(toy_body_model):
+    """Files block and are read ahead, so their latency starts when detection takes the frame
+    (queue backlog is not latency); with the drop policy it starts at the capture stamp."""
+    summary = make_pipeline(StaleFrames(4), toy_body_model).run()
+    assert summary.frames == 4 and summary.latency_from == "first stage"
+    assert 0 < summary.latency_p95_ms < 10_000  # the 100 s before the pipeline are not counted
+    assert "latency (first stage -> shown)" in summary.describe()
+    live = make_pipeline(StaleFrames(4), toy_body_model, drop_frames=True).run()
+    assert live.latency_from == "capture" and live.latency_p50_ms > 100_000
+    assert "latency (capture -> shown)" in live.describe()
+
+
+class NegativeScaleBackend(FakeBackend):
+    """s = -0.9 for persons whose RoI-0 centre is left of 100 px (a diverged network)."""
+
+    def __call__(self, batch):
+        out = super().__call__(batch)
+        out.cam_local[batch.centers[:, 0, 0] < 100, :, 0] = -0.9
+        return out
+
+
+def test_negative_scale_person_is_skipped_not_placed_far_away(toy_body_model):
+    stage = InferenceStage(NegativeScaleBackend(), toy_body_model)
+    img = np.zeros((WH[1], WH[0], 3), np.uint8)
+    tracks = Tracks(np.array([1, 2]), person_boxes(0), np.ones(2, np.float32))
+    people = stage(Frame(0, 0.0, img), tracks)
+    assert [p.track_id for p in people] == [2]  # person 1 (centre x 40 px) had s < 0
+    assert 0 < people[0].transl_m[2] < 100 and stage.skipped_nan == 1
+
+
+def test_recording_stores_the_camera_that_placed_the_meshes(tmp_path, toy_body_model):
+    """The recorder was built with a guessed size (a camera's asked-for 640x480); the stored K
+    is the inference camera of the frames' real size."""
+    from multiroi.geometry.camera import Camera
+    from realtime.config import CameraConfig
+    from realtime.infer import CameraProvider
+
+    cameras = CameraProvider(CameraConfig(fov_deg=90.0))
+    rec = Recorder(tmp_path / "rec.npz", cameras=cameras)
+    rec.set_camera(Camera.from_fov(90.0, (640, 480)).K, (640, 480))  # the guess
+    det = GivenBoxesDetector(np.stack([person_boxes(t) for t in range(5)]))
+    infer = InferenceStage(FakeBackend(), toy_body_model, cameras, min_box_px=8)
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 5))
+    Pipeline(src, det, PersonTracker(max_persons=4), infer, recorder=rec).run()
+    rec.close()
+    with np.load(tmp_path / "rec.npz", allow_pickle=False) as data:
+        assert data["image_wh"].tolist() == list(WH)
+        np.testing.assert_array_equal(data["K"], cameras(WH).K)
+        assert abs(data["K"][0, 0] - WH[0] / 2) < 1e-9  # 90 deg across 160 px: f = 80 px

@@ -9,7 +9,7 @@ from multiroi.types import Frame, PersonState
 from realtime.render import NullRenderer, create_renderer
 from realtime.render.headless import HeadlessRenderer, snapshot
 from realtime.render.offscreen import MeshRenderer
-from realtime.render.overlay import draw_overlay
+from realtime.render.overlay import camera_for, draw_overlay
 from realtime.render.raster import RasterMesh, rasterize
 
 
@@ -143,6 +143,37 @@ def test_overlay_on_resized_frame_uses_scaled_camera():
     assert _iou(_mask_box(small.sum(-1) > 0), person.box_xyxy / 2) > 0.85
 
 
+def test_renderers_draw_with_the_inference_camera_of_each_frame_size(tmp_path):
+    """A frame whose aspect differs from the renderer's camera (a webcam that ignored the asked
+    size): with the pipeline's camera provider, the mesh is drawn where the camera that placed
+    it projects it; the old fallback (Camera.default) would draw it elsewhere."""
+    from realtime.config import CameraConfig
+    from realtime.infer import CameraProvider
+
+    cameras = CameraProvider(CameraConfig(fov_deg=90.0))  # what --fov 90 gives the infer stage
+    wh = (200, 100)  # CAM is 160x120: another aspect ratio
+    placed_by = cameras(wh)
+    verts = SPHERE_V * [0.6, 2.0, 0.6] + [0.5, 0.2, 3.0]
+    uv = (verts @ placed_by.K.T)[:, :2] / verts[:, 2:]
+    person = PersonState(1, np.r_[uv.min(0), uv.max(0)].astype(np.float32),
+                         np.tile(np.eye(3), (24, 1, 1)), np.zeros(10),
+                         np.array([0.5, 0.2, 3.0], np.float32), vertices_m=verts)  # fmt: skip
+    assert camera_for(CAM, wh, cameras) is placed_by
+    assert not np.allclose(camera_for(CAM, wh).K, placed_by.K)  # the fallback differs
+    renderer = HeadlessRenderer(CAM, SPHERE_F, tmp_path, side_view=False, cameras=cameras)
+    frame = Frame(0, 0.0, np.zeros((wh[1], wh[0], 3), np.uint8))
+    renderer.update(frame, [person])
+    renderer.close()
+    cap = cv2.VideoCapture(str(tmp_path / "multiroi.mp4"))
+    ok, img = cap.read()
+    assert ok and img.shape == (100, 200, 3)
+    right = draw_overlay(frame.image_bgr, [person], placed_by, SPHERE_F).astype(float)
+    wrong = draw_overlay(frame.image_bgr, [person], camera_for(CAM, wh), SPHERE_F).astype(float)
+    body = np.s_[25:, :]  # below the status line
+    err_right = np.abs(img[body] - right[body]).mean()
+    assert err_right < 3.0 and np.abs(img[body] - wrong[body]).mean() > 3 * err_right + 1
+
+
 def test_headless_writes_mp4_atomically(tmp_path):
     people = [_person(1, [-0.3, 0.0, 4.0])]
     renderer = create_renderer("headless", CAM, SPHERE_F, out_dir=tmp_path, fps=25.0, name="run")
@@ -214,10 +245,16 @@ def test_open3d_window_puts_meshes_where_people_are(tmp_path):
     pytest.importorskip("open3d")
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb not installed (apt-get install xvfb)")
-    xvfb = subprocess.Popen(["Xvfb", ":97", "-screen", "0", "320x240x24"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    read_fd, write_fd = os.pipe()  # Xvfb picks a free display and writes its number here
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "320x240x24"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    os.close(write_fd)
     try:
-        env = {**os.environ, "DISPLAY": ":97", "PYTHONPATH": os.getcwd()}
+        with os.fdopen(read_fd) as f:
+            display = f.readline().strip()
+        assert display.isdigit(), f"Xvfb did not start (got {display!r})"
+        env = {**os.environ, "DISPLAY": f":{display}", "PYTHONPATH": os.getcwd()}
         out = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT], env=env, capture_output=True,
                              text=True, timeout=120)  # fmt: skip
     finally:

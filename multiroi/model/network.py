@@ -19,8 +19,6 @@ from multiroi.model.heads import ProjectionHead
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MEAN_CAM = (0.9, 0.0, 0.0)
-
 
 @dataclass
 class NetOutput:
@@ -43,13 +41,14 @@ class NetOutput:
 
 
 def default_mean_params() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Built-in mean: pose6d f32[24,6] (root = rotation of pi about x, an upright SMPL body
-    facing an OpenCV camera; other joints identity), betas f32[10] zeros, cam f32[3]
-    (0.9, 0, 0). 6D = ``rotmat[:, :, :2].reshape(24, 6)``."""
-    rot = np.tile(np.eye(3, dtype=np.float32), (NUM_JOINTS, 1, 1))
-    rot[0] = np.diag([1.0, -1.0, -1.0])
-    pose6d = rot[:, :, :2].reshape(NUM_JOINTS, 6)
-    return pose6d, np.zeros(NUM_BETAS, np.float32), np.asarray(DEFAULT_MEAN_CAM, np.float32)
+    """Built-in mean, the same as :meth:`multiroi.body.MeanParams.default`: pose6d f32[24,6]
+    (root = rotation of pi about x, an upright SMPL body facing an OpenCV camera; other joints
+    identity; 6D = ``rotmat[:, :, :2].reshape(24, 6)``), betas f32[10] zeros, cam f32[3]
+    (0.9, 0, 0)."""
+    from multiroi.body.mean_params import MeanParams
+
+    mean = MeanParams.default()
+    return mean.pose6d.copy(), mean.betas.copy(), mean.cam.copy()
 
 
 def _mean_tensors(mean_params: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -15,7 +15,13 @@ import numpy as np
 
 from multiroi.geometry.camera import Camera
 from multiroi.types import Frame, PersonState
-from realtime.render.overlay import RateMeter, camera_for, draw_overlay, draw_text_line
+from realtime.render.overlay import (
+    CameraSource,
+    RateMeter,
+    camera_for,
+    draw_overlay,
+    draw_text_line,
+)
 from realtime.render.view3d import SideView
 
 logger = logging.getLogger(__name__)
@@ -43,14 +49,16 @@ class HeadlessRenderer:
 
     fps: frame rate stored in the file (the source's rate; 30 if unknown).
     side_view: add the 3D view on the right (default True); view_backend "raster" or "open3d".
+    cameras: per-frame camera provider (see ``overlay.camera_for``).
     """
 
     def __init__(
         self, camera: Camera, faces: np.ndarray, out_dir: str | os.PathLike,
         name: str = "multiroi", fps: float | None = 30.0, side_view: bool = True,
-        view_backend: str = "raster",
+        view_backend: str = "raster", cameras: CameraSource | None = None,
     ) -> None:  # fmt: skip
         self.camera = camera
+        self.cameras = cameras
         self.faces = np.asarray(faces, np.int64)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +79,9 @@ class HeadlessRenderer:
     def update(self, frame: Frame, people: list[PersonState]) -> bool:
         if self._closed:
             raise RuntimeError("HeadlessRenderer.update() after close()")
+        cam = camera_for(self.camera, frame.size_wh, self.cameras)
         img = compose_side_by_side(
-            frame, people, self.camera, self.faces, self._side_view, self._meter.tick(frame)
+            frame, people, cam, self.faces, self._side_view, self._meter.tick(frame)
         )
         if self._writer is None:
             self._open((img.shape[1], img.shape[0]))

@@ -18,7 +18,7 @@ import numpy as np
 from multiroi.geometry.camera import Camera
 from multiroi.types import Frame, PersonState
 from realtime.render.offscreen import import_open3d
-from realtime.render.overlay import OverlayRenderer, RateMeter, track_color_rgb
+from realtime.render.overlay import CameraSource, OverlayRenderer, RateMeter, track_color_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Open3DWindowRenderer:
     def __init__(
         self, camera: Camera, faces: np.ndarray, num_vertices: int | None = None,
         max_persons: int = 8, show_overlay: bool = True, window_name: str = "multiroi 3D",
+        cameras: CameraSource | None = None,
     ) -> None:  # fmt: skip
         self._o3d = import_open3d()
         self.camera = camera
@@ -42,7 +43,7 @@ class Open3DWindowRenderer:
         self._meter = RateMeter()
         self._t_log = time.perf_counter()
         self._slots: dict[int, int] = {}  # track id -> slot
-        self._overlay = OverlayRenderer(camera, faces) if show_overlay else None
+        self._overlay = OverlayRenderer(camera, faces, cameras=cameras) if show_overlay else None
         self._vis = self._make_window(window_name)
         self._meshes = [self._add_slot_mesh(first=i == 0) for i in range(self.max_persons)]
         self._set_view()

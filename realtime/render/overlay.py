@@ -9,7 +9,7 @@ from __future__ import annotations
 import colorsys
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -20,6 +20,9 @@ from realtime.render.raster import RasterMesh, rasterize
 
 logger = logging.getLogger(__name__)
 
+#: ``(W, H) px -> Camera`` for a frame of that size, e.g. ``realtime.infer.CameraProvider``.
+CameraSource = Callable[[tuple[int, int]], Camera]
+
 
 def track_color_rgb(track_id: int) -> tuple[float, float, float]:
     """A stable, well-separated colour (RGB in [0,1]) for a track id (golden-ratio hues)."""
@@ -28,9 +31,16 @@ def track_color_rgb(track_id: int) -> tuple[float, float, float]:
     return (r, g, b)
 
 
-def camera_for(camera: Camera, image_wh: tuple[int, int]) -> Camera:
-    """The camera for an image of size image_wh: rescaled, or the default one if the aspect ratio
-    changed (logged)."""
+def camera_for(
+    camera: Camera, image_wh: tuple[int, int], cameras: CameraSource | None = None
+) -> Camera:
+    """The camera for an image of size image_wh.
+
+    cameras: the provider that placed the meshes (the pipeline passes the inference stage's);
+    when given it decides, so meshes are drawn with the very camera that placed them. Without
+    it: ``camera`` rescaled, or the default one if the aspect ratio changed (logged)."""
+    if cameras is not None:
+        return cameras((int(image_wh[0]), int(image_wh[1])))
     if tuple(camera.image_wh) == tuple(image_wh):
         return camera
     try:
@@ -112,9 +122,10 @@ class OverlayRenderer:
 
     def __init__(
         self, camera: Camera, faces: np.ndarray, window_name: str = "multiroi overlay",
-        alpha: float = 0.7,
+        alpha: float = 0.7, cameras: CameraSource | None = None,
     ) -> None:  # fmt: skip
         self.camera = camera
+        self.cameras = cameras  # per-frame camera provider (see camera_for)
         self.faces = np.asarray(faces, np.int64)
         self.window_name = window_name
         self.alpha = alpha
@@ -126,7 +137,8 @@ class OverlayRenderer:
     def update(self, frame: Frame, people: list[PersonState]) -> bool:
         if self._closed:
             return False
-        img = draw_overlay(frame.image_bgr, people, self.camera, self.faces, self.alpha)
+        cam = camera_for(self.camera, frame.size_wh, self.cameras)
+        img = draw_overlay(frame.image_bgr, people, cam, self.faces, self.alpha)
         draw_text_line(img, f"{self._meter.tick(frame)}  {self.status_text}".strip())
         if not self._open:
             cv2.namedWindow(self.window_name, cv2.WINDOW_NORMAL)
