@@ -28,6 +28,9 @@ from multiroi.model.network import MultiRoINet
 
 logger = logging.getLogger(__name__)
 
+ENV_CHECKPOINT = "MULTIROI_CHECKPOINT"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "models" / "multiroi_default.pt"
+
 FORMAT = "multiroi-checkpoint"
 FORMAT_VERSION = 1
 # Config fields that change the weights or the inference graph (pretrained/dropout do not).
@@ -74,11 +77,13 @@ def save_checkpoint(
     step: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict | None = None,
+    half: bool = False,
 ) -> Path:
     """Write ``model`` (weights on CPU) with ``cfg`` and metadata atomically (tmp + os.replace).
 
     ``extra`` must be plain data (dict/list/str/numbers/tensors) so that it loads with
-    ``weights_only=True``. Returns the path written.
+    ``weights_only=True``. ``half``: store floating tensors as float16 (half the size; loading
+    casts them back to float32). Returns the path written.
     """
     if getattr(model, "cfg", cfg) != cfg:
         raise ValueError(
@@ -93,7 +98,10 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": cfg.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {
+            k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+            for k, v in model.state_dict().items()
+        },
         "body_model_id": body_model_id,
         "project_version": multiroi.__version__,
         "step": int(step),
@@ -236,6 +244,15 @@ def _load_weights(model: nn.Module, state_dict: Any, cfg: ModelConfig, p: Path) 
             "was it written by another version?"
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+def default_checkpoint_path() -> Path | None:
+    """The checkpoint used when none is given: ``$MULTIROI_CHECKPOINT`` if set, else the shipped
+    default model (trained on synthetic data from the free body model), else None."""
+    env = os.environ.get(ENV_CHECKPOINT)
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None
 
 
 def load_checkpoint(

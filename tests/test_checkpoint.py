@@ -275,3 +275,22 @@ def test_import_cliff_errors(resnet50_net, tmp_path):
         import_cliff_backbone(tmp_path / "shape.pt", resnet50_net)
     with pytest.raises(CheckpointError, match="not found"):
         import_cliff_backbone(tmp_path / "missing.pt", resnet50_net)
+
+
+def test_half_storage_round_trip_and_default_path(tmp_path, monkeypatch):
+    from multiroi.checkpoint import ENV_CHECKPOINT, default_checkpoint_path
+
+    cfg = ModelConfig(backbone="resnet18", num_rois=2, pe_levels=2, hidden=32, contrastive=False)
+    net = MultiRoINet(cfg).eval()
+    full = save_checkpoint(tmp_path / "full.pt", net, cfg, body_model_id="toy-v1")
+    half = save_checkpoint(tmp_path / "half.pt", net, cfg, body_model_id="toy-v1", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(1, 2, 3, 256, 192)
+    box = torch.randn(1, 2, 3) * 0.1
+    with torch.no_grad():
+        a, b = net(x, box), loaded(x, box)
+    assert torch.allclose(a.rotmat, b.rotmat, atol=2e-2)
+    monkeypatch.setenv(ENV_CHECKPOINT, str(half))
+    assert default_checkpoint_path() == half

@@ -47,12 +47,9 @@ def load_network(
 
 
 def _default_checkpoint() -> Any:
-    try:
-        from multiroi import checkpoint as ckpt_module
-    except ImportError:
-        return None
-    hook = getattr(ckpt_module, "default_checkpoint_path", None)
-    return hook() if callable(hook) else None
+    from multiroi.checkpoint import default_checkpoint_path
+
+    return default_checkpoint_path()
 
 
 class TorchBackend:
