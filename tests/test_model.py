@@ -399,3 +399,15 @@ def test_default_mean_is_one_definition_and_decodes_to_upright_root():
     rot = rot6d_to_rotmat(torch.from_numpy(mean.pose6d)).numpy()
     np.testing.assert_array_equal(rot[0], ROT_X_PI)
     np.testing.assert_array_equal(rot[1:], np.broadcast_to(np.eye(3), (23, 3, 3)))
+
+
+def test_camera_scale_stays_positive_under_large_residuals():
+    from multiroi.model.decoders import CameraDecoder
+
+    dec = CameraDecoder(feat_dim=8, hidden=16, dropout=0.0, n_iter=3)
+    torch.nn.init.zeros_(dec.dec_cam.weight)
+    torch.nn.init.constant_(dec.dec_cam.bias, -5.0)  # would drive s far below zero if additive
+    init = torch.tensor([[0.9, 0.1, -0.2]]).expand(4, 3)
+    cam = dec(torch.randn(4, 8), torch.randn(4, 3), init)
+    assert (cam[:, 0] > 0).all()
+    assert torch.allclose(cam[:, 1:], init[:, 1:] - 15.0, atol=1e-4)  # tx, ty stay additive

@@ -15,6 +15,7 @@ POSE6D_DIM = NUM_JOINTS * 6
 NUM_BETAS = 10
 CAM_DIM = 3
 BOX_INFO_DIM = 3
+MAX_LOG_SCALE = 6.0  # s in [e^-6, e^6]: persons from ~1/400 to ~400 crop sizes
 
 
 class _Trunk(nn.Module):
@@ -43,6 +44,10 @@ class CameraDecoder(nn.Module):
 
     forward(roi_features g_i f32[N,D], box_info f32[N,3], init_cam f32[N,3]) -> cam f32[N,3]
     (weak-perspective s, tx, ty of each RoI crop).
+
+    The residuals are added to (log s, tx, ty), so the scale stays positive (a negative s would
+    put the person behind the camera, and the full-camera depth 2f/(b s) has no useful gradient
+    there); with zero residuals the output is exactly ``init_cam``.
     """
 
     def __init__(
@@ -61,9 +66,12 @@ class CameraDecoder(nn.Module):
         self, roi_features: torch.Tensor, box_info: torch.Tensor, init_cam: torch.Tensor
     ) -> torch.Tensor:
         cam = init_cam
+        log_s = torch.log(init_cam[..., :1].clamp_min(1e-6))
         for _ in range(self.n_iter):
             x = self.trunk(torch.cat([roi_features, box_info, cam], dim=-1))
-            cam = cam + self.dec_cam(x)
+            delta = self.dec_cam(x)
+            log_s = (log_s + delta[..., :1]).clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE)
+            cam = torch.cat([torch.exp(log_s), cam[..., 1:] + delta[..., 1:]], dim=-1)
         return cam
 
 
