@@ -1,0 +1,116 @@
+"""Trainer: a tiny run learns, resumes exactly, and runs under torchrun with 2 gloo processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.config import TrainConfig
+from train.scene import SceneConfig
+from train.synth import generate
+from train.trainer import train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory, toy_body_model_path):
+    out = tmp_path_factory.mktemp("synth")
+    generate(
+        out,
+        4,
+        seed=8,
+        cfg=SceneConfig(width=128, height=128, distance_m=(2.0, 4.0)),
+        body_model_path=str(toy_body_model_path),
+        workers=1,
+        shard_size=2,
+        progress=False,
+    )
+    return out
+
+
+def tiny_config(synth_dir, body_path, out_dir, steps=4) -> TrainConfig:
+    cfg = TrainConfig()
+    cfg.data.train, cfg.data.body_model = str(synth_dir), str(body_path)
+    cfg.data.batch_size, cfg.data.num_workers = 2, 0
+    cfg.model.backbone, cfg.model.num_rois = "mobilenetv3_small_050", 2
+    cfg.model.hidden, cfg.model.pe_levels, cfg.model.proj_dim = 32, 2, 16
+    cfg.run.out_dir, cfg.run.steps, cfg.run.init = str(out_dir), steps, "scratch"
+    cfg.run.ckpt_every, cfg.run.image_every, cfg.run.eval_every = 2, 2, 0
+    cfg.run.log_every, cfg.run.progress = 1, False
+    cfg.optim.lr = 1e-3
+    return cfg
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(synth_dir, toy_body_model_path,
+                                                           tmp_path):  # fmt: skip
+    full = train(tiny_config(synth_dir, toy_body_model_path, tmp_path / "full"))
+    assert full.step == 4
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "split")
+    cfg.run.stop_after = 2  # as if killed right after the step-2 checkpoint
+    assert train(cfg).step == 2
+    cfg.run.stop_after = 0
+    resumed = train(cfg, resume=True)
+    assert resumed.step == 4
+    a, b = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "split" / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    start = _weights(tmp_path / "split" / "ckpt_0000002.pt")
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # the last 2 steps changed weights
+    payload = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    assert payload["step"] == 4 and "optimizer" in payload
+    assert payload["extra"]["train_config"]["run"]["steps"] == 4
+    assert (tmp_path / "full" / "config.json").is_file()
+    assert list((tmp_path / "full" / "tb").glob("events.*"))
+
+
+def test_loss_falls_when_overfitting_one_batch(synth_dir, toy_body_model_path, tmp_path):
+    from train.trainer import Trainer
+
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "fit", steps=30)
+    cfg.augment.enabled = False
+    cfg.model.dropout = 0.0
+    tr = Trainer(cfg)
+    batch = next(iter(tr.loader()))
+    first = tr.train_step(batch)
+    for _ in range(25):
+        last = tr.train_step(batch)
+    assert last["total"] < 0.5 * first["total"]
+    assert set(first) >= {"kp2d", "kp3d", "verts", "pose", "betas", "cc", "con", "grad_norm"}
+
+
+def test_ablation_switches_drop_terms(synth_dir, toy_body_model_path, tmp_path):
+    from train.trainer import Trainer
+
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "abl")
+    cfg.loss.cc, cfg.loss.con, cfg.model.fusion = 0.0, 0.0, "none"
+    tr = Trainer(cfg)
+    logs = tr.train_step(next(iter(tr.loader())))
+    assert "cc" not in logs and "con" not in logs and tr.model.proj_head is None
+
+
+def test_cli_torchrun_two_gloo_processes(synth_dir, toy_body_model_path, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(29500 + os.getpid() % 1000), "-m", "train",
+           "--data.train", str(synth_dir), "--data.body_model", str(toy_body_model_path),
+           "--data.batch_size", "2", "--data.num_workers", "0",
+           "--model.backbone", "mobilenetv3_small_050", "--model.num_rois", "2",
+           "--model.hidden", "32", "--model.pe_levels", "2", "--run.out_dir", str(out),
+           "--run.steps", "2", "--run.ckpt_every", "2", "--run.init", "scratch",
+           "--run.image_every", "0", "--run.eval_every", "0", "--run.progress", "false",
+           "--run.device", "cpu"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["step"] == 2 and len(payload["extra"]["rng"]) == 2  # both ranks' RNG saved

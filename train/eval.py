@@ -1,0 +1,116 @@
+"""Evaluation: ``python -m train.eval --checkpoint CKPT --data DIR_OR_NPZ``.
+
+Metrics (method.md 5, mm): MPJPE and PA-MPJPE over the SMPL joints with ground truth (all 24 on
+synthetic data), PVE (persons with SMPL ground truth), the error of the full translation T and of
+its depth (persons with a ground-truth translation; RoI 0's camera), and the RoI camera
+disagreement (mean distance of the RoIs' T from their mean). Printed as a table, written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from multiroi import metrics as M
+from train.datasets import PersonDataset, collate
+from train.losses_step import full_translations
+
+logger = logging.getLogger(__name__)
+
+METRIC_NAMES = ("mpjpe", "pa_mpjpe", "pve", "transl_err", "depth_err", "roi_disagreement")
+
+
+def _joint_metrics(pred_j: np.ndarray, gt_kp3d: np.ndarray) -> tuple[list, list]:
+    """Per person MPJPE / PA-MPJPE over the joints with confidence > 0 (pelvis needed)."""
+    mp, pa = [], []
+    for p in range(len(pred_j)):
+        sel = gt_kp3d[p, :, 3] > 0
+        if sel.sum() < 4 or not sel[0]:
+            continue
+        idx = np.flatnonzero(sel)  # pelvis (0) first
+        mp.append(M.mpjpe(pred_j[p : p + 1, idx], gt_kp3d[p : p + 1, idx, :3])[0])
+        pa.append(M.pa_mpjpe(pred_j[p : p + 1, idx], gt_kp3d[p : p + 1, idx, :3])[0])
+    return mp, pa
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, body, dataset: PersonDataset, batch_size: int = 16,
+    device: torch.device | str = "cpu", max_persons: int | None = None, progress: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """Mean metrics (mm) of ``model`` on ``dataset`` (its first ``max_persons`` persons, no
+    augmentation); NaN for a metric without ground truth."""
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if not max_persons else min(len(dataset), max_persons)
+    acc: dict[str, list] = {k: [] for k in METRIC_NAMES}
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, n, batch_size), desc="eval", disable=not progress):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, n))]).to(device)
+        out = model(batch.crops, batch.box_info)
+        pred = body(out.rotmat.float(), out.betas.float())
+        mp, pa = _joint_metrics(pred.joints.cpu().numpy(), batch.kp3d.cpu().numpy())
+        acc["mpjpe"] += mp
+        acc["pa_mpjpe"] += pa
+        has = batch.has_smpl.bool()
+        if has.any():
+            gt = body(batch.rotmat[has], batch.betas[has])
+            acc["pve"] += list(M.pve(pred.vertices[has], gt.vertices, pred.joints[has, 0],
+                                     gt.joints[:, 0]))  # fmt: skip
+        transl = full_translations(out.cam_local.float(), batch)
+        acc["roi_disagreement"] += list(M.roi_disagreement(transl))
+        ht = batch.has_transl.bool()
+        if ht.any():
+            acc["transl_err"] += list(M.translation_error(transl[ht, 0], batch.transl[ht]))
+            acc["depth_err"] += list(M.depth_error(transl[ht, 0], batch.transl[ht]))
+    model.train(was_training)
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()}
+
+
+def format_table(metrics: dict[str, float], title: str = "") -> str:
+    """A two-column text table of metrics in mm."""
+    lines = [title] if title else []
+    lines += [f"{'metric':<18}{'mm':>10}", "-" * 28]
+    lines += [f"{k:<18}{v:>10.1f}" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m train.eval", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="synthetic folder or SPIN/CLIFF .npz")
+    p.add_argument("--image-root", default=None, help="image folder of an .npz (default: its dir)")
+    p.add_argument("--body-model", default=None, help="body-model .npz (default: the free model)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-persons", type=int, default=0, help="0: all")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
+    args = p.parse_args(argv)
+    from multiroi.body import load_body_model
+    from multiroi.checkpoint import load_checkpoint
+    from train.datasets import open_dataset
+
+    model, meta = load_checkpoint(args.checkpoint, map_location=args.device)
+    body = load_body_model(args.body_model, device=args.device)
+    data = open_dataset(args.data, model.cfg.num_rois, None, 0, args.image_root)
+    metrics = evaluate(model, body, data, args.batch_size, args.device, args.max_persons or None,
+                       progress=True)  # fmt: skip
+    print(format_table(metrics, f"{args.checkpoint} (step {meta.step}) on {args.data}"))
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_suffix(".eval.json")
+    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": meta.step,
+                               "data": str(args.data), "persons": len(data) if not
+                               args.max_persons else min(len(data), args.max_persons),
+                               "metrics_mm": metrics}, indent=2))  # fmt: skip
+    logger.info("wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""The training loop: Adam, AMP on CUDA, gradient clipping, DDP (torchrun), exact resume.
+
+``train(cfg)`` runs until ``cfg.run.steps``. Every ``ckpt_every`` steps rank 0 writes
+``out_dir/ckpt_XXXXXXX.pt`` and ``out_dir/last.pt`` atomically, holding the weights, the model
+config, the optimizer and AMP-scaler state, the step, the RNG states and the full TrainConfig;
+``resume=True`` continues from ``last.pt`` exactly (data order and augmentation are functions of
+(seed, step), dropout's RNG is restored). TensorBoard scalars and image grids go to
+``out_dir/tb``; evaluation on ``data.val`` every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from multiroi.body import load_body_model, load_mean_params
+from multiroi.checkpoint import import_cliff_backbone, load_checkpoint, save_checkpoint
+from multiroi.model import MultiRoINet
+from train.config import TrainConfig
+from train.datasets import ResumableSampler, collate, open_dataset
+from train.losses_step import compute_losses
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where training ended: step, last checkpoint path, last logged losses, eval history
+    (list of (step, metrics dict))."""
+
+    step: int
+    checkpoint: Path | None
+    last_logs: dict
+    evals: list
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Join the torchrun group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig) -> MultiRoINet:
+    """The network with the initialisation ``cfg.run.init`` (logged)."""
+    mcfg = dataclasses.replace(cfg.model, contrastive=cfg.model.contrastive and cfg.loss.con > 0)
+    init = cfg.run.init
+    if init == "imagenet":
+        mcfg = dataclasses.replace(mcfg, pretrained=True)
+        model = MultiRoINet(mcfg, load_mean_params(), allow_random_init=True)
+        logger.info("init: timm ImageNet weights requested for %s (a warning above means they "
+                    "could not be loaded and the backbone is random)", mcfg.backbone)  # fmt: skip
+    elif init == "scratch":
+        model = MultiRoINet(dataclasses.replace(mcfg, pretrained=False), load_mean_params())
+        logger.info("init: scratch (random backbone %s)", mcfg.backbone)
+    else:
+        model = MultiRoINet(dataclasses.replace(mcfg, pretrained=False), load_mean_params())
+        n = import_cliff_backbone(init, model)
+        logger.info("init: CLIFF backbone from %s (%d tensors)", init, n)
+    model.cfg = dataclasses.replace(model.cfg, pretrained=False)
+    return model
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Holds the model, data and optimiser of one run; ``run()`` trains to ``cfg.run.steps``."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.run.out_dir)
+        probe = pick_device(cfg.run.device)
+        self.dist = setup_distributed(probe)
+        self.device = pick_device(cfg.run.device, self.dist.local_rank)
+        torch.manual_seed(cfg.run.seed + self.dist.rank)
+        self.body = load_body_model(cfg.data.body_model, device=self.device)
+        self.model = build_model(cfg).to(self.device)
+        self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr,
+                                      weight_decay=cfg.optim.weight_decay)  # fmt: skip
+        self.amp = cfg.optim.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = 0
+        if resume:
+            self._resume()
+        self.ddp = self.model
+        if self.dist.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.data = open_dataset(cfg.data.train, cfg.model.num_rois, cfg.augment, cfg.run.seed,
+                                 cfg.data.image_root)  # fmt: skip
+        self.val = None
+        if cfg.data.val and self.dist.main:
+            self.val = open_dataset(cfg.data.val, cfg.model.num_rois, None, 0, cfg.data.image_root)
+        self.writer = None
+        if self.dist.main:
+            cfg.save(self.out / "config.json")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {path}; start without --resume")
+        loaded, meta = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(loaded.state_dict())
+        self.optim.load_state_dict(meta.optimizer_state)
+        extra = meta.extra or {}
+        if "scaler" in extra:
+            self.scaler.load_state_dict(extra["scaler"])
+        if "rng" in extra:
+            rng = extra["rng"][self.dist.rank] if self.dist.rank < len(extra["rng"]) else None
+            if rng is not None:
+                set_rng_state(rng)
+        self.step = meta.step
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def loader(self):
+        sampler = ResumableSampler(len(self.data), self.cfg.data.batch_size, self.cfg.run.seed,
+                                   self.step, self.dist.rank, self.dist.world)  # fmt: skip
+        return torch.utils.data.DataLoader(
+            self.data, batch_size=self.cfg.data.batch_size, sampler=sampler, collate_fn=collate,
+            num_workers=self.cfg.data.num_workers, persistent_workers=False,
+            prefetch_factor=2 if self.cfg.data.num_workers else None,
+            generator=torch.Generator().manual_seed(self.cfg.run.seed),  # not the global RNG
+        )  # fmt: skip
+
+    def train_step(self, batch) -> dict:
+        self.ddp.train()
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            out = self.ddp(batch.crops, batch.box_info)
+        step_out = compute_losses(out, batch, self.body, self.cfg.loss)
+        self.optim.zero_grad(set_to_none=True)
+        self.scaler.scale(step_out.total).backward()
+        self.scaler.unscale_(self.optim)
+        if self.cfg.optim.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.optim.grad_clip
+            )
+            step_out.logs["grad_norm"] = float(norm)
+        self.scaler.step(self.optim)
+        self.scaler.update()
+        self.last = (batch, out, step_out)
+        return step_out.logs
+
+    def run(self) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg = self.cfg.run
+        logs: dict = {}
+        evals: list = []
+        ckpt = None
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train",
+                   disable=not (cfg.progress and self.dist.main))  # fmt: skip
+        t0 = time.perf_counter()
+        if self.val is not None and cfg.eval_every and self.step == 0:
+            evals.append((0, self.evaluate()))  # the untrained model: the curve's first point
+        for batch in self.loader():
+            if self.step >= cfg.steps:
+                break
+            logs = self.train_step(batch)
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['total']:.3f}")
+            ckpt = self._periodic(logs, evals, t0) or ckpt
+            if cfg.stop_after and self.step >= cfg.stop_after:
+                break
+        bar.close()
+        if self.step >= cfg.steps and self.step % cfg.ckpt_every:  # same decision on all ranks
+            ckpt = self.save()
+        if self.writer:
+            self.writer.close()
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+        return TrainResult(self.step, ckpt, logs, evals)
+
+    def _periodic(self, logs: dict, evals: list, t0: float) -> Path | None:
+        cfg, s = self.cfg.run, self.step
+        if self.writer and s % cfg.log_every == 0:
+            for k, v in logs.items():
+                self.writer.add_scalar(
+                    f"loss/{k}" if k != "grad_norm" else "train/grad_norm", v, s
+                )
+            self.writer.add_scalar("train/steps_per_s", s / max(time.perf_counter() - t0, 1e-9), s)
+        if self.writer and cfg.image_every and s % cfg.image_every == 0:
+            from train.visualize import mesh_grid
+
+            batch, out, step_out = self.last
+            self.writer.add_image("train/meshes", mesh_grid(batch, step_out, self.body), s,
+                                  dataformats="HWC")  # fmt: skip
+        if self.val is not None and cfg.eval_every and s % cfg.eval_every == 0:
+            evals.append((s, self.evaluate()))
+        if s % cfg.ckpt_every == 0:
+            return self.save()
+        return None
+
+    def evaluate(self) -> dict:
+        from train.eval import evaluate
+
+        metrics = evaluate(self.model, self.body, self.val, self.cfg.data.batch_size, self.device,
+                           max_persons=self.cfg.data.val_max_persons)  # fmt: skip
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"val/{k}", v, self.step)
+        logger.info("step %d val: %s", self.step,
+                    ", ".join(f"{k} {v:.1f}" for k, v in metrics.items()))  # fmt: skip
+        with open(self.out / "eval.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        return metrics
+
+    def save(self) -> Path | None:
+        """Checkpoint (rank 0 writes; every rank's RNG state is gathered first)."""
+        states = [rng_state()]
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            states = [None] * self.dist.world
+            dist.all_gather_object(states, rng_state())
+        if not self.dist.main:
+            return None
+        extra = {"train_config": self.cfg.to_dict(), "rng": states,
+                 "scaler": self.scaler.state_dict()}  # fmt: skip
+        path = self.out / f"ckpt_{self.step:07d}.pt"
+        save_checkpoint(path, self.model, self.model.cfg, body_model_id=self.body.model_id,
+                        step=self.step, optimizer=self.optim, extra=extra)  # fmt: skip
+        save_checkpoint(self.out / "last.pt", self.model, self.model.cfg,
+                        body_model_id=self.body.model_id, step=self.step, optimizer=self.optim,
+                        extra=extra)  # fmt: skip
+        old = sorted(self.out.glob("ckpt_*.pt"))[: -self.cfg.run.keep_last or None]
+        for p in old if self.cfg.run.keep_last else []:
+            p.unlink(missing_ok=True)
+        return path
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train with ``cfg``; ``resume`` continues from ``cfg.run.out_dir/last.pt``."""
+    return Trainer(cfg, resume).run()
