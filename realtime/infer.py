@@ -258,6 +258,13 @@ def build_inference_stage(
     body = load_body_model(inf.body_model)
     logger.info("backend %s on %s, %d RoIs; body model %s", backend.name, backend.device,
                 backend.num_rois, body.model_id)  # fmt: skip
+    trained_for = getattr(backend, "body_model_id", None)
+    if trained_for and trained_for not in ("unknown", body.model_id):
+        logger.warning(
+            "the network was trained with body model %s but %s is loaded: its shapes (betas) "
+            "belong to the other model; pass --body-model for %s", trained_for, body.model_id,
+            trained_for,
+        )  # fmt: skip
     smoothers = TrackSmoothers(strength=inf.smooth) if inf.smooth > 0 else None
     cameras = CameraProvider(cfg.camera, source_camera)
     return InferenceStage(backend, body, cameras, smoothers,

@@ -125,3 +125,15 @@ def test_torch_cuda_fp16_close_to_cpu(net3):
     ref = create_backend("torch", net=light_net(3))(batch)
     got = create_backend("torch", net=light_net(3), device="cuda")(batch)
     np.testing.assert_allclose(got.rotmat, ref.rotmat, atol=0.05)
+
+
+def test_backends_report_the_body_model_the_network_was_trained_for(tmp_path):
+    from multiroi.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from multiroi.backends.torch_backend import TorchBackend
+    from multiroi.checkpoint import save_checkpoint
+    from multiroi.model import ModelConfig, MultiRoINet
+
+    cfg = ModelConfig(backbone="resnet18", num_rois=2, pe_levels=2, hidden=32, contrastive=False)
+    ckpt = save_checkpoint(tmp_path / "m.pt", MultiRoINet(cfg), cfg, body_model_id="toy-v1")
+    assert TorchBackend(ckpt, num_rois=2).body_model_id == "toy-v1"
+    assert OnnxRuntimeBackend(ckpt, num_rois=2).body_model_id == "toy-v1"

@@ -89,6 +89,7 @@ class OnnxRuntimeBackend:
         except ImportError as exc:
             raise BackendError("the onnxruntime backend needs: pip install onnxruntime") from exc
         self._tmpdir: tempfile.TemporaryDirectory | None = None
+        self._net_body_model_id: str | None = None
         if net is not None:
             num_rois = int(net.cfg.num_rois)
         path = self._model_path(checkpoint, num_rois, net, backbone)
@@ -100,6 +101,9 @@ class OnnxRuntimeBackend:
         used = self.session.get_providers()
         self.device = "cpu" if used == ["CPUExecutionProvider"] else device
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.body_model_id: str | None = (
+            self.metadata.get("multiroi.body_model_id") or self._net_body_model_id
+        )
         self.model_path = path
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
@@ -113,6 +117,7 @@ class OnnxRuntimeBackend:
         from multiroi.backends.torch_backend import load_network
 
         net = net if net is not None else load_network(checkpoint, num_rois, backbone)
+        self._net_body_model_id = getattr(net, "body_model_id", None)
         self._tmpdir = tempfile.TemporaryDirectory(prefix="multiroi-ort-")
         path = Path(self._tmpdir.name) / "model.onnx"
         logger.info("exporting the network to ONNX for onnxruntime (%s)", path)

@@ -37,6 +37,7 @@ def load_network(
                 f"{num_rois} were asked for; pass --rois {net.cfg.num_rois}"
             )
         logger.info("model: %s from %s", net.cfg.describe(), checkpoint)
+        net.body_model_id = meta.body_model_id  # the body model its betas belong to
         return net.eval()
     cfg = ModelConfig(backbone=backbone or "resnet18", num_rois=num_rois, contrastive=False)
     logger.warning(
@@ -74,6 +75,7 @@ class TorchBackend:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for but CUDA is not available; use cpu")
         self.net = net if net is not None else load_network(checkpoint, num_rois, backbone)
+        self.body_model_id: str | None = getattr(self.net, "body_model_id", None)
         self.net = self.net.eval().to(device)
         self.num_rois = int(self.net.cfg.num_rois)
         self.device = device
