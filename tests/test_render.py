@@ -10,7 +10,6 @@ from realtime.render import NullRenderer, create_renderer
 from realtime.render.headless import HeadlessRenderer, snapshot
 from realtime.render.offscreen import MeshRenderer
 from realtime.render.overlay import camera_for, draw_overlay
-from realtime.render.raster import RasterMesh, rasterize
 
 
 def icosphere(radius: float, subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -61,21 +60,6 @@ def _iou(a, b) -> float:
 def _mask_box(mask: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(mask)
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)
-
-
-def test_raster_sphere_silhouette_depth_and_occlusion():
-    near = RasterMesh(SPHERE_V + CENTRE, SPHERE_F, (1, 0, 0))
-    far = RasterMesh(SPHERE_V * 2 + CENTRE + [0.2, 0, 2.0], SPHERE_F, (0, 1, 0))
-    res = rasterize([far, near], CAM.K, CAM.image_wh)
-    (cx, cy), r = _expected_disc()
-    m = res.mesh_id == 1
-    ys, xs = np.nonzero(m)
-    assert abs(xs.mean() + 0.5 - cx) < 0.5 and abs(ys.mean() + 0.5 - cy) < 0.5
-    assert abs(m.sum() / (np.pi * r**2) - 1.0) < 0.05  # polygonal sphere: slightly smaller
-    assert abs(res.depth_m[int(cy), int(cx)] - (CENTRE[2] - 0.4)) < 0.02
-    assert (res.mesh_id == 0).sum() > 0  # the far sphere shows around the near one ...
-    assert np.all(res.depth_m[m] < CENTRE[2] + 0.01)  # ... but never in front of it
-    assert np.isinf(res.depth_m[0, 0]) and res.mesh_id[0, 0] == -1
 
 
 def _sphere_silhouette_check(backend: str) -> np.ndarray:

@@ -6,35 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from train import raster
 from train.pose_prior import ACTIVITIES, JOINT_LIMITS, sample_pose, within_limits
 from train.scene import SceneConfig, SceneRenderer
 from train.synth import generate
-
-
-def test_rasterize_square_covers_the_right_pixels_and_depth():
-    # a 2 x 2 m square at z = 4 m seen with f = 100 px: 50 px wide, centred at (64, 64)
-    v = np.array([[-1, -1, 4.0], [1, -1, 4.0], [1, 1, 4.0], [-1, 1, 4.0]])
-    f = np.array([[0, 1, 2], [0, 2, 3]])
-    K = np.array([[100.0, 0, 64], [0, 100.0, 64], [0, 0, 1]])
-    frag = raster.rasterize(v, f, K, 128, 128)
-    assert frag.mask.sum() == 50 * 50
-    ys, xs = np.nonzero(frag.mask)
-    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (39, 88, 39, 88)
-    assert np.allclose(frag.depth[frag.mask], 4.0, atol=1e-5)
-    assert np.allclose(frag.bary[frag.mask].sum(-1), 1.0, atol=1e-5)
-
-
-def test_rasterize_nearer_triangle_wins():
-    far = np.array([[-1, -1, 5.0], [1, -1, 5.0], [0, 1, 5.0]])
-    near = far * [0.5, 0.5, 0.6]  # smaller, at 3 m
-    v = np.concatenate([far, near])
-    f = np.array([[0, 1, 2], [3, 4, 5]])
-    K = np.array([[60.0, 0, 32], [0, 60.0, 32], [0, 0, 1]])
-    frag = raster.rasterize(v, f, K, 64, 64)
-    centre = frag.face_id[32, 32], frag.depth[32, 32]
-    assert centre[0] == 1 and abs(centre[1] - 3.0) < 1e-5
-    assert (frag.face_id == 0).sum() > 0  # the far one still shows around it
 
 
 @pytest.mark.parametrize("activity", ACTIVITIES)

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from train import raster, textures
+from multiroi import raster
+from train import textures
 from train.pose_prior import sample_pose
 
 logger = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from multiroi import raster
 from multiroi.rois import CROP_H, CROP_W, IMAGENET_MEAN, IMAGENET_STD
-from train import raster
 
 
 def crop_camera(K: np.ndarray, center: np.ndarray, size: float) -> np.ndarray:

@@ -9,7 +9,7 @@ inf where no mesh), composited over an optional background image. Two backends s
   Debian/Ubuntu, ``apt-get install libegl1 libgl1 mesa-vulkan-drivers``). Nicer lighting; on a
   busy 2-core CPU the first frame takes 10-30 s (shader compilation), then ~0.6 s per 640x480
   frame.
-- ``"raster"``: ``realtime.render.raster`` (numpy only; tens of ms per frame).
+- ``"raster"``: ``multiroi.raster`` (numpy only; tens of ms per frame).
 
 Used by the headless renderer, the overlay and the demo-clip / training-data generators.
 """
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from multiroi.geometry.camera import Camera
-from realtime.render.raster import RasterMesh, rasterize
+from multiroi.raster import RasterMesh, render_meshes
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ class MeshRenderer:
         if self._o3d is not None:
             color_rgb, depth = self._o3d.render(meshes)
         else:
-            res = rasterize([RasterMesh(v, f, rgb) for v, f, rgb in meshes], self.camera.K, (w, h))
+            res = render_meshes(
+                [RasterMesh(v, f, rgb) for v, f, rgb in meshes], self.camera.K, (w, h)
+            )
             color_rgb = (res.color_rgb * 255.0 + 0.5).astype(np.uint8)
             depth = res.depth_m
         mask = np.isfinite(depth)

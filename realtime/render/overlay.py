@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from multiroi.geometry.camera import Camera
+from multiroi.raster import RasterMesh, render_meshes
 from multiroi.types import Frame, PersonState
-from realtime.render.raster import RasterMesh, rasterize
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def draw_overlay(
     meshes = [RasterMesh(p.vertices_m, faces, track_color_rgb(p.track_id)) for p in with_mesh]
     out = image_bgr.copy()
     if meshes:
-        res = rasterize(meshes, cam.K, (w, h))
+        res = render_meshes(meshes, cam.K, (w, h))
         m = res.mask
         mesh_bgr = res.color_rgb[m][:, ::-1] * 255.0
         out[m] = (alpha * mesh_bgr + (1.0 - alpha) * out[m]).clip(0, 255).astype(np.uint8)

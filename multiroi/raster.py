@@ -1,11 +1,22 @@
-"""A small vectorised triangle rasteriser in numpy: z-buffer, perspective-correct barycentrics.
+"""The one triangle rasteriser of the project: numpy z-buffer, perspective-correct barycentrics.
 
-Used to render the synthetic training images and to draw meshes on TensorBoard grids. Faces are
-binned by the size of their pixel bounding box; every bin tests all pixel centres of its boxes at
-once, and the nearest fragment per pixel wins through one ``np.minimum.at`` on the depth buffer.
+Two levels, one algorithm:
+
+- :func:`rasterize` (one vertex/face array) -> :class:`Fragments`: the visible face, its
+  perspective-correct barycentrics and the depth of every pixel. The synthetic training data
+  shades these itself (textures, several lights: :func:`lambert`).
+- :func:`render_meshes` (a list of :class:`RasterMesh`) -> :class:`RasterResult`: colour, depth and
+  mesh-id images with the live renderers' headlight shading (ambient + Lambert + a small
+  specular term, vertex normals interpolated per pixel).
+
+Algorithm: faces are binned by the size of their pixel box (powers of two in x and y); each bin
+tests all pixel centres of its boxes at once, and the nearest fragment of every pixel wins
+through one ``np.minimum.at`` on the depth buffer. Fragments of three 24.5k-face bodies take
+55-90 ms at 640x480 or 512x512 on one (busy) CPU core; shaded colour ~90-110 ms.
 
 Conventions: camera frame (x right, y down, z forward, metres), K f64[3,3] px, the project's pixel
-convention (pixel (i, j) has its centre at (i + 0.5, j + 0.5)).
+convention (pixel (i, j) has its centre at (i + 0.5, j + 0.5); the image spans [0, W] x [0, H]).
+Faces are counter-clockwise seen from outside; faces with a vertex closer than NEAR_M are dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +27,9 @@ import numpy as np
 
 NEAR_M = 0.05
 _MAX_FRAGMENTS = 1 << 21  # fragments tested per chunk (bounds the memory of one pass)
+_EDGE_EPS = 1e-7  # barycentric slack: pixel centres on a shared edge are never missed
+LIGHT_DIR_CAM = np.array([-0.3, -0.6, -0.75])  # towards the light: up-left, in front of the camera
+LIGHT_DIR_CAM = LIGHT_DIR_CAM / np.linalg.norm(LIGHT_DIR_CAM)
 
 
 @dataclass
@@ -38,10 +52,35 @@ class Fragments:
 
     def interpolate(self, vertex_attr: np.ndarray, faces: np.ndarray) -> np.ndarray:
         """Per-vertex attributes f32[V,C] -> f32[K,C] at the K covered pixels (row-major)."""
-        fid = self.face_id[self.mask]
-        bary = self.bary[self.mask]
-        tri = vertex_attr[faces[fid]]  # [K,3,C]
-        return np.einsum("kt,ktc->kc", bary, tri).astype(np.float32)
+        mask = self.mask
+        tri = vertex_attr[faces[self.face_id[mask]]]  # [K,3,C]
+        return np.einsum("kt,ktc->kc", self.bary[mask], tri).astype(np.float32)
+
+
+@dataclass
+class RasterMesh:
+    """One mesh for :func:`render_meshes`: vertices_m f32[V,3] camera frame (m), faces i64[F,3]
+    (counter-clockwise seen from outside), rgb in [0,1]: f32[3] for the whole mesh or f32[V,3]
+    per vertex."""
+
+    vertices_m: np.ndarray
+    faces: np.ndarray
+    rgb: tuple[float, float, float] | np.ndarray = (0.7, 0.7, 0.7)
+
+
+@dataclass
+class RasterResult:
+    """color_rgb f32[H,W,3] in [0,1] (0 where empty); depth_m f32[H,W] (z in metres, inf where
+    empty); mesh_id i32[H,W] (index into the mesh list, -1 where empty)."""
+
+    color_rgb: np.ndarray
+    depth_m: np.ndarray
+    mesh_id: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool[H,W]: pixels covered by some mesh."""
+        return self.mesh_id >= 0
 
 
 def project(verts_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -70,7 +109,8 @@ def _fragments_of_bin(
     xy: np.ndarray, inv_z: np.ndarray, faces: np.ndarray, ids: np.ndarray, lo: np.ndarray,
     box_wh: tuple[int, int], width: int, height: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """All covered pixels of the faces ``ids`` whose boxes fit in box_wh pixels."""
+    """All covered pixels of the faces ``ids`` whose boxes fit in box_wh pixels:
+    (face ids i64[k], rows i64[k], cols i64[k], [depth, bary0, bary1, bary2] f64[k,4])."""
     gy, gx = np.mgrid[0 : box_wh[1], 0 : box_wh[0]]
     px = lo[:, None, 0] + gx.reshape(1, -1)  # [n,w*h]
     py = lo[:, None, 1] + gy.reshape(1, -1)
@@ -84,11 +124,11 @@ def _fragments_of_bin(
     w0 = ((x1 - cx) * (y2 - cy) - (x2 - cx) * (y1 - cy)) / area
     w1 = ((x2 - cx) * (y0 - cy) - (x0 - cx) * (y2 - cy)) / area
     w2 = 1.0 - w0 - w1
-    inside = (w0 >= -1e-7) & (w1 >= -1e-7) & (w2 >= -1e-7) & (px < width) & (py < height)
+    inside = (w0 >= -_EDGE_EPS) & (w1 >= -_EDGE_EPS) & (w2 >= -_EDGE_EPS)
+    inside &= (px < width) & (py < height)
     r, c = np.nonzero(inside)
     w = np.stack([w0[r, c], w1[r, c], w2[r, c]], axis=1)
-    iz = inv_z[faces[ids[r]]]  # [k,3]
-    wz = w * iz
+    wz = w * inv_z[faces[ids[r]]]  # screen-space weights / vertex depth
     denom = wz.sum(axis=1)
     bary = wz / denom[:, None]
     return ids[r], py[r, c], px[r, c], np.stack([1.0 / denom, *bary.T], axis=1)
@@ -109,10 +149,15 @@ def rasterize(
     """
     verts_cam = np.asarray(verts_cam, np.float64)
     faces = np.asarray(faces, np.int64)
+    K = np.asarray(K, np.float64)
     if verts_cam.ndim != 2 or verts_cam.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(
             f"expected verts [V,3] and faces [F,3], got {verts_cam.shape} and {faces.shape}"
         )
+    if K.shape != (3, 3) or int(width) < 1 or int(height) < 1:
+        raise ValueError(f"expected K [3,3] and a positive image size, got K {K.shape} and "
+                         f"{width}x{height}")  # fmt: skip
+    width, height = int(width), int(height)
     face_ok = (verts_cam[faces, 2] > NEAR_M).all(axis=1)
     xy = project(verts_cam, K)
     if cull_back:  # in front of the camera, a face seen from its front has negative screen area
@@ -163,10 +208,10 @@ def _resolve(chunks: list, width: int, height: int) -> Fragments:
 def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted vertex normals f32[V,3] (unit length; zero for unused vertices)."""
     v = np.asarray(verts, np.float64)
+    faces = np.asarray(faces, np.int64)
     fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    vn = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
+    corner_v, corner_n = faces.T.reshape(-1), np.tile(fn, (3, 1))  # every face corner, in order
+    vn = np.stack([np.bincount(corner_v, corner_n[:, c], len(v)) for c in range(3)], axis=1)
     norm = np.linalg.norm(vn, axis=1, keepdims=True)
     return (vn / np.maximum(norm, 1e-12)).astype(np.float32)
 
@@ -189,3 +234,65 @@ def lambert(
     for d, rgb in zip(light_dirs, light_rgb, strict=True):
         shade += np.maximum(-(n @ d), 0.0)[:, None] * rgb[None]
     return shade
+
+
+def render_meshes(
+    meshes: list[RasterMesh],
+    K: np.ndarray,
+    image_wh: tuple[int, int],
+    ambient: float = 0.35,
+    cull_backfaces: bool = True,
+) -> RasterResult:
+    """Render meshes seen by the pinhole camera K f64[3,3] into images of size image_wh (W, H),
+    shaded by a headlight above the camera (ambient + Lambert + specular; see :func:`_shade`)."""
+    w, h = int(image_wh[0]), int(image_wh[1])
+    verts, faces, rgbs, normals, face_mesh = [], [], [], [], []
+    offset = 0
+    for m_id, mesh in enumerate(meshes):
+        v = np.asarray(mesh.vertices_m, np.float64)
+        f = np.asarray(mesh.faces, np.int64)
+        if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"mesh {m_id}: expected vertices [V,3] and faces [F,3], got "
+                             f"{v.shape} and {f.shape}")  # fmt: skip
+        verts.append(v)
+        faces.append(f + offset)
+        rgbs.append(_vertex_colors(mesh.rgb, len(v)))
+        normals.append(vertex_normals(v, f))
+        face_mesh.append(np.full(len(f), m_id, np.int32))
+        offset += len(v)
+    if not meshes:
+        return RasterResult(np.zeros((h, w, 3), np.float32), np.full((h, w), np.inf, np.float32),
+                            np.full((h, w), -1, np.int32))  # fmt: skip
+    all_v, all_f = np.concatenate(verts), np.concatenate(faces)
+    frag = rasterize(all_v, all_f, K, w, h, cull_back=cull_backfaces)
+    mask = frag.mask
+    attr = np.concatenate([np.concatenate(normals), all_v, np.concatenate(rgbs)], axis=1)
+    n, points, albedo = np.split(frag.interpolate(attr.astype(np.float32), all_f), 3, axis=1)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    shade = _shade(n, points, ambient)
+    color = np.zeros((h, w, 3), np.float32)
+    color[mask] = np.clip(albedo * shade[:, :1] + shade[:, 1:], 0, 1)
+    mesh_id = np.full((h, w), -1, np.int32)
+    mesh_id[mask] = np.concatenate(face_mesh)[frag.face_id[mask]]
+    return RasterResult(color, frag.depth, mesh_id)
+
+
+def _vertex_colors(rgb, num_vertices: int) -> np.ndarray:
+    rgb = np.asarray(rgb, np.float32)
+    if rgb.shape == (3,):
+        return np.broadcast_to(rgb, (num_vertices, 3))
+    if rgb.shape != (num_vertices, 3):
+        raise ValueError(f"mesh colour must be rgb [3] or per-vertex [V,3], got {rgb.shape}")
+    return rgb
+
+
+def _shade(normals: np.ndarray, points: np.ndarray, ambient: float) -> np.ndarray:
+    """Per-pixel [diffuse factor, specular add] f32[N,2] for unit normals and points (camera):
+    two-sided Lambert from LIGHT_DIR_CAM plus a Blinn-Phong highlight."""
+    view = -points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-9)
+    n = np.where((normals * view).sum(1, keepdims=True) < 0, -normals, normals)  # two-sided
+    lam = np.clip(n @ LIGHT_DIR_CAM, 0.0, 1.0)
+    half = LIGHT_DIR_CAM + view
+    half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-9)
+    spec = 0.25 * np.clip((n * half).sum(1), 0.0, 1.0) ** 24
+    return np.stack([ambient + (1.0 - ambient) * lam, spec], 1).astype(np.float32)
