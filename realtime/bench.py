@@ -47,7 +47,7 @@ class BenchConfig:
     persons: tuple[int, ...] = (1, 4, 8)
     backends: tuple[str, ...] = ("auto",)
     modes: tuple[str, ...] = ("model", "e2e")
-    backbone: str = "resnet18"
+    backbone: str = "mobilenetv3_large_100"
     hidden: int = 1024
     warmup: int = 3
     iters: int = 20

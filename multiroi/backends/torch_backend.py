@@ -14,6 +14,8 @@ from multiroi.types import HmrOutput, RoiBatch
 
 logger = logging.getLogger(__name__)
 
+CPU_BACKBONE = "mobilenetv3_large_100"  # light enough for real time on a laptop CPU
+
 
 def load_network(
     checkpoint: str | os.PathLike | None = None,
@@ -22,7 +24,7 @@ def load_network(
 ) -> torch.nn.Module:
     """The Multi-RoI network from ``checkpoint``; without one, the project's default checkpoint
     (``multiroi.checkpoint.default_checkpoint_path()``) if there is one, else a randomly
-    initialised network (``backbone``, default resnet18) with a loud warning."""
+    initialised network (``backbone``, default the light CPU one) with a loud warning."""
     from multiroi.model import ModelConfig, MultiRoINet
 
     if checkpoint is None:
@@ -39,12 +41,14 @@ def load_network(
         logger.info("model: %s from %s", net.cfg.describe(), checkpoint)
         net.body_model_id = meta.body_model_id  # the body model its betas belong to
         return net.eval()
-    cfg = ModelConfig(backbone=backbone or "resnet18", num_rois=num_rois, contrastive=False)
+    cfg = ModelConfig(backbone=backbone or CPU_BACKBONE, num_rois=num_rois, contrastive=False)
     logger.warning(
         "NO CHECKPOINT: using a RANDOMLY INITIALISED network (%s); meshes will be meaningless. "
         "Pass --checkpoint FILE", cfg.describe(),
     )  # fmt: skip
-    return MultiRoINet(cfg).eval()
+    from multiroi.body import load_mean_params
+
+    return MultiRoINet(cfg, load_mean_params()).eval()  # starts from the body model's mean
 
 
 def _default_checkpoint() -> Any:
