@@ -15,7 +15,6 @@ fps = 1000 / p50_ms (frames per second at P persons per frame). Weights are rand
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import platform
@@ -23,16 +22,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from realtime.bench_report import (  # noqa: F401  (re-exported)
+    CSV_FIELDS,
+    BenchRow,
+    markdown_table,
+    plot,
+    read_csv,
+    write_csv,
+)
+
 logger = logging.getLogger(__name__)
 
 MIN_BOX_PX = 16.0  # the inference stage skips smaller boxes
-CSV_FIELDS = ("backend", "precision", "rois", "persons", "mode", "fps", "p50_ms", "p95_ms")
 
 
 @dataclass
@@ -58,18 +65,6 @@ class BenchConfig:
     channels_last: bool = True
     cache_dir: str | None = None
     body_model: str | None = None
-
-
-@dataclass
-class BenchRow:
-    backend: str
-    precision: str
-    rois: int
-    persons: int
-    mode: str
-    fps: float
-    p50_ms: float
-    p95_ms: float
 
 
 @dataclass
@@ -318,73 +313,6 @@ def run_bench(cfg: BenchConfig, workdir: Path | None = None) -> list[BenchRow]:
 def _fmt(row: BenchRow) -> str:
     return (f"{row.backend:12s} {row.precision:5s} R={row.rois} P={row.persons} {row.mode:5s} "
             f"{row.fps:7.2f} fps  p50 {row.p50_ms:7.1f} ms  p95 {row.p95_ms:7.1f} ms")  # fmt: skip
-
-
-def write_csv(rows: Sequence[BenchRow], path: Path) -> Path:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            d = asdict(row)
-            d.update({k: f"{d[k]:.6g}" for k in ("fps", "p50_ms", "p95_ms")})
-            writer.writerow(d)
-    return path
-
-
-def read_csv(path: Path) -> list[BenchRow]:
-    types = {f.name: f.type for f in fields(BenchRow)}
-    casts = {"int": int, "float": float, "str": str}
-    with open(path, newline="") as fh:
-        return [BenchRow(**{k: casts[types[k]](v) for k, v in rec.items()})
-                for rec in csv.DictReader(fh)]  # fmt: skip
-
-
-def markdown_table(rows: Sequence[BenchRow], machine: dict[str, str], command: str) -> str:
-    """Markdown: machine, command, date, then one line per row with the speed-up over torch
-    fp32 at the same (rois, persons, mode) measured in the same run."""
-    ref = {(r.rois, r.persons, r.mode): r.p50_ms for r in rows
-           if (r.backend, r.precision) == ("torch", "fp32")}  # fmt: skip
-    lines = [f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores), GPU: "
-             f"{machine.get('gpu')}; " + ", ".join(f"{k} {v}" for k, v in machine.items()
-                                                  if k not in ("cpu", "cores", "gpu", "os")),
-             f"Command: `{command}`", f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
-             "| backend | precision | mode | RoIs | persons | FPS | p50 ms | p95 ms "
-             "| vs torch fp32 |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in sorted(rows, key=lambda x: (x.mode, x.backend, x.precision, x.persons, x.rois)):
-        base = ref.get((r.rois, r.persons, r.mode))
-        ratio = f"{base / r.p50_ms:.2f}x" if base else "-"
-        lines.append(f"| {r.backend} | {r.precision} | {r.mode} | {r.rois} | {r.persons} | "
-                     f"{r.fps:.2f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {ratio} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: Sequence[BenchRow], path: Path) -> Path:
-    """FPS against RoI count, one line per (backend, precision, persons), one panel per mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    modes = sorted({r.mode for r in rows})
-    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4), squeeze=False)
-    for ax, mode in zip(axes[0], modes, strict=True):
-        keys = sorted({(r.backend, r.precision, r.persons) for r in rows if r.mode == mode})
-        for b, prec, p in keys:
-            sel = [
-                r
-                for r in rows
-                if (r.mode, r.backend, r.precision, r.persons) == (mode, b, prec, p)
-            ]
-            pts = sorted((r.rois, r.fps) for r in sel)
-            ax.plot(*zip(*pts, strict=True), marker="o", label=f"{b} {prec} P={p}")
-        ax.set(title=f"{mode}", xlabel="RoIs per person", ylabel="FPS (1000 / median ms)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
