@@ -45,6 +45,7 @@ class SideView:
         self.floor_y = 1.2
         self._bg = np.empty((h, w, 3), np.uint8)
         self._bg[:] = BG_BGR
+        self._scene: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (rot, eye, image)
 
     def _follow(self, people: Sequence[PersonState]) -> None:
         verts = [p.vertices_m for p in people if p.vertices_m is not None]
@@ -66,9 +67,7 @@ class SideView:
         """-> image_bgr uint8[H,W,3] of the people seen from the virtual camera."""
         self._follow(people)
         rot, eye = self._pose()
-        bg = self._bg.copy()
-        self._draw_grid(bg, rot, eye)
-        self._draw_real_camera(bg, rot, eye)
+        bg = self._background(rot, eye)
         meshes = [
             ((p.vertices_m - eye) @ rot.T, self.faces, track_color_rgb(p.track_id))
             for p in people
@@ -76,6 +75,19 @@ class SideView:
         ]
         img, _ = self.renderer.render(meshes, background_bgr=bg)
         return img
+
+    def _background(self, rot: np.ndarray, eye: np.ndarray) -> np.ndarray:
+        """Grid and camera frustum, redrawn only when the view moved (by > 2 mm or ~0.06 deg):
+        once the view has settled on the people this saves ~10 ms per frame."""
+        if self._scene is not None:
+            old_rot, old_eye, image = self._scene
+            if np.abs(old_eye - eye).max() < 2e-3 and np.abs(old_rot - rot).max() < 1e-3:
+                return image
+        bg = self._bg.copy()
+        self._draw_grid(bg, rot, eye)
+        self._draw_real_camera(bg, rot, eye)
+        self._scene = (rot, eye, bg)
+        return bg
 
     def _project(self, pts: np.ndarray, rot: np.ndarray, eye: np.ndarray):
         pv = (pts - eye) @ rot.T
