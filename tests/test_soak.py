@@ -81,6 +81,7 @@ def test_soak_3000_frames_memory_flat_and_no_thread_left(tmp_path, toy_body_mode
     rec.close()
     assert summary.frames == N and summary.dropped == 0
     growth_mb = (probe.rss_end - probe.rss_warm) / 2**20
+    print(f"soak: {N} frames, memory growth {growth_mb:.1f} MB")  # shown with -s
     assert growth_mb < 50, f"memory grew {growth_mb:.1f} MB over {N} frames"
     assert len(infer.smoothers) <= 2  # filters of vanished tracks are pruned
     left = [t.name for t in threading.enumerate() if t.ident not in before]
