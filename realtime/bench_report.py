@@ -23,7 +23,6 @@ class BenchRow:
     p95_ms: float
 
 
-
 def write_csv(rows: Sequence[BenchRow], path: Path) -> Path:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
