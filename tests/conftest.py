@@ -32,3 +32,21 @@ def toy_body_model(toy_body_model_path: Path):
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
+
+
+@pytest.fixture(scope="session")
+def make_synth(tmp_path_factory: pytest.TempPathFactory, toy_body_model_path: Path):
+    """``make_synth(num, seed, shard_size) -> Path``: a tiny synthetic data set (128x128 images of
+    the toy body model at 2-4 m), generated with the real ``train.synth`` generator."""
+
+    def make(num: int, seed: int, shard_size: int) -> Path:
+        from train.scene import SceneConfig
+        from train.synth import generate
+
+        out = tmp_path_factory.mktemp("synth")
+        cfg = SceneConfig(width=128, height=128, distance_m=(2.0, 4.0))
+        generate(out, num, seed=seed, cfg=cfg, body_model_path=str(toy_body_model_path),
+                 workers=1, shard_size=shard_size, progress=False)  # fmt: skip
+        return out
+
+    return make

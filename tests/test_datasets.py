@@ -10,24 +10,11 @@ import torch
 from multiroi.geometry.cliff import project_points
 from train.augment import AugmentConfig
 from train.datasets import ResumableSampler, collate, open_dataset
-from train.scene import SceneConfig
-from train.synth import generate
 
 
 @pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory, toy_body_model_path):
-    out = tmp_path_factory.mktemp("synth")
-    generate(
-        out,
-        6,
-        seed=4,
-        cfg=SceneConfig(width=128, height=128, distance_m=(2.0, 4.0)),
-        body_model_path=str(toy_body_model_path),
-        workers=1,
-        shard_size=3,
-        progress=False,
-    )
-    return out
+def synth_dir(make_synth):
+    return make_synth(6, seed=4, shard_size=3)
 
 
 def test_synth_items_project_consistently(synth_dir, toy_body_model):

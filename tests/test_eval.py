@@ -13,24 +13,11 @@ import torch
 from multiroi.geometry.cliff import full_to_local
 from train.datasets import collate, open_dataset
 from train.eval import METRIC_NAMES, evaluate, main
-from train.scene import SceneConfig
-from train.synth import generate
 
 
 @pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory, toy_body_model_path):
-    out = tmp_path_factory.mktemp("synth")
-    generate(
-        out,
-        3,
-        seed=11,
-        cfg=SceneConfig(width=128, height=128, distance_m=(2.0, 4.0)),
-        body_model_path=str(toy_body_model_path),
-        workers=1,
-        shard_size=3,
-        progress=False,
-    )
-    return out
+def synth_dir(make_synth):
+    return make_synth(3, seed=11, shard_size=3)
 
 
 class Oracle(torch.nn.Module):

@@ -11,27 +11,14 @@ import pytest
 import torch
 
 from train.config import TrainConfig
-from train.scene import SceneConfig
-from train.synth import generate
 from train.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory, toy_body_model_path):
-    out = tmp_path_factory.mktemp("synth")
-    generate(
-        out,
-        4,
-        seed=8,
-        cfg=SceneConfig(width=128, height=128, distance_m=(2.0, 4.0)),
-        body_model_path=str(toy_body_model_path),
-        workers=1,
-        shard_size=2,
-        progress=False,
-    )
-    return out
+def synth_dir(make_synth):
+    return make_synth(4, seed=8, shard_size=2)
 
 
 def tiny_config(synth_dir, body_path, out_dir, steps=4) -> TrainConfig:
