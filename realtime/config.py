@@ -7,6 +7,7 @@ Every field has a default that works on a machine with no camera and no GPU; the
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -90,7 +91,9 @@ class CameraConfig:
 @dataclass
 class InferenceConfig:
     """The network and body model. backend: a registered name or "auto" (from the checkpoint
-    suffix). smooth: One-Euro strength (0 = none, 1 = default, larger = smoother)."""
+    suffix). smooth: One-Euro strength (0 = none, 1 = default, larger = smoother).
+    threads: CPU threads of the network and body model (0 = auto: all cores but one, so
+    capture, tracking and rendering keep a core; see :func:`cpu_threads`)."""
 
     backend: str = "auto"
     checkpoint: str | None = None
@@ -100,8 +103,11 @@ class InferenceConfig:
     body_model: str | None = None
     smooth: float = 1.0
     min_box_px: float = 16.0
+    threads: int = 0
 
     def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0 = auto), got {self.threads}")
         if not 1 <= self.num_rois <= 5:
             raise ValueError(f"--rois must be in 1..5, got {self.num_rois}")
         if self.smooth < 0:
@@ -183,6 +189,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--fps", type=float, default=30.0, help="camera FPS to ask for")
     a("--backbone", default=None, help="backbone for a randomly initialised net (no checkpoint)")
     a("--body-model", default=None, help="body model .npz (default: the free model)")
+    a(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for the network and body model (default 0 = all cores but one)",
+    )
     a("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -208,7 +220,18 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             backbone=args.backbone,
             body_model=args.body_model,
             smooth=0.0 if args.no_smooth else args.smooth,
+            threads=args.threads,
         ),
         output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out),
         max_frames=args.max_frames,
     )
+
+
+def cpu_threads(requested: int = 0, cores: int | None = None) -> int:
+    """Threads for the network on the CPU: ``requested`` if > 0, else all cores but one (at
+    least one). On two cores the network's two threads would fight the capture, tracking and
+    render threads for the CPU (and spin-wait), which slowed the whole loop."""
+    if requested > 0:
+        return int(requested)
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - 1)

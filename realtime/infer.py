@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -87,8 +88,23 @@ class _WarnOnce:
         logger.log(level, msg, *args)
 
 
+@dataclass
+class Prepared:
+    """One frame between the inference steps: usable track ids i64[M], boxes f32[M,4] px, the
+    camera and RoI batch (None when M = 0), and the seconds spent on it so far."""
+
+    frame: Frame
+    ids: np.ndarray
+    boxes: np.ndarray
+    camera: Camera | None
+    batch: Any
+    seconds: float = 0.0
+
+
 class InferenceStage:
-    """``stage(frame, tracks) -> list[PersonState]`` (one per usable track, in track order).
+    """``stage(frame, tracks) -> list[PersonState]`` (one per usable track, in track order),
+    or the same in three steps that the pipeline runs in three threads, so the network's thread
+    does nothing else: ``finish(p, run_network(p))`` with ``p = prepare(frame, tracks)``.
 
     backend: a :class:`multiroi.backends.Backend`; body_model: a
     :class:`multiroi.body.BodyModel`; cameras: a :class:`CameraProvider`; smoothers: a
@@ -139,34 +155,57 @@ class InferenceStage:
         return ok & inside
 
     def __call__(self, frame: Frame, tracks: Tracks) -> list[PersonState]:
+        """All three steps in the calling thread (the pipeline runs them in three threads)."""
+        prepared = self.prepare(frame, tracks)
+        return self.finish(prepared, self.run_network(prepared))
+
+    def prepare(self, frame: Frame, tracks: Tracks) -> Prepared:
+        """Step 1 (CPU, OpenCV): usable boxes, the camera, the RoI crops of every person."""
+        t0 = time.perf_counter()
+        keep = self.usable_mask(tracks.boxes_xyxy, frame.size_wh)
+        ids = np.asarray(tracks.track_ids, np.int64)[keep]
+        boxes = np.asarray(tracks.boxes_xyxy, np.float32).reshape(-1, 4)[keep]
+        prepared = Prepared(frame, ids, boxes, None, None)
+        if len(ids):
+            prepared.camera = self.cameras(frame.size_wh)
+            prepared.batch = make_roi_batch(frame.image_bgr, boxes, self.backend.num_rois,
+                                            prepared.camera)  # fmt: skip
+        prepared.seconds += self._time("rois", t0) - t0
+        return prepared
+
+    def run_network(self, prepared: Prepared) -> HmrOutput | None:
+        """Step 2: the backend on all persons x RoIs at once (None when nobody is usable)."""
+        if prepared.batch is None:
+            return None
+        t0 = time.perf_counter()
+        out = self.backend(prepared.batch)
+        prepared.seconds += self._time("model", t0) - t0
+        return out
+
+    def finish(self, prepared: Prepared, out: HmrOutput | None) -> list[PersonState]:
+        """Step 3, in frame order: full-image camera, NaN checks, smoothing, body model."""
+        t0 = time.perf_counter()
+        frame, ids = prepared.frame, prepared.ids
         if frame.size_wh != self._size_wh:  # a new frame size: start every filter afresh
             if self._size_wh is not None and self.smoothers is not None:
                 self.smoothers.prune([])
             self._size_wh = frame.size_wh
-        keep = self.usable_mask(tracks.boxes_xyxy, frame.size_wh)
-        ids = np.asarray(tracks.track_ids, np.int64)[keep]
-        boxes = np.asarray(tracks.boxes_xyxy, np.float32).reshape(-1, 4)[keep]
         if self.smoothers is not None:
             self.smoothers.prune(ids.tolist())
-        if len(ids) == 0:
+        if out is None or len(ids) == 0:
             return []
-        camera = self.cameras(frame.size_wh)
-        t0 = time.perf_counter()
-        batch = make_roi_batch(frame.image_bgr, boxes, self.backend.num_rois, camera)
-        t0 = self._time("rois", t0)
-        out = self.backend(batch)
-        t0 = self._time("model", t0)
+        batch, camera = prepared.batch, prepared.camera
         transl = local_to_full(
             np.asarray(out.cam_local[:, 0], np.float64), batch.centers[:, 0],
             batch.sizes[:, 0], camera.focal, camera.principal,
         ).astype(np.float32)  # fmt: skip
         good = self._finite_mask(out, transl, ids)
-        if not good.any():
-            return []
-        t_s = frame.index / self.media_fps if self.media_fps else frame.t_capture_s
-        rotmat, betas, transl = self._smooth(t_s, ids[good], out, transl, good)
-        people = self._place(ids[good], boxes[good], rotmat, betas, transl)
-        self._time("body", t0)
+        people: list[PersonState] = []
+        if good.any():
+            t_s = frame.index / self.media_fps if self.media_fps else frame.t_capture_s
+            rotmat, betas, transl = self._smooth(t_s, ids[good], out, transl, good)
+            people = self._place(ids[good], prepared.boxes[good], rotmat, betas, transl)
+        prepared.seconds += self._time("body", t0) - t0
         return people
 
     def _finite_mask(self, out: HmrOutput, transl: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -247,17 +286,24 @@ def build_inference_stage(
     source_camera: Camera | None = None,
 ) -> InferenceStage:
     """An :class:`InferenceStage` from a :class:`realtime.config.PipelineConfig`."""
-    from multiroi.backends import create_backend
+    import torch
+
+    from multiroi.backends import create_backend, resolve_backend_name
     from multiroi.body import load_body_model
+    from realtime.config import cpu_threads
     from realtime.smoothing import TrackSmoothers
 
     inf = cfg.inference
     extra = {"backbone": inf.backbone} if inf.backbone else {}
+    threads = cpu_threads(inf.threads)
+    torch.set_num_threads(threads)  # the torch backend and the body model
+    if resolve_backend_name(inf.backend, inf.checkpoint) == "onnxruntime":
+        extra["threads"] = threads
     backend = create_backend(inf.backend, inf.checkpoint, num_rois=inf.num_rois,
                              device=inf.device, **extra)  # fmt: skip
     body = load_body_model(inf.body_model)
-    logger.info("backend %s on %s, %d RoIs; body model %s", backend.name, backend.device,
-                backend.num_rois, body.model_id)  # fmt: skip
+    logger.info("backend %s on %s, %d RoIs, %d CPU threads; body model %s", backend.name,
+                backend.device, backend.num_rois, threads, body.model_id)  # fmt: skip
     trained_for = getattr(backend, "body_model_id", None)
     if trained_for and trained_for not in ("unknown", body.model_id):
         logger.warning(

@@ -1,6 +1,9 @@
 """The threaded live loop: capture -> detect+track -> infer -> render/record (main thread).
 
-Stages run in their own threads, joined by bounded queues. Live sources use drop-oldest
+Stages run in their own threads, joined by bounded queues. Inference that comes in three steps
+(:class:`realtime.infer.InferenceStage`) is spread over three threads: the RoI crops after
+tracking, the network alone in its thread, and camera + smoothing + body model in a "body"
+thread, so the network never waits for the rest of the loop. Live sources use drop-oldest
 queues (the newest frame wins, there is never a backlog); files block (every frame is
 processed) unless paced in real time. Latency is measured from the capture timestamp when
 frames are dropped (live), and from when the first stage took the frame when they are not
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from multiroi.types import Detections, Frame, PersonState, Tracks
+from multiroi.types import Detections, Frame, PersonState
 from realtime.stats import PipelineStats, StatsSummary
 
 logger = logging.getLogger(__name__)
@@ -40,11 +43,12 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class Tracked:
-    """Between detect+track and infer. t_start_s: perf_counter() when the first stage
-    (detect) took the frame."""
+    """Between detect+track and infer. tracks: the Tracks, or with split inference the
+    ``realtime.infer.Prepared`` RoI batch made from them. t_start_s: perf_counter() when the
+    first stage (detect) took the frame."""
 
     frame: Frame
-    tracks: Tracks
+    tracks: Any
     t_start_s: float
 
 
@@ -162,6 +166,11 @@ class Pipeline:
             return StageQueue(name, queue_size, self.drop, self._stop, self._count_drop)
 
         self._q_frames, self._q_tracked, self._q_results = mk("frames"), mk("tracked"), mk("out")
+        # an infer with prepare / run_network / finish gets three threads (crops | network |
+        # body model); a plain callable gets one
+        self._split = all(callable(getattr(infer, n, None))
+                          for n in ("prepare", "run_network", "finish"))  # fmt: skip
+        self._q_net = mk("network") if self._split else None
         self.threads: list[threading.Thread] = []
 
     def _count_drop(self, name: str) -> None:
@@ -213,23 +222,52 @@ class Pipeline:
                                              item.image_bgr)  # fmt: skip
                 self.stats.add_time("detect", t1 - t0)
                 self.stats.add_time("track", time.perf_counter() - t1)
+                if self._split:  # the crops, here: the network's thread only runs the network
+                    tracks = self.infer.prepare(item, tracks)
                 if not self._q_tracked.put(Tracked(item, tracks, t0)):
                     break
         finally:
             self._q_tracked.put(_END)
 
     def _infer(self) -> None:
+        if self._split:
+            return self._network()
         try:
             while (item := self._q_tracked.get()) not in (_END, _STOPPED):
                 t0 = time.perf_counter()
                 people = self.infer(item.frame, item.tracks)
                 self.stats.add_time("infer", time.perf_counter() - t0)
-                if self.on_people is not None:
-                    self.on_people(item.frame, people)
-                if not self._q_results.put(Result(item.frame, people, item.t_start_s)):
+                if not self._emit(item, people):
                     break
         finally:
             self._q_results.put(_END)
+
+    def _network(self) -> None:
+        """Split inference, step 2: ``item.tracks`` holds the prepared RoI batch."""
+        try:
+            while (item := self._q_tracked.get()) not in (_END, _STOPPED):
+                out = self.infer.run_network(item.tracks)
+                if not self._q_net.put((item, out)):
+                    break
+        finally:
+            self._q_net.put(_END)
+
+    def _body(self) -> None:
+        """Split inference, step 3: camera, smoothing and body model, in frame order."""
+        try:
+            while (got := self._q_net.get()) not in (_END, _STOPPED):
+                item, out = got
+                people = self.infer.finish(item.tracks, out)
+                self.stats.add_time("infer", item.tracks.seconds)
+                if not self._emit(item, people):
+                    break
+        finally:
+            self._q_results.put(_END)
+
+    def _emit(self, item: Tracked, people: list[PersonState]) -> bool:
+        if self.on_people is not None:
+            self.on_people(item.frame, people)
+        return self._q_results.put(Result(item.frame, people, item.t_start_s))
 
     # ----- main thread -----
     def run(self) -> StatsSummary:
@@ -237,8 +275,10 @@ class Pipeline:
 
         Raises :class:`PipelineError` if a stage failed (after every thread is joined)."""
         self.stats.reset_clock()
-        stages = (("capture", self._capture), ("detect", self._detect_track),
-                  ("infer", self._infer))  # fmt: skip
+        stages = [("capture", self._capture), ("detect", self._detect_track),
+                  ("infer", self._infer)]  # fmt: skip
+        if self._split:
+            stages.append(("body", self._body))
         for name, body in stages:
             t = threading.Thread(target=self._guard(name, body), name=f"multiroi-{name}",
                                  daemon=True)  # fmt: skip

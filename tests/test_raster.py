@@ -1,10 +1,12 @@
-"""The numpy rasteriser (multiroi.raster): coverage, depth test, barycentrics, shading, errors."""
+"""The rasteriser (multiroi.raster), both paths (compiled numba loop and numpy bins): coverage,
+depth test, barycentrics, shading, errors, and the two paths agreeing pixel for pixel."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from multiroi import raster_jit
 from multiroi.raster import RasterMesh, rasterize, render_meshes, vertex_normals
 
 K128 = np.array([[100.0, 0, 64], [0, 100.0, 64], [0, 0, 1]])
@@ -28,6 +30,21 @@ def uv_sphere(radius: float, n_lat: int = 24, n_lon: int = 48) -> tuple[np.ndarr
         ]
     faces.append(np.stack([np.full(n_lon, len(v) - 1), idx[-1], nxt[-1]], 1))
     return v, np.concatenate(faces).astype(np.int64)
+
+
+def _use_numpy_path(monkeypatch, numpy_path: bool) -> None:
+    if numpy_path:
+        monkeypatch.setattr(raster_jit, "_tried", True)
+        monkeypatch.setattr(raster_jit, "_kernel", None)
+    elif not raster_jit.available():
+        pytest.skip("numba is not installed")
+
+
+@pytest.fixture(autouse=True, params=["jit", "numpy"])
+def raster_path(request, monkeypatch):
+    """Every test runs on both rasteriser paths."""
+    _use_numpy_path(monkeypatch, request.param == "numpy")
+    return request.param
 
 
 def test_square_covers_the_right_pixels_and_depth():
@@ -140,3 +157,40 @@ def test_bad_input_raises_clear_errors():
         rasterize(np.zeros((4, 3)), SQUARE_F, np.eye(2), 8, 8)
     with pytest.raises(ValueError, match="per-vertex"):
         render_meshes([RasterMesh(np.zeros((4, 3)), SQUARE_F, np.zeros((3, 3)))], K128, (8, 8))
+
+
+def test_compiled_and_numpy_paths_agree_pixel_for_pixel(monkeypatch, raster_path):
+    """Three overlapping spheres at different depths, partly outside the image."""
+    if raster_path == "numpy":
+        pytest.skip("compares the two paths once")
+    v, f = uv_sphere(0.4, 32, 64)
+    verts = np.concatenate([v + [-0.3, 0.1, 2.0], v + [0.2, 0.0, 2.3], v + [0.75, -0.2, 1.6]])
+    faces = np.concatenate([f + i * len(v) for i in range(3)])
+    jit = rasterize(verts, faces, K128, 128, 96, cull_back=True)
+    _use_numpy_path(monkeypatch, True)
+    ref = rasterize(verts, faces, K128, 128, 96, cull_back=True)
+    assert jit.mask.sum() > 2000
+    np.testing.assert_array_equal(jit.face_id, ref.face_id)
+    np.testing.assert_allclose(jit.depth, ref.depth, rtol=1e-6)
+    np.testing.assert_allclose(jit.bary, ref.bary, atol=1e-6)
+
+
+def test_compiled_and_numpy_shading_agree(monkeypatch, raster_path):
+    if raster_path == "numpy":
+        pytest.skip("compares the two paths once")
+    v, f = uv_sphere(0.4, 32, 64)
+    rgb = np.abs(np.sin(v * 7.0)).astype(np.float32)  # per-vertex colours
+    meshes = [RasterMesh(v + [-0.2, 0.0, 2.0], f, rgb), RasterMesh(v + [0.3, 0.1, 2.4], f)]
+    jit = render_meshes(meshes, K128, (128, 96))
+    np.testing.assert_allclose(vertex_normals(v, f), _numpy_normals(monkeypatch, v, f), atol=1e-6)
+    _use_numpy_path(monkeypatch, True)
+    ref = render_meshes(meshes, K128, (128, 96))
+    np.testing.assert_array_equal(jit.mesh_id, ref.mesh_id)
+    assert (jit.mesh_id == 1).sum() > 500 and (jit.mesh_id == 0).sum() > 500
+    np.testing.assert_allclose(jit.color_rgb, ref.color_rgb, atol=2e-5)
+
+
+def _numpy_normals(monkeypatch, v, f):
+    with monkeypatch.context() as m:
+        _use_numpy_path(m, True)
+        return vertex_normals(v, f)

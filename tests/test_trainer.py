@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +102,30 @@ def test_cli_torchrun_two_gloo_processes(synth_dir, toy_body_model_path, tmp_pat
     assert res.returncode == 0, res.stderr[-2000:]
     payload = torch.load(out / "last.pt", weights_only=True)
     assert payload["step"] == 2 and len(payload["extra"]["rng"]) == 2  # both ranks' RNG saved
+
+
+def test_learning_rate_schedules():
+    from train.config import OptimConfig
+    from train.trainer import lr_at
+
+    const = OptimConfig(lr=1e-3)
+    assert [lr_at(s, const, 100) for s in (0, 50, 99)] == [1e-3] * 3
+    warm = OptimConfig(lr=1e-3, warmup_steps=10)
+    assert lr_at(0, warm, 100) == pytest.approx(1e-4) and lr_at(9, warm, 100) == 1e-3
+    cos = OptimConfig(lr=1e-3, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, cos, 110) for s in range(10, 111)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    assert lrs[50] == pytest.approx(0.55e-3) and all(np.diff(lrs) <= 0)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_at(20, OptimConfig(schedule="step"), 100)
+
+
+def test_mixed_precision_mode_per_device(monkeypatch):
+    from train import trainer
+
+    assert trainer.amp_mode(False, torch.device("cpu")) == (False, torch.float32)
+    assert trainer.amp_mode(True, torch.device("cuda")) == (True, torch.float16)
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: True)
+    assert trainer.amp_mode(True, torch.device("cpu")) == (True, torch.bfloat16)
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
+    assert trainer.amp_mode(True, torch.device("cpu")) == (False, torch.float32)

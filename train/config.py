@@ -39,10 +39,15 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam with a constant learning rate (method.md 4); grad_clip: max global grad norm
-    (0: off); amp: mixed precision on CUDA."""
+    """Adam (method.md 4); grad_clip: max global grad norm (0: off); amp: mixed precision
+    (fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16). schedule: 'constant' (the paper's) or
+    'cosine' (decay to min_lr_ratio * lr at run.steps, for short fixed-budget runs);
+    warmup_steps: linear ramp from 0 (either schedule)."""
 
     lr: float = 1e-4
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     amp: bool = True

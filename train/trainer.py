@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -105,6 +106,42 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def lr_at(step: int, optim_cfg, total_steps: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): warm-up, then constant or cosine."""
+    base = optim_cfg.lr
+    if optim_cfg.warmup_steps and step < optim_cfg.warmup_steps:
+        return base * (step + 1) / optim_cfg.warmup_steps
+    if optim_cfg.schedule == "constant":
+        return base
+    if optim_cfg.schedule != "cosine":
+        raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got "
+                         f"{optim_cfg.schedule!r}")  # fmt: skip
+    span = max(total_steps - optim_cfg.warmup_steps, 1)
+    t = min(max(step - optim_cfg.warmup_steps, 0) / span, 1.0)
+    floor = base * optim_cfg.min_lr_ratio
+    return floor + 0.5 * (base - floor) * (1.0 + math.cos(math.pi * t))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16 (bf16 matmuls and convolutions run in hardware)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # an older PyTorch without the probes
+        return False
+
+
+def amp_mode(requested: bool, device: torch.device) -> tuple[bool, torch.dtype]:
+    """(enabled, dtype) of mixed precision: fp16 with loss scaling on CUDA, bf16 on a CPU with
+    hardware bf16 (2-3x faster ResNet steps on AMX), off elsewhere."""
+    if not requested:
+        return False, torch.float32
+    if device.type == "cuda":
+        return True, torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return True, torch.bfloat16
+    return False, torch.float32
+
+
 class Trainer:
     """Holds the model, data and optimiser of one run; ``run()`` trains to ``cfg.run.steps``."""
 
@@ -119,8 +156,11 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr,
                                       weight_decay=cfg.optim.weight_decay)  # fmt: skip
-        self.amp = cfg.optim.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp, self.amp_dtype = amp_mode(cfg.optim.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        if self.amp and self.device.type == "cpu":  # oneDNN's bf16 convolutions want NHWC
+            self.model.to(memory_format=torch.channels_last)
+        logger.info("precision: %s", self.amp_dtype if self.amp else torch.float32)
         self.step = 0
         if resume:
             self._resume()
@@ -171,10 +211,13 @@ class Trainer:
     def train_step(self, batch) -> dict:
         self.ddp.train()
         batch = batch.to(self.device)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.ddp(batch.crops, batch.box_info)
         step_out = compute_losses(out, batch, self.body, self.cfg.loss)
         self.optim.zero_grad(set_to_none=True)
+        lr = lr_at(self.step, self.cfg.optim, self.cfg.run.steps)
+        for group in self.optim.param_groups:
+            group["lr"] = lr
         self.scaler.scale(step_out.total).backward()
         self.scaler.unscale_(self.optim)
         if self.cfg.optim.grad_clip > 0:
@@ -184,6 +227,7 @@ class Trainer:
             step_out.logs["grad_norm"] = float(norm)
         self.scaler.step(self.optim)
         self.scaler.update()
+        step_out.logs["lr"] = lr
         self.last = (batch, out, step_out)
         return step_out.logs
 
@@ -226,7 +270,7 @@ class Trainer:
         if self.writer and s % cfg.log_every == 0:
             for k, v in logs.items():
                 self.writer.add_scalar(
-                    f"loss/{k}" if k != "grad_norm" else "train/grad_norm", v, s
+                    f"train/{k}" if k in ("grad_norm", "lr") else f"loss/{k}", v, s
                 )
             self.writer.add_scalar("train/steps_per_s", s / max(time.perf_counter() - t0, 1e-9), s)
         if self.writer and cfg.image_every and s % cfg.image_every == 0:

@@ -95,29 +95,33 @@ class SideView:
         uv = pv[:, :2] / np.maximum(pv[:, 2:], 0.1) * self.view_camera.focal
         return uv + np.array(self.view_camera.principal), ok
 
-    def _polyline(self, img, pts, rot, eye, color, thickness=1) -> None:
-        uv, ok = self._project(pts, rot, eye)
-        for a, b in zip(range(len(pts) - 1), range(1, len(pts)), strict=True):
-            if ok[a] and ok[b]:
-                p, q = uv[a], uv[b]
-                if np.all(np.abs(np.r_[p, q]) < 1e5):
-                    cv2.line(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), color,
-                             thickness, cv2.LINE_AA)  # fmt: skip
+    def _polylines(self, img, lines, rot, eye, color, thickness=1) -> None:
+        """Draw polylines (each f[N,3] world points) in one OpenCV call; segments with an end
+        behind the view camera or absurdly far off-screen are left out."""
+        segs = []
+        for pts in lines:
+            uv, ok = self._project(np.asarray(pts, np.float64), rot, eye)
+            ok &= (np.abs(uv) < 1e5).all(1)
+            good = ok[:-1] & ok[1:]
+            a = np.flatnonzero(good)
+            segs.append(np.stack([uv[a], uv[a + 1]], axis=1))
+        segs = np.concatenate(segs).astype(np.int32) if segs else np.zeros((0, 2, 2), np.int32)
+        if len(segs):
+            cv2.polylines(img, list(segs), False, color, thickness, cv2.LINE_AA)
 
     def _draw_grid(self, img: np.ndarray, rot: np.ndarray, eye: np.ndarray) -> None:
         s = np.linspace(0.0, 1.0, 21)
         y = self.floor_y
-        for x in np.arange(-5.0, 5.01, 1.0):
-            pts = np.stack([np.full_like(s, x), np.full_like(s, y), 0.5 + 11.5 * s], 1)
-            self._polyline(img, pts, rot, eye, (90, 90, 90))
-        for z in np.arange(1.0, 12.01, 1.0):
-            pts = np.stack([-5.0 + 10.0 * s, np.full_like(s, y), np.full_like(s, z)], 1)
-            self._polyline(img, pts, rot, eye, (90, 90, 90))
+        lines = [np.stack([np.full_like(s, x), np.full_like(s, y), 0.5 + 11.5 * s], 1)
+                 for x in np.arange(-5.0, 5.01, 1.0)]  # fmt: skip
+        lines += [np.stack([-5.0 + 10.0 * s, np.full_like(s, y), np.full_like(s, z)], 1)
+                  for z in np.arange(1.0, 12.01, 1.0)]  # fmt: skip
+        self._polylines(img, lines, rot, eye, (90, 90, 90))
 
     def _draw_real_camera(self, img: np.ndarray, rot: np.ndarray, eye: np.ndarray) -> None:
         """The real camera as a small frustum at the origin."""
         c = np.array([[-0.16, -0.12, 0.3], [0.16, -0.12, 0.3], [0.16, 0.12, 0.3],
                       [-0.16, 0.12, 0.3]])  # fmt: skip
         o = np.zeros(3)
-        for a in range(4):
-            self._polyline(img, np.stack([o, c[a], c[(a + 1) % 4]]), rot, eye, (0, 200, 255), 2)
+        lines = [np.stack([o, c[a], c[(a + 1) % 4]]) for a in range(4)]
+        self._polylines(img, lines, rot, eye, (0, 200, 255), 2)
