@@ -158,6 +158,7 @@ def _runners(cfg: BenchConfig, net: Any, workdir: Path) -> list[_Runner]:
     """One runner per (backend, precision) available for this network."""
     import torch
 
+    from multiroi.backends.cpu import cpu_has_fast_bf16
     from multiroi.backends.torch_backend import TorchBackend
 
     r = int(net.cfg.num_rois)
@@ -166,9 +167,11 @@ def _runners(cfg: BenchConfig, net: Any, workdir: Path) -> list[_Runner]:
     names = _resolve_backends(cfg)
     if "torch" in names:
         tnet = net.to(memory_format=torch.channels_last) if cfg.channels_last else net
-        for prec in ("fp32", "fp16") if gpu else ("fp32",):
-            out.append(_Runner("torch", prec, TorchBackend(net=tnet, device=cfg.device,
-                                                           fp16=prec == "fp16")))  # fmt: skip
+        precs = ("fp32", "fp16") if gpu else ("fp32", "bf16") if cpu_has_fast_bf16() else ("fp32",)
+        for prec in precs:
+            out.append(_Runner("torch", prec, TorchBackend(
+                net=tnet, device=cfg.device, fp16=prec == "fp16", bf16=prec == "bf16"
+            )))  # fmt: skip
     onnx_path = None
     if {"onnxruntime", "tensorrt"} & set(names):
         from export.onnx_export import OnnxExportConfig, export_onnx

@@ -280,30 +280,60 @@ def projected_boxes(people: list[PersonState], camera: Camera) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
+def choose_backend(inf: Any, threads: int) -> tuple[str, dict[str, Any]]:
+    """(backend name, its extra keyword arguments) for an InferenceConfig: the asked-for backend,
+    or for "auto" on a CPU the fastest one there (torch bf16 where the CPU has AMX /
+    AVX512-BF16, else onnxruntime fp32); raises ValueError for a precision the backend lacks."""
+    from multiroi.backends import resolve_backend_name
+    from multiroi.backends.cpu import cpu_has_fast_bf16
+
+    name = resolve_backend_name(inf.backend, inf.checkpoint)
+    cpu = inf.device == "cpu"
+    fast_bf16 = cpu and cpu_has_fast_bf16()
+    auto = inf.backend in (None, "", "auto")
+    if auto and name == "torch" and cpu and not fast_bf16 and inf.precision in ("auto", "fp32"):
+        name = "onnxruntime"
+    extra: dict[str, Any] = {"backbone": inf.backbone} if inf.backbone else {}
+    precision = inf.precision
+    if name == "torch":
+        if precision == "auto":
+            precision = "fp16" if not cpu else "bf16" if fast_bf16 else "fp32"
+        if (precision == "bf16") != cpu and precision in ("bf16", "fp16"):
+            where = "the CPU" if precision == "bf16" else "CUDA"
+            raise ValueError(f"--precision {precision} is for {where}; use fp32 or auto")
+        extra.update(fp16=precision == "fp16", bf16=precision == "bf16")
+    elif name == "onnxruntime":
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"--precision {precision}: the onnxruntime backend runs the fp32 "
+                             "graph; use --backend torch for reduced precision")  # fmt: skip
+        extra["threads"] = threads
+    elif precision != "auto":
+        raise ValueError(f"--precision {precision}: backend {name} takes its precision from the "
+                         "engine it loads; leave --precision auto")  # fmt: skip
+    return name, extra
+
+
 def build_inference_stage(
     cfg: Any,
     timer: Callable[[str, float], None] | None = None,
     source_camera: Camera | None = None,
 ) -> InferenceStage:
     """An :class:`InferenceStage` from a :class:`realtime.config.PipelineConfig`."""
-    import torch
-
-    from multiroi.backends import create_backend, resolve_backend_name
+    from multiroi.backends import create_backend
     from multiroi.body import load_body_model
     from realtime.config import cpu_threads
     from realtime.smoothing import TrackSmoothers
 
     inf = cfg.inference
-    extra = {"backbone": inf.backbone} if inf.backbone else {}
     threads = cpu_threads(inf.threads)
     torch.set_num_threads(threads)  # the torch backend and the body model
-    if resolve_backend_name(inf.backend, inf.checkpoint) == "onnxruntime":
-        extra["threads"] = threads
-    backend = create_backend(inf.backend, inf.checkpoint, num_rois=inf.num_rois,
-                             device=inf.device, **extra)  # fmt: skip
+    name, extra = choose_backend(inf, threads)
+    backend = create_backend(name, inf.checkpoint, num_rois=inf.num_rois, device=inf.device,
+                             **extra)  # fmt: skip
     body = load_body_model(inf.body_model)
-    logger.info("backend %s on %s, %d RoIs, %d CPU threads; body model %s", backend.name,
-                backend.device, backend.num_rois, threads, body.model_id)  # fmt: skip
+    logger.info("backend %s (%s) on %s, %d RoIs, %d CPU threads; body model %s", backend.name,
+                getattr(backend, "precision", "fp32"), backend.device, backend.num_rois, threads,
+                body.model_id)  # fmt: skip
     trained_for = getattr(backend, "body_model_id", None)
     if trained_for and trained_for not in ("unknown", body.model_id):
         logger.warning(

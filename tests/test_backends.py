@@ -137,3 +137,56 @@ def test_backends_report_the_body_model_the_network_was_trained_for(tmp_path):
     ckpt = save_checkpoint(tmp_path / "m.pt", MultiRoINet(cfg), cfg, body_model_id="toy-v1")
     assert TorchBackend(ckpt, num_rois=2).body_model_id == "toy-v1"
     assert OnnxRuntimeBackend(ckpt, num_rois=2).body_model_id == "toy-v1"
+
+
+def test_torch_bf16_on_cpu_stays_close_to_fp32():
+    from multiroi.backends.torch_backend import TorchBackend
+
+    batch = random_batch(2, 3, seed=4)
+    ref = TorchBackend(net=light_net(), num_rois=3)(batch)
+    bf16 = TorchBackend(net=light_net(), num_rois=3, bf16=True)
+    assert bf16.precision == "bf16"
+    out = bf16(batch)
+    assert out.rotmat.dtype == np.float32
+    np.testing.assert_allclose(out.rotmat, ref.rotmat, atol=0.05)
+    np.testing.assert_allclose(out.cam_local, ref.cam_local, atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="CPU"):
+        TorchBackend(net=light_net(), num_rois=3, device="cuda", bf16=True)
+
+
+@pytest.mark.parametrize(
+    "backend, precision, fast_bf16, device, expect",
+    [
+        ("auto", "auto", True, "cpu", ("torch", {"fp16": False, "bf16": True})),
+        ("auto", "auto", False, "cpu", ("onnxruntime", {"threads": 1})),
+        ("auto", "fp32", False, "cpu", ("onnxruntime", {"threads": 1})),
+        ("torch", "auto", False, "cpu", ("torch", {"fp16": False, "bf16": False})),
+        ("auto", "auto", False, "cuda", ("torch", {"fp16": True, "bf16": False})),
+        ("onnxruntime", "auto", True, "cpu", ("onnxruntime", {"threads": 1})),
+    ],
+)
+def test_live_loop_picks_the_fastest_cpu_backend(
+    monkeypatch, backend, precision, fast_bf16, device, expect
+):
+    from realtime import infer
+    from realtime.config import InferenceConfig
+
+    monkeypatch.setattr("multiroi.backends.cpu.cpu_has_fast_bf16", lambda: fast_bf16)
+    cfg = InferenceConfig(backend=backend, precision=precision, device=device)
+    assert infer.choose_backend(cfg, threads=1) == expect
+
+
+@pytest.mark.parametrize(
+    "backend, precision, device",
+    [("torch", "fp16", "cpu"), ("torch", "bf16", "cuda"), ("onnxruntime", "bf16", "cpu"),
+     ("model.engine", "fp16", "cuda")],
+)  # fmt: skip
+def test_live_loop_rejects_a_precision_the_backend_lacks(backend, precision, device):
+    from realtime import infer
+    from realtime.config import InferenceConfig
+
+    cfg = InferenceConfig(backend=backend, precision=precision, device=device)
+    with pytest.raises(ValueError, match="--precision"):
+        infer.choose_backend(cfg, threads=1)
+    with pytest.raises(ValueError, match="--precision"):
+        InferenceConfig(precision="int4")

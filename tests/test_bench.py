@@ -24,9 +24,14 @@ def test_tiny_bench_run(tmp_path: Path, toy_body_model_path: Path, capsys):
         reader = csv.DictReader(fh)
         assert tuple(reader.fieldnames) == CSV_FIELDS
     rows = read_csv(out / "bench.csv")
-    # 2 backends (torch, onnxruntime on CPU) x 2 RoI counts x 2 person counts x 2 modes
-    assert len(rows) == 16
-    assert {(r.backend, r.precision) for r in rows} == {("torch", "fp32"), ("onnxruntime", "fp32")}
+    from multiroi.backends.cpu import cpu_has_fast_bf16
+
+    # torch fp32 (+ bf16 on a CPU with AMX), onnxruntime x 2 RoI counts x 2 persons x 2 modes
+    assert len(rows) == (24 if cpu_has_fast_bf16() else 16)
+    expect = {("torch", "fp32"), ("onnxruntime", "fp32")} | (
+        {("torch", "bf16")} if cpu_has_fast_bf16() else set()
+    )
+    assert {(r.backend, r.precision) for r in rows} == expect
     assert {(r.rois, r.persons, r.mode) for r in rows} == {
         (r, p, m) for r in (1, 2) for p in (1, 2) for m in ("model", "e2e")
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from multiroi.backends.cpu import cpu_has_fast_bf16
 from multiroi.body import load_body_model, load_mean_params
 from multiroi.checkpoint import import_cliff_backbone, load_checkpoint, save_checkpoint
 from multiroi.model import MultiRoINet
@@ -120,14 +121,6 @@ def lr_at(step: int, optim_cfg, total_steps: int) -> float:
     t = min(max(step - optim_cfg.warmup_steps, 0) / span, 1.0)
     floor = base * optim_cfg.min_lr_ratio
     return floor + 0.5 * (base - floor) * (1.0 + math.cos(math.pi * t))
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX512-BF16 (bf16 matmuls and convolutions run in hardware)."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:  # an older PyTorch without the probes
-        return False
 
 
 def amp_mode(requested: bool, device: torch.device) -> tuple[bool, torch.dtype]:

@@ -58,10 +58,13 @@ def _default_checkpoint() -> Any:
 
 
 class TorchBackend:
-    """``TorchBackend(checkpoint=None, num_rois=5, device="cpu", net=None, fp16=None)``.
+    """``TorchBackend(checkpoint=None, num_rois=5, device="cpu", net=None, fp16=None,
+    bf16=False)``.
 
     net: an already built MultiRoINet (tests, the training loop); fp16: autocast to float16
-    (default: on for CUDA, off for CPU). Outputs are float32 numpy.
+    (default: on for CUDA, off for CPU); bf16: on the CPU, autocast to bfloat16 with
+    channels-last weights (fast only where :func:`multiroi.backends.cpu.cpu_has_fast_bf16`).
+    Outputs are float32 numpy.
     """
 
     name = "torch"
@@ -75,7 +78,10 @@ class TorchBackend:
         net: torch.nn.Module | None = None,
         backbone: str | None = None,
         fp16: bool | None = None,
+        bf16: bool = False,
     ) -> None:
+        if bf16 and device != "cpu":
+            raise ValueError("bf16 is for the CPU; on CUDA the torch backend uses fp16")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for but CUDA is not available; use cpu")
         self.net = net if net is not None else load_network(checkpoint, num_rois, backbone)
@@ -84,6 +90,10 @@ class TorchBackend:
         self.num_rois = int(self.net.cfg.num_rois)
         self.device = device
         self.fp16 = device.startswith("cuda") if fp16 is None else fp16
+        self.bf16 = bool(bf16) and device == "cpu"
+        if self.bf16:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.precision = "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
 
     @torch.inference_mode()
     def __call__(self, batch: RoiBatch) -> HmrOutput:
@@ -93,8 +103,12 @@ class TorchBackend:
         dev = torch.device(self.device)
         crops = torch.from_numpy(np.ascontiguousarray(batch.crops, np.float32)).to(dev)
         info = torch.from_numpy(np.ascontiguousarray(batch.box_info, np.float32)).to(dev)
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.fp16):
-            out = self.net(crops, info)
+        if self.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = self.net(crops, info)
+        else:
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=self.fp16):
+                out = self.net(crops, info)
         return HmrOutput(
             rotmat=out.rotmat.float().cpu().numpy(),
             betas=out.betas.float().cpu().numpy(),
