@@ -33,6 +33,7 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
 
     stats = PipelineStats(log_every_s=cfg.log_every_s)
     source = open_source(cfg.source)
+    made: list[Any] = []  # what this function opened, closed again if a later step fails
     try:
         infer = build_inference_stage(cfg, stats.add_time, getattr(source, "camera", None))
         if not source.is_live and not cfg.source.realtime:
@@ -48,18 +49,25 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
             template = infer.body_model.layer.v_template.cpu().numpy()
             faces = display_faces(template, infer.faces)  # a third of the faces: 3x faster drawing
             renderer = _create_renderer(cfg, camera, faces, name, source.fps, infer.cameras)
-        recorder = _create_recorder(cfg, camera, name, infer.cameras)
+            made.append(renderer)
+        recorder = _create_recorder(cfg, camera, name, infer.cameras)  # writes only at close
+        preprocess = None
+        if cfg.camera.undistort:
+            preprocess = lambda image: _undistort(infer.cameras, image)
+        return Pipeline(
+            source, detector, tracker, infer, renderer, recorder,
+            max_frames=cfg.max_frames, queue_size=cfg.queue_size, preprocess=preprocess,
+            on_people=_carry_hook(detector, infer), stats=stats,
+        )  # fmt: skip
     except BaseException:
-        source.close()
+        for thing in [source, *made]:
+            close = getattr(thing, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    logger.debug("closing %r after a failed start", thing, exc_info=True)
         raise
-    preprocess = None
-    if cfg.camera.undistort:
-        preprocess = lambda image: _undistort(infer.cameras, image)
-    return Pipeline(
-        source, detector, tracker, infer, renderer, recorder,
-        max_frames=cfg.max_frames, queue_size=cfg.queue_size, preprocess=preprocess,
-        on_people=_carry_hook(detector, infer), stats=stats,
-    )  # fmt: skip
 
 
 def _undistort(cameras: Any, image: Any) -> Any:
@@ -80,7 +88,7 @@ def _carry_hook(detector: Any, infer: Any) -> Any:
 
     def hook(frame: Any, people: list) -> None:
         boxes = projected_boxes(people, infer.cameras(frame.size_wh))
-        detector.carry(Detections(boxes, np.full(len(boxes), 0.9, np.float32)))
+        detector.carry(Detections(boxes, np.full(len(boxes), 0.9, np.float32)), frame.index)
 
     return hook
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -224,25 +225,40 @@ class GivenBoxesDetector:
 
 class EveryNDetector:
     """Run ``inner`` on every n-th frame; between, return the newest carried boxes: those set by
-    :meth:`carry` (e.g. the boxes of the last mesh projection) or else the last detection."""
+    :meth:`carry` (e.g. the boxes of the last mesh projection) or else the last detection.
+
+    Carried boxes come from the inference thread, frames behind the detector: boxes of a frame
+    older than the last real detection are ignored, so they never replace a newer detection.
+    """
 
     def __init__(self, inner: Detector, every_n: int) -> None:
         if every_n < 1:
             raise ValueError(f"every_n must be >= 1, got {every_n}")
         self.inner, self.every_n = inner, every_n
         self._last = Detections.empty()
+        self._last_index = -1  # frame index the boxes in _last belong to
+        self._lock = threading.Lock()
         self._calls = 0
 
-    def carry(self, detections: Detections) -> None:
-        """Boxes to hand out until the next real detection (thread-safe: one assignment)."""
-        self._last = detections
+    def carry(self, detections: Detections, frame_index: int | None = None) -> None:
+        """Boxes (of frame ``frame_index``; None = newest) to hand out until the next detection."""
+        with self._lock:
+            if frame_index is not None and frame_index <= self._last_index:
+                return
+            self._last = detections
+            if frame_index is not None:
+                self._last_index = frame_index
 
     def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
         run = self._calls % self.every_n == 0
+        index = self._calls if frame_index is None else int(frame_index)
         self._calls += 1
         if run:
-            self._last = self.inner(image_bgr, frame_index)
-        return self._last
+            dets = self.inner(image_bgr, frame_index)
+            with self._lock:
+                self._last, self._last_index = dets, index
+        with self._lock:
+            return self._last
 
 
 def create_detector(cfg: Any, gt_path: str | os.PathLike | None = None) -> Detector:

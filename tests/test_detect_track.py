@@ -94,6 +94,14 @@ def test_every_n_detector_runs_every_nth_frame_and_carries_boxes():
     carried = Detections(np.array([[1, 2, 30, 40]], np.float32), np.ones(1, np.float32))
     det.carry(carried)
     assert det(None, 7) is carried
+    # the inference thread lags: boxes of a frame before the last detection are stale
+    det(None, 8)
+    det(None, 9)  # the 10th call: a real detection, at frame 9
+    stale = Detections(np.array([[5, 5, 50, 60]], np.float32), np.ones(1, np.float32))
+    det.carry(stale, frame_index=8)
+    assert np.allclose(det(None, 10).boxes_xyxy, moving_boxes(9)[:1])
+    det.carry(carried, frame_index=10)
+    assert det(None, 11) is carried
 
 
 def test_tracker_ids_stay_stable_through_crossing():

@@ -328,3 +328,29 @@ def test_recording_stores_the_camera_that_placed_the_meshes(tmp_path, toy_body_m
         assert data["image_wh"].tolist() == list(WH)
         np.testing.assert_array_equal(data["K"], cameras(WH).K)
         assert abs(data["K"][0, 0] - WH[0] / 2) < 1e-9  # 90 deg across 160 px: f = 80 px
+
+
+def test_a_failed_start_closes_the_source_and_renderer(monkeypatch, tmp_path):
+    """build_pipeline: if a step after opening the source fails, nothing is left open."""
+    import realtime
+    from realtime import infer as infer_mod
+    from realtime.config import build_arg_parser, config_from_args
+
+    closed = []
+
+    class Source:
+        is_live, fps, size_wh, name = False, 30.0, (64, 48), "x"
+
+        def close(self):
+            closed.append("source")
+
+    monkeypatch.setattr("realtime.sources.open_source", lambda cfg: Source())
+
+    def broken(*a, **k):
+        raise RuntimeError("no backend")
+
+    monkeypatch.setattr(infer_mod, "build_inference_stage", broken)
+    cfg = config_from_args(build_arg_parser().parse_args(["--source", "demo", "--render", "none"]))
+    with pytest.raises(RuntimeError, match="no backend"):
+        realtime.build_pipeline(cfg)
+    assert closed == ["source"]
