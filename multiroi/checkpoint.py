@@ -33,6 +33,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "models" / "mu
 
 FORMAT = "multiroi-checkpoint"
 FORMAT_VERSION = 1
+STORAGES = ("fp32", "fp16", "int8")
 # Config fields that change the weights or the inference graph (pretrained/dropout do not).
 ARCH_FIELDS = (
     "backbone",
@@ -78,13 +79,19 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict | None = None,
     half: bool = False,
+    storage: str | None = None,
 ) -> Path:
     """Write ``model`` (weights on CPU) with ``cfg`` and metadata atomically (tmp + os.replace).
 
     ``extra`` must be plain data (dict/list/str/numbers/tensors) so that it loads with
-    ``weights_only=True``. ``half``: store floating tensors as float16 (half the size; loading
-    casts them back to float32). Returns the path written.
+    ``weights_only=True``. ``storage``: "fp32" (default), "fp16" (= ``half=True``: half the
+    size) or "int8" (a quarter: weight matrices and conv kernels as int8 with one float32 scale
+    per output channel, everything else float16). Loading always gives float32 weights.
+    Returns the path written.
     """
+    storage = storage or ("fp16" if half else "fp32")
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     if getattr(model, "cfg", cfg) != cfg:
         raise ValueError(
             f"cfg ({cfg.describe()}) differs from the model's own config "
@@ -98,19 +105,51 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": cfg.to_dict(),
-        "state_dict": {
-            k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
-            for k, v in model.state_dict().items()
-        },
+        "state_dict": {},
         "body_model_id": body_model_id,
         "project_version": multiroi.__version__,
         "step": int(step),
     }
+    scales = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if storage == "int8" and v.is_floating_point() and v.ndim >= 2 and v.numel() >= 1024:
+            payload["state_dict"][k], scales[k] = quantize_int8(v)
+        elif storage != "fp32" and v.is_floating_point():
+            payload["state_dict"][k] = v.half()
+        else:
+            payload["state_dict"][k] = v
+    if scales:
+        payload["int8_scales"] = scales
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
     if extra is not None:
         payload["extra"] = extra
     return _atomic_save(payload, Path(path))
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (q int8 like w, scale f32[w.shape[0]]), w ~ q * scale."""
+    flat = w.float().reshape(w.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(w.shape), scale
+
+
+def _dequantized(payload: dict, p: Path) -> Any:
+    """The state_dict with int8-stored weights turned back into float32."""
+    state, scales = payload["state_dict"], payload.get("int8_scales") or {}
+    if not scales:
+        return state
+    if not isinstance(state, Mapping) or not isinstance(scales, Mapping):
+        raise CheckpointError(f"checkpoint {p}: malformed int8 weights")
+    out = dict(state)
+    for k, scale in scales.items():
+        q = state.get(k)
+        if q is None or q.dtype != torch.int8 or scale.shape != (q.shape[0],):
+            raise CheckpointError(f"checkpoint {p}: int8 weight {k!r} does not match its scales")
+        out[k] = q.float() * scale.float().reshape(-1, *([1] * (q.ndim - 1)))
+    return out
 
 
 def _atomic_save(payload: dict, path: Path) -> Path:
@@ -272,7 +311,7 @@ def load_checkpoint(
     cfg = _validate_payload(payload, p)
     _check_expected(cfg, expected_config, p)
     model = MultiRoINet(dataclasses.replace(cfg, pretrained=False))
-    _load_weights(model, payload["state_dict"], cfg, p)
+    _load_weights(model, _dequantized(payload, p), cfg, p)
     model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
     model.cfg = cfg
     model.eval()

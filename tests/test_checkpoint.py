@@ -294,3 +294,36 @@ def test_half_storage_round_trip_and_default_path(tmp_path, monkeypatch):
     assert torch.allclose(a.rotmat, b.rotmat, atol=2e-2)
     monkeypatch.setenv(ENV_CHECKPOINT, str(half))
     assert default_checkpoint_path() == half
+
+
+def test_int8_storage_is_a_quarter_and_close(tmp_path):
+    cfg = ModelConfig(backbone="resnet18", num_rois=2, pe_levels=2, hidden=32, contrastive=False)
+    torch.manual_seed(0)
+    net = MultiRoINet(cfg).eval()
+    full = save_checkpoint(tmp_path / "full.pt", net, cfg, body_model_id="toy-v1")
+    q = save_checkpoint(tmp_path / "q.pt", net, cfg, body_model_id="toy-v1", storage="int8")
+    assert q.stat().st_size < 0.3 * full.stat().st_size
+    loaded, _ = load_checkpoint(q)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    w, wq = net.backbone.state_dict(), loaded.backbone.state_dict()
+    k = next(k for k, v in w.items() if v.ndim == 4 and v.numel() > 10000)
+    step = w[k].abs().reshape(len(w[k]), -1).amax(1) / 127  # one quantisation step per channel
+    assert ((w[k] - wq[k]).abs().reshape(len(w[k]), -1).amax(1) <= 0.5 * step + 1e-7).all()
+    x, box = torch.randn(2, 2, 3, 256, 192), torch.randn(2, 2, 3) * 0.1
+    with torch.no_grad():
+        a, b = net(x, box), loaded(x, box)
+    assert torch.allclose(a.rotmat, b.rotmat, atol=5e-2)
+    with pytest.raises(ValueError, match="storage"):
+        save_checkpoint(tmp_path / "x.pt", net, cfg, body_model_id="toy-v1", storage="int4")
+
+
+def test_int8_weights_without_matching_scales_are_refused(tmp_path):
+    cfg = ModelConfig(backbone="resnet18", num_rois=2, pe_levels=2, hidden=32, contrastive=False)
+    net = MultiRoINet(cfg).eval()
+    q = save_checkpoint(tmp_path / "q.pt", net, cfg, body_model_id="toy-v1", storage="int8")
+    payload = torch.load(q, weights_only=True)
+    key = next(iter(payload["int8_scales"]))
+    payload["int8_scales"][key] = torch.ones(3)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="does not match its scales"):
+        load_checkpoint(tmp_path / "bad.pt")

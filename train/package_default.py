@@ -1,7 +1,11 @@
-"""Package a training checkpoint as a shippable model: contrastive head dropped, float16 storage.
+"""Package a training checkpoint as a shippable model: contrastive head dropped, smaller storage.
 
     python -m train.package_default --checkpoint runs/x/last.pt \
-        --out multiroi/assets/models/multiroi_default.pt
+        --out multiroi/assets/models/multiroi_default.pt --storage int8
+
+Storage: fp16 (half the size) or int8 (weight-only, per-output-channel scales: a quarter; a
+ResNet-18 model is 15 MB instead of 59 MB). ``--check DATA`` evaluates the packaged model
+against the source checkpoint on held-out data and prints both.
 
 The result loads with :func:`multiroi.checkpoint.load_checkpoint` (weights back in float32) and
 is what ``run_camera.py`` uses when no ``--checkpoint`` is given.
@@ -20,7 +24,7 @@ from multiroi.model import MultiRoINet
 logger = logging.getLogger(__name__)
 
 
-def package(checkpoint: str | Path, out: str | Path, *, half: bool = True) -> Path:
+def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -> Path:
     """Copy the inference weights of ``checkpoint`` into a new checkpoint at ``out``."""
     net, meta = load_checkpoint(checkpoint)
     cfg = dataclasses.replace(meta.model_config, contrastive=False, pretrained=False)
@@ -33,7 +37,7 @@ def package(checkpoint: str | Path, out: str | Path, *, half: bool = True) -> Pa
     extra = {"source_checkpoint": Path(checkpoint).name, "source_step": meta.step}
     path = save_checkpoint(
         out, slim.eval(), cfg, body_model_id=meta.body_model_id, step=meta.step, extra=extra,
-        half=half,
+        storage=storage,
     )  # fmt: skip
     logger.info("wrote %s (%.1f MB, step %d)", path, path.stat().st_size / 1e6, meta.step)
     return path
@@ -43,10 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--fp32", action="store_true", help="keep float32 storage")
+    ap.add_argument("--storage", choices=("fp32", "fp16", "int8"), default="fp16")
+    ap.add_argument("--check", default=None, help="held-out data: evaluate source and package")
+    ap.add_argument("--check-persons", type=int, default=300)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    package(args.checkpoint, args.out, half=not args.fp32)
+    out = package(args.checkpoint, args.out, storage=args.storage)
+    if args.check:
+        from multiroi.body import load_body_model
+        from train.datasets import open_dataset
+        from train.eval import evaluate
+
+        body = load_body_model(None)
+        for name, path in (("source", args.checkpoint), ("packaged", out)):
+            net, meta = load_checkpoint(path)
+            data = open_dataset(args.check, meta.model_config.num_rois, None, 0, None)
+            m = evaluate(net, body, data, 16, "cpu", max_persons=args.check_persons)
+            logger.info("%-9s %s", name, ", ".join(f"{k} {v:.1f}" for k, v in m.items()))
     return 0
 
 
