@@ -129,3 +129,12 @@ def test_mixed_precision_mode_per_device(monkeypatch):
     assert trainer.amp_mode(True, torch.device("cpu")) == (True, torch.bfloat16)
     monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
     assert trainer.amp_mode(True, torch.device("cpu")) == (False, torch.float32)
+
+
+def test_the_shipped_resnet50_gpu_config_loads():
+    from train.config import load_config
+
+    cfg = load_config(REPO / "train" / "configs" / "resnet50_gpu.yaml")
+    assert (cfg.model.backbone, cfg.model.num_rois, cfg.model.fusion) == ("resnet50", 5, "raf")
+    assert cfg.optim.lr == 1e-4 and cfg.optim.schedule == "constant" and cfg.loss.con > 0
+    cfg.model.validate()
