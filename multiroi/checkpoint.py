@@ -286,9 +286,12 @@ def _load_weights(model: nn.Module, state_dict: Any, cfg: ModelConfig, p: Path) 
 
 
 def default_checkpoint_path() -> Path | None:
-    """The checkpoint used when none is given: ``$MULTIROI_CHECKPOINT`` if set, else the shipped
-    default model (trained on synthetic data from the free body model), else None."""
+    """The checkpoint used when none is given: ``$MULTIROI_CHECKPOINT`` if set ("none": no
+    default, a random network), else the shipped default model (trained on synthetic data from
+    the free body model), else None."""
     env = os.environ.get(ENV_CHECKPOINT)
+    if env and env.strip().lower() == "none":
+        return None
     if env:
         return Path(env).expanduser()
     return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None

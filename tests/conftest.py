@@ -7,6 +7,8 @@ import os
 # One intra-op thread per test process: tiny tensors gain nothing from more, and on a busy 2-core
 # machine OpenMP threads oversubscribe (a first forward pass went from 0.01 s to 2.8 s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# tests build their own small networks; the shipped default model is tested on its own
+os.environ["MULTIROI_CHECKPOINT"] = "none"
 
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402

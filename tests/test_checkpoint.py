@@ -294,6 +294,8 @@ def test_half_storage_round_trip_and_default_path(tmp_path, monkeypatch):
     assert torch.allclose(a.rotmat, b.rotmat, atol=2e-2)
     monkeypatch.setenv(ENV_CHECKPOINT, str(half))
     assert default_checkpoint_path() == half
+    monkeypatch.setenv(ENV_CHECKPOINT, "none")
+    assert default_checkpoint_path() is None
 
 
 def test_int8_storage_is_a_quarter_and_close(tmp_path):

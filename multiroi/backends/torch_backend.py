@@ -23,11 +23,12 @@ def load_network(
     backbone: str | None = None,
 ) -> torch.nn.Module:
     """The Multi-RoI network from ``checkpoint``; without one, the project's default checkpoint
-    (``multiroi.checkpoint.default_checkpoint_path()``) if there is one, else a randomly
-    initialised network (``backbone``, default the light CPU one) with a loud warning."""
+    (``multiroi.checkpoint.default_checkpoint_path()``) if there is one and no ``backbone`` is
+    asked for, else a randomly initialised network (``backbone``, default the light CPU one)
+    with a loud warning (speed measurements with another backbone need no weights)."""
     from multiroi.model import ModelConfig, MultiRoINet
 
-    if checkpoint is None:
+    if checkpoint is None and backbone is None:
         checkpoint = _default_checkpoint()
     if checkpoint is not None:
         from multiroi.checkpoint import load_checkpoint
