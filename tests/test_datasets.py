@@ -100,3 +100,12 @@ def test_resumable_sampler_is_a_pure_function_of_step():
     r1 = iter(ResumableSampler(10, 2, seed=3, rank=1, world=2))
     both = [next(r0), next(r0), next(r1), next(r1)]
     assert both == keys[:4]
+
+
+def test_min_box_px_leaves_out_small_persons(synth_dir):
+    from train.datasets import open_dataset
+
+    every = open_dataset(str(synth_dir), 2)
+    heights = np.array([r.box_size for r in every.records])  # base box sizes track the boxes
+    tall = open_dataset(str(synth_dir), 2, min_box_px=float(np.median(heights)))
+    assert 0 < len(tall) < len(every)

@@ -26,7 +26,8 @@ from train.augment import AugmentConfig
 class DataConfig:
     """train/val: a synthetic folder or a SPIN/CLIFF .npz; image_root for .npz (default: its
     folder); body_model: .npz path (None: the default free model); batch_size: persons per
-    rank and step; num_workers: DataLoader processes."""
+    rank and step; num_workers: DataLoader processes; min_box_px: synthetic training persons
+    whose visible box is shorter are skipped (validation keeps everyone from 16 px)."""
 
     train: str = "data/synth_train"
     val: str | None = None
@@ -35,6 +36,7 @@ class DataConfig:
     batch_size: int = 16
     num_workers: int = 2
     val_max_persons: int = 256
+    min_box_px: float = 16.0
 
 
 @dataclass

@@ -219,14 +219,15 @@ def npz_records(npz_path: str | Path, image_root: str | Path) -> list[PersonReco
 
 def open_dataset(
     spec: str, num_rois: int, augment: aug.AugmentConfig | None = None, seed: int = 0,
-    image_root: str | None = None,
+    image_root: str | None = None, min_box_px: float = 16.0,
 ) -> PersonDataset:  # fmt: skip
-    """A synthetic folder, or an ``.npz`` file (with ``image_root``, default: its folder)."""
+    """A synthetic folder, or an ``.npz`` file (with ``image_root``, default: its folder).
+    min_box_px: synthetic persons whose visible box is shorter are left out."""
     p = Path(spec)
     if p.suffix == ".npz":
         records = npz_records(p, image_root or p.parent)
     elif p.is_dir():
-        records = synth_records(p)
+        records = synth_records(p, min_box_px=min_box_px)
     else:
         raise ValueError(f"data {spec!r} is neither a synthetic folder nor a SPIN/CLIFF .npz file")
     return PersonDataset(records, num_rois, augment, seed)

@@ -163,7 +163,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.data = open_dataset(cfg.data.train, cfg.model.num_rois, cfg.augment, cfg.run.seed,
-                                 cfg.data.image_root)  # fmt: skip
+                                 cfg.data.image_root, cfg.data.min_box_px)  # fmt: skip
         self.val = None
         if cfg.data.val and self.dist.main:
             self.val = open_dataset(cfg.data.val, cfg.model.num_rois, None, 0, cfg.data.image_root)
