@@ -312,3 +312,11 @@ def _shade(normals: np.ndarray, points: np.ndarray, ambient: float) -> np.ndarra
     half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-9)
     spec = 0.25 * np.clip((n * half).sum(1), 0.0, 1.0) ** 24
     return np.stack([ambient + (1.0 - ambient) * lam, spec], 1).astype(np.float32)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the rasteriser's kernels now, on a tiny scene, so the
+    first live frame does not wait for them (seconds the first time, milliseconds after)."""
+    tri = np.array([[-0.1, -0.1, 1.0], [0.1, -0.1, 1.0], [0.0, 0.1, 1.0]])
+    K = np.array([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]])
+    render_meshes([RasterMesh(tri, np.array([[0, 2, 1]]))], K, (16, 16))

@@ -194,3 +194,9 @@ def _numpy_normals(monkeypatch, v, f):
     with monkeypatch.context() as m:
         _use_numpy_path(m, True)
         return vertex_normals(v, f)
+
+
+def test_warm_up_runs_on_either_path():
+    from multiroi.raster import warm_up
+
+    warm_up()

@@ -54,6 +54,10 @@ def create_renderer(
     "headless" (the MP4 goes to ``out_dir/<name>.mp4``); fps: frame rate of the written video;
     kwargs go to the renderer class.
     """
+    if mode in ("headless", "overlay"):  # both draw with the rasteriser
+        from multiroi.raster import warm_up
+
+        warm_up()
     if mode == "headless":
         if out_dir is None:
             raise ValueError("headless rendering needs an output folder (--out DIR)")
