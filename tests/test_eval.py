@@ -66,3 +66,19 @@ def test_cli_writes_table_and_json(synth_dir, toy_body_model_path, tmp_path, cap
     assert all(math.isfinite(res["metrics_mm"][k]) for k in METRIC_NAMES)
     assert res["metrics_mm"]["pa_mpjpe"] > 5  # an untrained network is far from the truth
     assert np.isfinite(res["metrics_mm"]["mpjpe"])
+
+
+def test_plot_curve_writes_a_png_and_refuses_an_empty_log(tmp_path):
+    import json
+
+    from train.plot_curve import plot_curve
+
+    log = tmp_path / "eval.jsonl"
+    rows = [{"step": s, "pa_mpjpe": 120 - s / 10, "mpjpe": 300 - s / 5, "pve": 350.0}
+            for s in (0, 100, 200)]  # fmt: skip
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    png = plot_curve(log, tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no evaluations"):
+        plot_curve(tmp_path / "empty.jsonl", tmp_path / "d.png")

@@ -21,6 +21,10 @@ def plot_curve(eval_jsonl: str | Path, out_png: str | Path, title: str = "") -> 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     for key, style in (("pa_mpjpe", "o-"), ("mpjpe", "s--"), ("pve", "^:")):
         ax.plot(steps, [r[key] for r in rows], style, label=key.upper().replace("_", "-"), ms=3)
+    if rows[0]["step"] == 0:  # the untrained network: the target is 40% below its PA-MPJPE
+        target = 0.6 * rows[0]["pa_mpjpe"]
+        ax.axhline(target, color="tab:green", lw=1, ls="-.",
+                   label=f"PA-MPJPE target ({target:.0f}: -40% of step 0)")  # fmt: skip
     ax.set_xlabel("training step")
     ax.set_ylabel("error on held-out synthetic data (mm)")
     ax.set_title(title or "Multi-RoI training curve")
