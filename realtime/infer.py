@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -282,15 +283,18 @@ def projected_boxes(people: list[PersonState], camera: Camera) -> np.ndarray:
 
 def choose_backend(inf: Any, threads: int) -> tuple[str, dict[str, Any]]:
     """(backend name, its extra keyword arguments) for an InferenceConfig: the asked-for backend,
-    or for "auto" on a CPU the fastest one there (torch bf16 where the CPU has AMX /
-    AVX512-BF16, else onnxruntime fp32); raises ValueError for a precision the backend lacks."""
+    or for "auto" on a CPU the fastest one there (torch bf16 for a ResNet-family network where
+    the CPU has AMX / AVX512-BF16, else onnxruntime fp32); raises ValueError for a precision the
+    backend lacks."""
     from multiroi.backends import resolve_backend_name
     from multiroi.backends.cpu import cpu_has_fast_bf16
 
     name = resolve_backend_name(inf.backend, inf.checkpoint)
     cpu = inf.device == "cpu"
-    fast_bf16 = cpu and cpu_has_fast_bf16()
     auto = inf.backend in (None, "", "auto")
+    # bf16 pays off for dense convolutions (ResNet: 2x over onnxruntime fp32 on AMX); depthwise
+    # ones (MobileNet) run slower in bf16 than onnxruntime fp32 (docs/benchmarks.md)
+    fast_bf16 = cpu and cpu_has_fast_bf16() and _dense_backbone(inf)
     if auto and name == "torch" and cpu and not fast_bf16 and inf.precision in ("auto", "fp32"):
         name = "onnxruntime"
     extra: dict[str, Any] = {"backbone": inf.backbone} if inf.backbone else {}
@@ -311,6 +315,22 @@ def choose_backend(inf: Any, threads: int) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"--precision {precision}: backend {name} takes its precision from the "
                          "engine it loads; leave --precision auto")  # fmt: skip
     return name, extra
+
+
+def _dense_backbone(inf: Any) -> bool:
+    """Whether the network to run has a dense-convolution backbone (ResNet family): the asked-for
+    --backbone, else the checkpoint's (or the default checkpoint's), else the random one's."""
+    from multiroi.backends.torch_backend import CPU_BACKBONE
+    from multiroi.checkpoint import default_checkpoint_path, read_checkpoint_file
+
+    backbone = inf.backbone
+    path = inf.checkpoint or (default_checkpoint_path() if backbone is None else None)
+    if backbone is None and path is not None and Path(path).suffix.lower() in (".pt", ".pth"):
+        try:
+            backbone = read_checkpoint_file(path)["model_config"]["backbone"]
+        except Exception:  # noqa: BLE001 - the backend reports a bad file properly
+            backbone = None
+    return str(backbone or CPU_BACKBONE).startswith(("resnet", "resnext", "wide_resnet"))
 
 
 def build_inference_stage(

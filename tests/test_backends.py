@@ -172,8 +172,22 @@ def test_live_loop_picks_the_fastest_cpu_backend(
     from realtime.config import InferenceConfig
 
     monkeypatch.setattr("multiroi.backends.cpu.cpu_has_fast_bf16", lambda: fast_bf16)
-    cfg = InferenceConfig(backend=backend, precision=precision, device=device)
-    assert infer.choose_backend(cfg, threads=1) == expect
+    cfg = InferenceConfig(backend=backend, precision=precision, device=device, backbone="resnet18")
+    extra = {"backbone": "resnet18", **expect[1]}
+    assert infer.choose_backend(cfg, threads=1) == (expect[0], extra)
+
+
+def test_auto_keeps_mobilenets_on_onnxruntime_even_with_fast_bf16(monkeypatch, tmp_path):
+    """Depthwise convolutions run slower in bf16 than in onnxruntime fp32."""
+    from multiroi.checkpoint import save_checkpoint
+    from realtime import infer
+    from realtime.config import InferenceConfig
+
+    monkeypatch.setattr("multiroi.backends.cpu.cpu_has_fast_bf16", lambda: True)
+    net = light_net()  # a MobileNetV2 backbone
+    ckpt = save_checkpoint(tmp_path / "m.pt", net, net.cfg, body_model_id="toy-v1")
+    assert infer.choose_backend(InferenceConfig(checkpoint=str(ckpt)), 1)[0] == "onnxruntime"
+    assert infer.choose_backend(InferenceConfig(), 1)[0] == "onnxruntime"  # random MobileNetV3
 
 
 @pytest.mark.parametrize(
