@@ -138,3 +138,19 @@ def test_the_shipped_resnet50_gpu_config_loads():
     assert (cfg.model.backbone, cfg.model.num_rois, cfg.model.fusion) == ("resnet50", 5, "raf")
     assert cfg.optim.lr == 1e-4 and cfg.optim.schedule == "constant" and cfg.loss.con > 0
     cfg.model.validate()
+
+
+def test_cli_flags_reach_the_config_including_the_word_none():
+    """--model.fusion none is the no-RAF ablation: it must not be read as "flag not given"."""
+    import argparse
+
+    from train.config import add_config_args, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_config_args(p)
+    cfg = config_from_args(p.parse_args(["--model.fusion", "none", "--loss.cc", "0",
+                                         "--data.val", "none", "--optim.lr", "2e-4"]))  # fmt: skip
+    assert cfg.model.fusion == "none" and cfg.loss.cc == 0 and cfg.data.val is None
+    assert cfg.optim.lr == 2e-4
+    base = config_from_args(p.parse_args([]))
+    assert base.model.fusion == "raf" and base.optim.lr == 1e-4  # not given: defaults kept

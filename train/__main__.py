@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from train.config import TrainConfig
 
-        out = getattr(args, "run.out_dir") or TrainConfig().run.out_dir
+        out = getattr(args, "run.out_dir", None) or TrainConfig().run.out_dir
         saved = Path(out) / "config.json"
         base = load_config(saved) if saved.is_file() else None
     cfg = config_from_args(args, base)

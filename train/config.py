@@ -125,18 +125,22 @@ def _leaf_type(value: Any):
         return _parse_bool
     if isinstance(value, (int, float)):
         return type(value)
-    return lambda s: None if s.lower() == "none" else s
+    if value is None:  # an optional path: "none" clears it
+        return lambda s: None if s.lower() == "none" else s
+    return str  # a choice such as --model.fusion none stays the string "none"
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """One ``--section.field`` flag per leaf of TrainConfig (default None: keep the config's)."""
+    """One ``--section.field`` flag per leaf of TrainConfig (absent unless given: the config's
+    value is kept)."""
     base = TrainConfig()
     for section in _sections():
         group = parser.add_argument_group(section)
         for f in dataclasses.fields(getattr(base, section)):
             value = getattr(getattr(base, section), f.name)
             group.add_argument(f"--{section}.{f.name}", dest=f"{section}.{f.name}",
-                               type=_leaf_type(value), default=None, metavar=type(value).__name__
+                               type=_leaf_type(value), default=argparse.SUPPRESS,
+                               metavar=type(value).__name__
                                if value is not None else "str")  # fmt: skip
 
 
@@ -147,7 +151,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         cfg = load_config(args.config)
     d = cfg.to_dict()
     for key, value in vars(args).items():
-        if "." in key and value is not None:
+        if "." in key:  # only the flags that were given (the others are suppressed)
             section, name = key.split(".", 1)
             d[section][name] = value
     out = TrainConfig.from_dict(d)
