@@ -29,7 +29,7 @@ def plot_curve(eval_jsonl: str | Path, out_png: str | Path, title: str = "") -> 
     ax.set_ylabel("error on held-out synthetic data (mm)")
     ax.set_title(title or "Multi-RoI training curve")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
