@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -281,20 +280,25 @@ def projected_boxes(people: list[PersonState], camera: Camera) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def choose_backend(inf: Any, threads: int) -> tuple[str, dict[str, Any]]:
+def choose_backend(
+    inf: Any, threads: int, backbone: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """(backend name, its extra keyword arguments) for an InferenceConfig: the asked-for backend,
     or for "auto" on a CPU the fastest one there (torch bf16 for a ResNet-family network where
     the CPU has AMX / AVX512-BF16, else onnxruntime fp32); raises ValueError for a precision the
-    backend lacks."""
+    backend lacks. backbone: the network's backbone when it is already loaded (else
+    ``inf.backbone``)."""
     from multiroi.backends import resolve_backend_name
     from multiroi.backends.cpu import cpu_has_fast_bf16
+    from multiroi.backends.torch_backend import CPU_BACKBONE
 
     name = resolve_backend_name(inf.backend, inf.checkpoint)
     cpu = inf.device == "cpu"
     auto = inf.backend in (None, "", "auto")
     # bf16 pays off for dense convolutions (ResNet: 2x over onnxruntime fp32 on AMX); depthwise
     # ones (MobileNet) run slower in bf16 than onnxruntime fp32 (docs/benchmarks.md)
-    fast_bf16 = cpu and cpu_has_fast_bf16() and _dense_backbone(inf)
+    dense = str(backbone or inf.backbone or CPU_BACKBONE).startswith(DENSE_BACKBONES)
+    fast_bf16 = cpu and dense and cpu_has_fast_bf16()
     if auto and name == "torch" and cpu and not fast_bf16 and inf.precision in ("auto", "fp32"):
         name = "onnxruntime"
     extra: dict[str, Any] = {"backbone": inf.backbone} if inf.backbone else {}
@@ -317,20 +321,7 @@ def choose_backend(inf: Any, threads: int) -> tuple[str, dict[str, Any]]:
     return name, extra
 
 
-def _dense_backbone(inf: Any) -> bool:
-    """Whether the network to run has a dense-convolution backbone (ResNet family): the asked-for
-    --backbone, else the checkpoint's (or the default checkpoint's), else the random one's."""
-    from multiroi.backends.torch_backend import CPU_BACKBONE
-    from multiroi.checkpoint import default_checkpoint_path, read_checkpoint_file
-
-    backbone = inf.backbone
-    path = inf.checkpoint or (default_checkpoint_path() if backbone is None else None)
-    if backbone is None and path is not None and Path(path).suffix.lower() in (".pt", ".pth"):
-        try:
-            backbone = read_checkpoint_file(path)["model_config"]["backbone"]
-        except Exception:  # noqa: BLE001 - the backend reports a bad file properly
-            backbone = None
-    return str(backbone or CPU_BACKBONE).startswith(("resnet", "resnext", "wide_resnet"))
+DENSE_BACKBONES = ("resnet", "resnext", "wide_resnet")
 
 
 def build_inference_stage(
@@ -339,7 +330,8 @@ def build_inference_stage(
     source_camera: Camera | None = None,
 ) -> InferenceStage:
     """An :class:`InferenceStage` from a :class:`realtime.config.PipelineConfig`."""
-    from multiroi.backends import create_backend
+    from multiroi.backends import create_backend, resolve_backend_name
+    from multiroi.backends.torch_backend import load_network
     from multiroi.body import load_body_model
     from realtime.config import cpu_threads
     from realtime.smoothing import TrackSmoothers
@@ -347,7 +339,14 @@ def build_inference_stage(
     inf = cfg.inference
     threads = cpu_threads(inf.threads)
     torch.set_num_threads(threads)  # the torch backend and the body model
-    name, extra = choose_backend(inf, threads)
+    net = None
+    if resolve_backend_name(inf.backend, inf.checkpoint) == "torch":
+        # a PyTorch checkpoint (or none): load it once, here, so the choice of runtime can see
+        # its backbone; the torch and onnxruntime backends both take the loaded network
+        net = load_network(inf.checkpoint, inf.num_rois, inf.backbone)
+    name, extra = choose_backend(inf, threads, net.cfg.backbone if net is not None else None)
+    if net is not None and name in ("torch", "onnxruntime"):
+        extra = {k: v for k, v in extra.items() if k != "backbone"} | {"net": net}
     backend = create_backend(name, inf.checkpoint, num_rois=inf.num_rois, device=inf.device,
                              **extra)  # fmt: skip
     body = load_body_model(inf.body_model)

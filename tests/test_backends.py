@@ -177,17 +177,32 @@ def test_live_loop_picks_the_fastest_cpu_backend(
     assert infer.choose_backend(cfg, threads=1) == (expect[0], extra)
 
 
-def test_auto_keeps_mobilenets_on_onnxruntime_even_with_fast_bf16(monkeypatch, tmp_path):
-    """Depthwise convolutions run slower in bf16 than in onnxruntime fp32."""
+def test_auto_keeps_mobilenets_on_onnxruntime_and_reads_the_checkpoint_once(
+    monkeypatch, tmp_path, toy_body_model_path
+):
+    """Depthwise convolutions run slower in bf16 than in onnxruntime fp32; the checkpoint is
+    loaded once and handed to the chosen backend."""
+    import multiroi.checkpoint as ck
     from multiroi.checkpoint import save_checkpoint
     from realtime import infer
-    from realtime.config import InferenceConfig
+    from realtime.config import InferenceConfig, build_arg_parser, config_from_args
 
     monkeypatch.setattr("multiroi.backends.cpu.cpu_has_fast_bf16", lambda: True)
     net = light_net()  # a MobileNetV2 backbone
     ckpt = save_checkpoint(tmp_path / "m.pt", net, net.cfg, body_model_id="toy-v1")
-    assert infer.choose_backend(InferenceConfig(checkpoint=str(ckpt)), 1)[0] == "onnxruntime"
+    loads = []
+    real_load = ck.load_checkpoint
+    monkeypatch.setattr(
+        ck, "load_checkpoint", lambda *a, **k: loads.append(a) or real_load(*a, **k)
+    )
+    cfg = config_from_args(build_arg_parser().parse_args(
+        ["--checkpoint", str(ckpt), "--rois", "3", "--body-model", str(toy_body_model_path)]
+    ))  # fmt: skip
+    stage = infer.build_inference_stage(cfg)
+    assert stage.backend.name == "onnxruntime" and len(loads) == 1
     assert infer.choose_backend(InferenceConfig(), 1)[0] == "onnxruntime"  # random MobileNetV3
+    resnet = infer.choose_backend(InferenceConfig(), 1, backbone="resnet18")
+    assert resnet == ("torch", {"fp16": False, "bf16": True})
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,12 @@ class OptimConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got "
+                             f"{self.schedule!r}")  # fmt: skip
+
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     amp: bool = True

@@ -112,11 +112,8 @@ def lr_at(step: int, optim_cfg, total_steps: int) -> float:
     base = optim_cfg.lr
     if optim_cfg.warmup_steps and step < optim_cfg.warmup_steps:
         return base * (step + 1) / optim_cfg.warmup_steps
-    if optim_cfg.schedule == "constant":
+    if optim_cfg.schedule == "constant":  # OptimConfig allows only constant and cosine
         return base
-    if optim_cfg.schedule != "cosine":
-        raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got "
-                         f"{optim_cfg.schedule!r}")  # fmt: skip
     span = max(total_steps - optim_cfg.warmup_steps, 1)
     t = min(max(step - optim_cfg.warmup_steps, 0) / span, 1.0)
     floor = base * optim_cfg.min_lr_ratio

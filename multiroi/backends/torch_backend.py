@@ -104,12 +104,9 @@ class TorchBackend:
         dev = torch.device(self.device)
         crops = torch.from_numpy(np.ascontiguousarray(batch.crops, np.float32)).to(dev)
         info = torch.from_numpy(np.ascontiguousarray(batch.box_info, np.float32)).to(dev)
-        if self.bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = self.net(crops, info)
-        else:
-            with torch.autocast(dev.type, dtype=torch.float16, enabled=self.fp16):
-                out = self.net(crops, info)
+        dtype = torch.bfloat16 if self.bf16 else torch.float16
+        with torch.autocast(dev.type, dtype=dtype, enabled=self.bf16 or self.fp16):
+            out = self.net(crops, info)
         return HmrOutput(
             rotmat=out.rotmat.float().cpu().numpy(),
             betas=out.betas.float().cpu().numpy(),
