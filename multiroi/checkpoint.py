@@ -44,6 +44,8 @@ ARCH_FIELDS = (
     "relative_mode",
     "n_iter",
     "hidden",
+    "downsample",
+    "pool",
 )
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 

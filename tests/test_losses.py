@@ -219,6 +219,7 @@ def test_combine_weights_and_logging():
     w = losses.LossWeights()
     assert (w.kp2d, w.kp3d, w.verts, w.pose, w.betas, w.cc, w.con, w.scale) == (
         5.0, 5.0, 1.0, 1.0, 0.001, 1.0, 0.1, 60.0)  # fmt: skip
+    assert w.kp3d_body == 0.0  # ours, not a paper term: off unless asked for
     a = torch.tensor(2.0, requires_grad=True)
     b = torch.tensor(3.0, requires_grad=True)
     total, log = losses.combine({"kp2d": a, "con": b}, w)
@@ -228,3 +229,25 @@ def test_combine_weights_and_logging():
     assert a.grad.item() == pytest.approx(300.0) and b.grad.item() == pytest.approx(6.0)
     with pytest.raises(ValueError, match="unknown"):
         losses.combine({"kp_2d": a}, w)
+
+
+def test_body_frame_joints_ignore_global_orientation_and_translation():
+    from multiroi.geometry.rotations import axis_angle_to_rotmat
+    from multiroi.losses import body_frame_joints_loss
+
+    g = torch.Generator().manual_seed(3)
+    body = torch.randn(4, 24, 3, generator=g) * 0.3
+    r_pred = axis_angle_to_rotmat(torch.randn(4, 3, generator=g))
+    r_gt = axis_angle_to_rotmat(torch.randn(4, 3, generator=g))
+    pred = body @ r_pred.transpose(1, 2) + torch.randn(4, 1, 3, generator=g)
+    gt = torch.cat([body @ r_gt.transpose(1, 2) + 2.0, torch.ones(4, 24, 1)], dim=-1)
+    assert body_frame_joints_loss(pred, r_pred, gt, r_gt) < 1e-10
+    # the camera-frame term does see the orientation difference
+    assert losses.joints3d_loss(pred, gt) > 1e-3
+    bent = body.clone()
+    bent[:, 5] += 0.1  # one joint moved in the body frame: 0.01 m^2 on 1 of 24*3 numbers
+    pred_bent = bent @ r_pred.transpose(1, 2)
+    loss = body_frame_joints_loss(pred_bent, r_pred, gt, r_gt)
+    assert torch.isclose(loss, torch.tensor(0.03 / 72), rtol=1e-4)
+    gt[:, 5, 3] = 0.0  # a joint without confidence does not count
+    assert body_frame_joints_loss(pred_bent, r_pred, gt, r_gt) < 1e-10

@@ -154,3 +154,25 @@ def test_cli_flags_reach_the_config_including_the_word_none():
     assert cfg.optim.lr == 2e-4
     base = config_from_args(p.parse_args([]))
     assert base.model.fusion == "raf" and base.optim.lr == 1e-4  # not given: defaults kept
+
+
+def test_warm_start_from_a_one_roi_run(synth_dir, toy_body_model_path, tmp_path):
+    from multiroi.checkpoint import CheckpointError
+    from train.trainer import build_model
+
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "r1", steps=2)
+    cfg.model.num_rois, cfg.loss.con = 1, 0.0  # no contrastive head in the source
+    source = train(cfg).checkpoint
+    src = _weights(source)
+    cfg5 = tiny_config(synth_dir, toy_body_model_path, tmp_path / "r5")
+    cfg5.run.init = str(source)
+    model = build_model(cfg5)
+    own = model.state_dict()
+    assert model.cfg.num_rois == 2 and model.proj_head is not None
+    shared = [k for k in src if k.startswith(("backbone.", "mesh_decoder.", "camera_decoder."))]
+    assert shared and all(torch.equal(own[k], src[k]) for k in shared)
+    fresh = tiny_config(synth_dir, toy_body_model_path, tmp_path / "x")
+    assert not torch.equal(build_model(fresh).state_dict()[shared[0]], src[shared[0]])
+    cfg5.model.backbone = "resnet18"
+    with pytest.raises(CheckpointError, match="backbone 'mobilenetv3_small_050'"):
+        build_model(cfg5)

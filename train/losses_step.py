@@ -51,6 +51,9 @@ def compute_losses(net_out, batch: Batch, body, weights: L.LossWeights) -> StepO
         terms["kp2d"] = L.keypoint2d_loss(kp, batch.kp2d, batch.sizes)
     if weights.kp3d:
         terms["kp3d"] = L.joints3d_loss(pred.joints, batch.kp3d)
+    if weights.kp3d_body:
+        terms["kp3d_body"] = L.body_frame_joints_loss(pred.joints, rotmat[:, 0], batch.kp3d,
+                                                      batch.rotmat[:, 0])  # fmt: skip
     if weights.verts:
         terms["verts"] = L.vertices_loss(pred.vertices, gt.vertices, batch.has_smpl,
                                          pred.joints[:, 0], gt.joints[:, 0])  # fmt: skip

@@ -28,6 +28,7 @@ from multiroi.model import MultiRoINet
 from train.config import TrainConfig
 from train.datasets import ResumableSampler, collate, open_dataset
 from train.losses_step import compute_losses
+from train.warm_start import is_multiroi_checkpoint, warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,12 @@ def build_model(cfg: TrainConfig) -> MultiRoINet:
         logger.info("init: scratch (random backbone %s)", mcfg.backbone)
     else:
         model = MultiRoINet(dataclasses.replace(mcfg, pretrained=False), load_mean_params())
-        n = import_cliff_backbone(init, model)
-        logger.info("init: CLIFF backbone from %s (%d tensors)", init, n)
+        if is_multiroi_checkpoint(init):
+            n = warm_start(init, model)
+            logger.info("init: weights of multiroi checkpoint %s (%d tensors)", init, n)
+        else:
+            n = import_cliff_backbone(init, model)
+            logger.info("init: CLIFF backbone from %s (%d tensors)", init, n)
     model.cfg = dataclasses.replace(model.cfg, pretrained=False)
     return model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -14,25 +15,62 @@ class BackboneError(RuntimeError):
     """The backbone cannot be built (unknown name, pretrained weights unavailable)."""
 
 
+SPATIAL_GRID = (4, 3)  # rows, columns of the "spatial" pooling (a 256x192 crop's 4:3 aspect)
+SPATIAL_CHANNELS = 64
+
+
 class Backbone(nn.Module):
-    """timm model with its classifier removed and global average pooling.
+    """timm model with its classifier removed, reduced to one feature vector per crop.
 
     forward(images f32[N,3,H,W], ImageNet-normalised) -> features f32[N,D], D = ``num_features``
     (timm's ``head_hidden_size`` when the model has one: MobileNetV3's pooled output passes its
     conv head, 1280 wide, while timm's own ``num_features`` is 960).
+    downsample: the images are average-pooled by this factor first (1: as given).
+    pool: "avg" global average pooling (timm's pooled output, the paper's), or "spatial": the
+    last feature map -> 1x1 conv to 64 channels, BN, ReLU -> average-pooled to a 4x3 grid ->
+    flattened (D = 768), which keeps where in the crop things are: a network trained from
+    scratch need not learn to encode position into channels first.
     """
 
     def __init__(
-        self, name: str, pretrained: bool = False, *, allow_random_init: bool = False
-    ) -> None:
+        self, name: str, pretrained: bool = False, *, allow_random_init: bool = False,
+        downsample: int = 1, pool: str = "avg",
+    ) -> None:  # fmt: skip
         super().__init__()
+        if pool not in ("avg", "spatial"):
+            raise ValueError(f"backbone pool must be 'avg' or 'spatial', got {pool!r}")
         self.name = name
+        self.downsample = int(downsample)
+        self.pool = pool
         self.model = create_timm_backbone(name, pretrained, allow_random_init=allow_random_init)
-        width = getattr(self.model, "head_hidden_size", None) or self.model.num_features
-        self.num_features = int(width)
+        if pool == "spatial":
+            self.reduce = nn.Sequential(
+                nn.Conv2d(int(self.model.num_features), SPATIAL_CHANNELS, 1, bias=False),
+                nn.BatchNorm2d(SPATIAL_CHANNELS),
+                nn.ReLU(inplace=True),
+            )
+            self.num_features = SPATIAL_CHANNELS * SPATIAL_GRID[0] * SPATIAL_GRID[1]
+        else:
+            width = getattr(self.model, "head_hidden_size", None) or self.model.num_features
+            self.num_features = int(width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        if self.downsample > 1:  # an AveragePool node in ONNX: every runtime has it
+            images = F.avg_pool2d(images, self.downsample)
+        if self.pool == "avg":
+            return self.model(images)
+        fmap = self.reduce(self.model.forward_features(images))
+        return _grid_pool(fmap).flatten(1)
+
+
+def _grid_pool(fmap: torch.Tensor) -> torch.Tensor:
+    """[N,C,h,w] -> [N,C,4,3]: plain average pooling when the map divides evenly (a 256x192
+    crop gives 8x6 or 4x3 maps: one AveragePool node in ONNX), adaptive pooling otherwise."""
+    h, w = int(fmap.shape[-2]), int(fmap.shape[-1])
+    gh, gw = SPATIAL_GRID
+    if h % gh == 0 and w % gw == 0:
+        return F.avg_pool2d(fmap, (h // gh, w // gw)) if (h, w) != (gh, gw) else fmap
+    return F.adaptive_avg_pool2d(fmap, SPATIAL_GRID)
 
 
 def create_timm_backbone(name: str, pretrained: bool, *, allow_random_init: bool) -> nn.Module:

@@ -34,6 +34,12 @@ class ModelConfig:
     dropout: dropout after each FC layer (SPIN/CLIFF use nn.Dropout() = 0.5).
     proj_dim: d, output width of the contrastive projection head.
     contrastive: build the contrastive projection head (training only).
+    downsample: average-pool the 256x192 crops by this factor (1, 2 or 4) before the backbone.
+      2 gives the backbone 128x96 pixels: 3x cheaper, and most crops are upsampled from boxes
+      under 128 px tall anyway (far persons), so little detail is lost. The network's inputs
+      stay [P,R,3,256,192].
+    pool: "avg" (global average pooling, the paper's) or "spatial" (the feature map reduced to
+      64 channels on a 4x3 grid, D = 768: keeps positions; see multiroi.model.backbone).
     """
 
     backbone: str = "resnet18"
@@ -48,6 +54,8 @@ class ModelConfig:
     dropout: float = 0.5
     proj_dim: int = 128
     contrastive: bool = True
+    downsample: int = 1
+    pool: str = "avg"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -99,6 +107,15 @@ class ModelConfig:
             isinstance(self.contrastive, bool), "contrastive", self.contrastive, "True or False"
         )
 
+        _check(
+            _is_int(self.downsample) and self.downsample in (1, 2, 4),
+            "downsample",
+            self.downsample,
+            "1, 2 or 4",
+        )
+
+        _check(self.pool in ("avg", "spatial"), "pool", self.pool, "'avg' or 'spatial'")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtin types (safe for torch.load(weights_only=True), JSON, YAML)."""
         return asdict(self)
@@ -120,7 +137,9 @@ class ModelConfig:
     def describe(self) -> str:
         """Short human description, e.g. 'backbone resnet50, 5 RoIs, fusion raf/relative'."""
         fusion = self.fusion if self.fusion == "none" else f"{self.fusion}/{self.pos_enc}"
-        return f"backbone {self.backbone}, {self.num_rois} RoIs, fusion {fusion}"
+        scale = f" at 1/{self.downsample} resolution" if self.downsample > 1 else ""
+        pool = ", spatial pooling" if self.pool == "spatial" else ""
+        return f"backbone {self.backbone}{scale}{pool}, {self.num_rois} RoIs, fusion {fusion}"
 
 
 def _is_int(value: object) -> bool:

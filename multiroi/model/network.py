@@ -94,7 +94,8 @@ class MultiRoINet(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, cfg.pretrained, allow_random_init=allow_random_init)
+        self.backbone = Backbone(cfg.backbone, cfg.pretrained, allow_random_init=allow_random_init,
+                                 downsample=cfg.downsample, pool=cfg.pool)  # fmt: skip
         d = self.backbone.num_features
         self.fusion = build_fusion(
             cfg.fusion, d, cfg.num_rois, cfg.pos_enc, cfg.pe_levels, cfg.relative_mode

@@ -1,0 +1,53 @@
+"""Start a training run from another multiroi checkpoint's weights (e.g. a 1-RoI run -> 5 RoIs).
+
+Every network weight is shared across RoIs (backbone, fusion scorer, decoders), so a checkpoint
+trained with another RoI count, fusion or contrastive setting can seed a new run: tensors with the
+same name and shape are copied, the rest keep their fresh initialisation and are logged.
+The optimiser, step and schedule start afresh (use ``--resume`` to continue a run instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from multiroi.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint_file
+from multiroi.model import MultiRoINet
+
+logger = logging.getLogger(__name__)
+
+
+def is_multiroi_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file written by multiroi.checkpoint.save_checkpoint."""
+    payload = read_checkpoint_file(path)
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def warm_start(path: str | os.PathLike, model: MultiRoINet) -> int:
+    """Copy the weights of checkpoint ``path`` into ``model`` where name and shape match.
+
+    Raises CheckpointError when the backbones differ (nothing useful would be copied). Returns
+    the number of tensors copied."""
+    p = Path(path)
+    source, meta = load_checkpoint(p)
+    src_cfg, cfg = meta.model_config, model.cfg
+    if src_cfg.backbone != cfg.backbone:
+        raise CheckpointError(
+            f"cannot start from {p}: it has backbone {src_cfg.backbone!r}, this run "
+            f"{cfg.backbone!r}; pass --model.backbone {src_cfg.backbone} or another checkpoint"
+        )
+    if src_cfg.downsample != cfg.downsample:
+        logger.warning("warm start: %s was trained at 1/%d resolution, this run uses 1/%d",
+                       p, src_cfg.downsample, cfg.downsample)  # fmt: skip
+    src = source.state_dict()
+    own = model.state_dict()
+    copied = {k: v for k, v in src.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    fresh = [k for k in own if k not in copied and not k.endswith("num_batches_tracked")]
+    model.load_state_dict(copied, strict=False)
+    if fresh:
+        logger.warning("warm start: %d tensors not in %s (or of another shape) keep their "
+                       "initialisation, e.g. %s", len(fresh), p, fresh[:3])  # fmt: skip
+    logger.info("warm start: %d tensors from %s (%s, step %d)", len(copied), p,
+                src_cfg.describe(), meta.step)  # fmt: skip
+    return len(copied)
