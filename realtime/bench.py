@@ -45,7 +45,9 @@ MIN_BOX_PX = 16.0  # the inference stage skips smaller boxes
 @dataclass
 class BenchConfig:
     """rois/persons: the grid; backends: names or ("auto",) for all available here; modes:
-    "model" and/or "e2e"; backbone: timm name of the (random-init) network; warmup/iters: calls
+    "model" and/or "e2e"; backbone: timm name of the (random-init) network; downsample/pool:
+    the ModelConfig fields of that name (crops pooled to 1/2 or 1/4; "avg" or "spatial" features);
+    warmup/iters: calls
     per configuration; threads: intra-op threads for torch and onnxruntime (None = all cores);
     clip_frames: demo-clip frames for e2e; body_model: body-model file (None: the default);
     channels_last: torch in channels_last memory format."""
@@ -56,6 +58,8 @@ class BenchConfig:
     modes: tuple[str, ...] = ("model", "e2e")
     backbone: str = "mobilenetv3_large_100"
     hidden: int = 1024
+    downsample: int = 1
+    pool: str = "avg"
     warmup: int = 3
     iters: int = 20
     threads: int | None = None
@@ -150,7 +154,7 @@ def _build_net(cfg: BenchConfig, num_rois: int) -> Any:
 
     torch.manual_seed(0)
     mcfg = ModelConfig(backbone=cfg.backbone, num_rois=num_rois, hidden=cfg.hidden,
-                       contrastive=False)  # fmt: skip
+                       contrastive=False, downsample=cfg.downsample, pool=cfg.pool)  # fmt: skip
     return MultiRoINet(mcfg).eval()
 
 
@@ -329,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", choices=("model", "e2e"), default=list(d.modes))
     p.add_argument("--backbone", default=d.backbone)
     p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--downsample", type=int, choices=(1, 2, 4), default=d.downsample,
+                   help="backbone at 1/N resolution (ModelConfig.downsample)")  # fmt: skip
+    p.add_argument("--pool", choices=("avg", "spatial"), default=d.pool,
+                   help="feature pooling (ModelConfig.pool)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--iters", type=int, default=d.iters)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (all cores)")
@@ -348,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = BenchConfig(
         rois=tuple(args.rois), persons=tuple(args.persons), backends=tuple(args.backends),
         modes=tuple(args.modes), backbone=args.backbone, hidden=args.hidden, warmup=args.warmup,
+        downsample=args.downsample, pool=args.pool,
         iters=args.iters, threads=args.threads, device=args.device,
         clip_frames=args.clip_frames, clip_size_wh=tuple(args.clip_size),
         channels_last=not args.no_channels_last, cache_dir=args.cache_dir,

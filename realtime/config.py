@@ -179,7 +179,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     cam = p.add_mutually_exclusive_group()
     cam.add_argument("--calib", default=None, help="calibration YAML (multiroi-calibrate)")
     cam.add_argument("--fov", type=float, default=None, help="horizontal field of view, degrees")
-    cam.add_argument("--focal", type=float, default=None, help="focal length, pixels")
+    cam.add_argument("--focal", type=float, default=None,
+                     help="focal length in pixels of the frames as delivered (scaled with "
+                          "the width if their size changes)")  # fmt: skip
     a("--undistort", action="store_true", help="remove lens distortion (needs --calib)")
     a("--headless", action="store_true", help="no window: write DIR/*.mp4 and DIR/*.npz")
     a("--out", default=None, help="output folder (video and recording)")

@@ -39,6 +39,7 @@ class CameraProvider:
         self.calib = getattr(cfg, "calib", None)
         self.fov_deg = getattr(cfg, "fov_deg", None)
         self.focal_px = getattr(cfg, "focal_px", None)
+        self._focal_width: int | None = None  # --focal is in pixels of the first frame size
         self.undistort = bool(getattr(cfg, "undistort", False))
         self._base = Camera.from_file(self.calib) if self.calib else None
         if self._base is None and self.fov_deg is None and self.focal_px is None:
@@ -52,7 +53,10 @@ class CameraProvider:
         elif self.fov_deg is not None:
             cam = Camera.from_fov(self.fov_deg, wh)
         elif self.focal_px is not None:
-            cam = Camera.from_focal(self.focal_px, wh)
+            # the focal was given for the frames as first delivered; a later size (a source
+            # that changes resolution) sees the same lens, so the focal scales with the width
+            self._focal_width = self._focal_width or wh[0]
+            cam = Camera.from_focal(self.focal_px * wh[0] / self._focal_width, wh)
         else:
             cam = Camera.default(wh)
         undistorter = None

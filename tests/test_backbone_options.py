@@ -65,8 +65,8 @@ def test_spatial_pooling_keeps_a_4x3_grid(downsample, hw):
 
 
 def test_checkpoint_keeps_downsample_and_treats_it_as_architecture(tmp_path: Path):
-    path = save_checkpoint(tmp_path / "d2.pt", net(downsample=2), ModelConfig(**TINY, downsample=2),
-                           body_model_id="toy")  # fmt: skip
+    cfg = ModelConfig(**TINY, downsample=2)
+    path = save_checkpoint(tmp_path / "d2.pt", net(downsample=2), cfg, body_model_id="toy")
     model, meta = load_checkpoint(path)
     assert model.cfg.downsample == 2 and model.backbone.downsample == 2
     with pytest.raises(CheckpointError, match="expected downsample=1 but it has downsample=2"):
@@ -78,8 +78,9 @@ def test_onnx_graph_of_a_downsampling_network_matches_torch(tmp_path: Path, pool
     import onnxruntime as ort
 
     model = net(downsample=2, pool=pool)
-    result = export_onnx(model, tmp_path / "d2.onnx", OnnxExportConfig(num_rois=2),
-                         body_model_id="toy")  # fmt: skip (verifies itself against torch too)
+    result = export_onnx(
+        model, tmp_path / "d2.onnx", OnnxExportConfig(num_rois=2), body_model_id="toy"
+    )  # fmt: skip (verifies itself against torch too)
     crops, info = dummy_inputs(2, 3, seed=3)
     sess = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     rotmat, betas, cam = sess.run(None, {"crops": crops.numpy(), "box_info": info.numpy()})

@@ -57,3 +57,12 @@ def test_ratio_column_and_side_by_side_timing():
     timed = time_side_by_side([lambda: time.sleep(0.004), lambda: None], warmup=0, iters=5)
     assert timed[0][0] >= 3.5 and timed[1][0] < timed[0][0]
     assert all(p95 >= p50 for p50, p95 in timed) and np.isfinite(timed).all()
+
+
+def test_bench_builds_the_asked_for_backbone_resolution_and_pooling():
+    from realtime.bench import BenchConfig, _build_net, build_parser
+
+    args = build_parser().parse_args(["--downsample", "2", "--pool", "spatial", "--out", "x"])
+    assert (args.downsample, args.pool) == (2, "spatial")
+    net = _build_net(BenchConfig(backbone="resnet18", hidden=16, downsample=2, pool="spatial"), 2)
+    assert net.cfg.downsample == 2 and net.backbone.pool == "spatial" and net.feature_dim == 768

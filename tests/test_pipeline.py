@@ -354,3 +354,16 @@ def test_a_failed_start_closes_the_source_and_renderer(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="no backend"):
         realtime.build_pipeline(cfg)
     assert closed == ["source"]
+
+
+def test_a_given_focal_follows_a_change_of_frame_size():
+    """--focal is in pixels of the frames first delivered; the same lens at twice the width
+    has twice the focal in pixels."""
+    from realtime.config import CameraConfig
+    from realtime.infer import CameraProvider
+
+    cameras = CameraProvider(CameraConfig(focal_px=500.0))
+    assert cameras((640, 480)).focal == pytest.approx(500.0)
+    assert cameras((1280, 960)).focal == pytest.approx(1000.0)
+    assert cameras((320, 240)).focal == pytest.approx(250.0)
+    assert cameras((640, 480)).focal == pytest.approx(500.0)  # cached, unchanged
