@@ -65,8 +65,8 @@ class OptimConfig:
 class RunConfig:
     """out_dir: checkpoints, config.json, TensorBoard logs; steps: total optimiser steps;
     init: 'imagenet' (timm weights if they can be loaded, else scratch), 'scratch', a multiroi
-    checkpoint (its weights where names and shapes match: a warm start, e.g. 1 -> 5 RoIs) or a CLIFF
-    checkpoint path; device: 'auto', 'cpu' or 'cuda'."""
+    checkpoint (its weights where names and shapes match: a warm start, e.g. 1 -> 5 RoIs) or a
+    CLIFF checkpoint path; device: 'auto', 'cpu' or 'cuda'."""
 
     out_dir: str = "runs/train"
     steps: int = 100000
