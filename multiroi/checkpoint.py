@@ -312,7 +312,21 @@ def load_checkpoint(
     Every problem raises one :class:`CheckpointError` line.
     """
     p = Path(path)
-    payload = read_checkpoint_file(p, map_location)
+    return model_from_payload(read_checkpoint_file(p, map_location), p, map_location,
+                              expected_config=expected_config)  # fmt: skip
+
+
+def is_multiroi_payload(payload: Any) -> bool:
+    """True for what :func:`read_checkpoint_file` returns from a save_checkpoint file."""
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def model_from_payload(
+    payload: Any, path: str | os.PathLike, map_location: Any = "cpu", *,
+    expected_config: ModelConfig | None = None,
+) -> tuple[MultiRoINet, CheckpointMeta]:  # fmt: skip
+    """:func:`load_checkpoint` on a file already read (``path`` names it in errors)."""
+    p = Path(path)
     cfg = _validate_payload(payload, p)
     _check_expected(cfg, expected_config, p)
     model = MultiRoINet(dataclasses.replace(cfg, pretrained=False))
@@ -334,69 +348,4 @@ def load_checkpoint(
     return model, meta
 
 
-def _unwrap_state_dict(obj: Any, p: Path) -> dict[str, torch.Tensor]:
-    """Peel ``model``/``state_dict`` wrappers and ``module.`` prefixes."""
-    for _ in range(3):
-        if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-            inner = next((obj[k] for k in ("model", "state_dict") if k in obj), None)
-            if inner is None:
-                break
-            obj = inner
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(
-            f"CLIFF checkpoint {p} holds a {type(obj).__name__}; expected a dict"
-        )
-    out = {}
-    for k, v in obj.items():
-        k = str(k)
-        while k.startswith("module."):
-            k = k[len("module.") :]
-        if isinstance(v, torch.Tensor):
-            out[k] = v
-    return out
-
-
-def import_cliff_backbone(
-    path: str | os.PathLike, model: MultiRoINet, *, allow_pickle: bool = False
-) -> int:
-    """Copy a CLIFF checkpoint's ``encoder.*`` weights into ``model``'s timm resnet50 backbone.
-
-    Handles ``module.`` prefixes and a ``model``/``state_dict`` wrapper. Keys of the backbone
-    absent from the file and encoder keys the backbone lacks are logged as warnings; a shape
-    mismatch or no usable key raises CheckpointError. Returns the number of tensors loaded.
-    allow_pickle=True loads with weights_only=False (only for files you trust).
-    """
-    p = Path(path)
-    if model.cfg.backbone != "resnet50":
-        raise CheckpointError(
-            f"CLIFF checkpoints hold a ResNet-50 encoder; this model has backbone "
-            f"{model.cfg.backbone!r}: build it with ModelConfig(backbone='resnet50')"
-        )
-    source = _unwrap_state_dict(read_checkpoint_file(p, "cpu", allow_pickle=allow_pickle), p)
-    encoder = {k[len("encoder.") :]: v for k, v in source.items() if k.startswith("encoder.")}
-    if not encoder:
-        raise CheckpointError(
-            f"CLIFF checkpoint {p} has no 'encoder.*' weights; found keys {sorted(source)[:5]}"
-        )
-    target = model.backbone.model.state_dict()
-    usable = {k: v for k, v in encoder.items() if k in target}
-    bad = [k for k, v in usable.items() if tuple(v.shape) != tuple(target[k].shape)]
-    if bad:
-        raise CheckpointError(
-            f"CLIFF checkpoint {p}: {len(bad)} encoder weights have another shape than the "
-            f"resnet50 backbone, e.g. {bad[0]!r} {tuple(usable[bad[0]].shape)} vs "
-            f"{tuple(target[bad[0]].shape)}"
-        )
-    missing = [k for k in target if k not in usable and not k.endswith("num_batches_tracked")]
-    unexpected = sorted(set(encoder) - set(usable))
-    if missing:
-        logger.warning(
-            "CLIFF import: %d backbone keys not in %s, e.g. %s", len(missing), p, missing[:3]
-        )
-    if unexpected:
-        logger.warning(
-            "CLIFF import: %d encoder keys unused, e.g. %s", len(unexpected), unexpected[:3]
-        )
-    model.backbone.model.load_state_dict(usable, strict=False)
-    logger.info("imported %d CLIFF encoder tensors from %s", len(usable), p)
-    return len(usable)
+from multiroi.cliff_import import import_cliff_backbone  # noqa: E402,F401 (re-export)

@@ -46,10 +46,10 @@ MIN_BOX_PX = 16.0  # the inference stage skips smaller boxes
 class BenchConfig:
     """rois/persons: the grid; backends: names or ("auto",) for all available here; modes:
     "model" and/or "e2e"; backbone: timm name of the (random-init) network; downsample/pool:
-    the ModelConfig fields of that name (crops pooled to 1/2 or 1/4; "avg" or "spatial" features);
-    warmup/iters: calls
-    per configuration; threads: intra-op threads for torch and onnxruntime (None = all cores);
-    clip_frames: demo-clip frames for e2e; body_model: body-model file (None: the default);
+    the ModelConfig fields of that name (crops pooled to 1/2 or 1/4; "avg" or "spatial"
+    features); warmup/iters: calls per configuration; threads: intra-op threads for torch and
+    onnxruntime (None = all cores); clip_frames: demo-clip frames for e2e; body_model:
+    body-model file (None: the default);
     channels_last: torch in channels_last memory format."""
 
     rois: tuple[int, ...] = (1, 2, 3, 4, 5)

@@ -156,7 +156,7 @@ def test_cli_flags_reach_the_config_including_the_word_none():
     assert base.model.fusion == "raf" and base.optim.lr == 1e-4  # not given: defaults kept
 
 
-def test_warm_start_from_a_one_roi_run(synth_dir, toy_body_model_path, tmp_path):
+def test_warm_start_from_a_one_roi_run(synth_dir, toy_body_model_path, tmp_path, monkeypatch):
     from multiroi.checkpoint import CheckpointError
     from train.trainer import build_model
 
@@ -166,7 +166,17 @@ def test_warm_start_from_a_one_roi_run(synth_dir, toy_body_model_path, tmp_path)
     src = _weights(source)
     cfg5 = tiny_config(synth_dir, toy_body_model_path, tmp_path / "r5")
     cfg5.run.init = str(source)
+    import multiroi.checkpoint as ck
+    import train.trainer as trainer_mod
+
+    reads = []
+    real_read = ck.read_checkpoint_file
+    monkeypatch.setattr(trainer_mod, "read_checkpoint_file",
+                        lambda *a, **k: reads.append(a[0]) or real_read(*a, **k))  # fmt: skip
+    monkeypatch.setattr(ck, "read_checkpoint_file",
+                        lambda *a, **k: reads.append(a[0]) or real_read(*a, **k))  # fmt: skip
     model = build_model(cfg5)
+    assert len(reads) == 1  # the file is read once to learn its kind and take its weights
     own = model.state_dict()
     assert model.cfg.num_rois == 2 and model.proj_head is not None
     shared = [k for k in src if k.startswith(("backbone.", "mesh_decoder.", "camera_decoder."))]

@@ -23,12 +23,18 @@ import torch
 
 from multiroi.backends.cpu import cpu_has_fast_bf16
 from multiroi.body import load_body_model, load_mean_params
-from multiroi.checkpoint import import_cliff_backbone, load_checkpoint, save_checkpoint
+from multiroi.checkpoint import (
+    import_cliff_backbone,
+    is_multiroi_payload,
+    load_checkpoint,
+    read_checkpoint_file,
+    save_checkpoint,
+)
 from multiroi.model import MultiRoINet
 from train.config import TrainConfig
 from train.datasets import ResumableSampler, collate, open_dataset
 from train.losses_step import compute_losses
-from train.warm_start import is_multiroi_checkpoint, warm_start
+from train.warm_start import warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +95,12 @@ def build_model(cfg: TrainConfig) -> MultiRoINet:
         logger.info("init: scratch (random backbone %s)", mcfg.backbone)
     else:
         model = MultiRoINet(dataclasses.replace(mcfg, pretrained=False), load_mean_params())
-        if is_multiroi_checkpoint(init):
-            n = warm_start(init, model)
+        payload = read_checkpoint_file(init)  # read once, whichever kind it is
+        if is_multiroi_payload(payload):
+            n = warm_start(payload, init, model)
             logger.info("init: weights of multiroi checkpoint %s (%d tensors)", init, n)
         else:
-            n = import_cliff_backbone(init, model)
+            n = import_cliff_backbone(init, model, payload=payload)
             logger.info("init: CLIFF backbone from %s (%d tensors)", init, n)
     model.cfg = dataclasses.replace(model.cfg, pretrained=False)
     return model

@@ -11,26 +11,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from multiroi.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint_file
+from multiroi.checkpoint import CheckpointError, model_from_payload
 from multiroi.model import MultiRoINet
 
 logger = logging.getLogger(__name__)
 
 
-def is_multiroi_checkpoint(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a file written by multiroi.checkpoint.save_checkpoint."""
-    payload = read_checkpoint_file(path)
-    return isinstance(payload, dict) and payload.get("format") == FORMAT
-
-
-def warm_start(path: str | os.PathLike, model: MultiRoINet) -> int:
-    """Copy the weights of checkpoint ``path`` into ``model`` where name and shape match.
-
-    Raises CheckpointError when the backbones differ (nothing useful would be copied). Returns
-    the number of tensors copied."""
+def warm_start(payload: Any, path: str | os.PathLike, model: MultiRoINet) -> int:
+    """Copy the weights of a checkpoint (``payload``: the content of file ``path``, as
+    multiroi.checkpoint.read_checkpoint_file returns it) into ``model`` where name and shape
+    match. Raises CheckpointError when the backbones differ (nothing useful would be copied).
+    Returns the number of tensors copied."""
     p = Path(path)
-    source, meta = load_checkpoint(p)
+    source, meta = model_from_payload(payload, p)
     src_cfg, cfg = meta.model_config, model.cfg
     if src_cfg.backbone != cfg.backbone:
         raise CheckpointError(

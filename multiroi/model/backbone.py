@@ -69,7 +69,7 @@ def _grid_pool(fmap: torch.Tensor) -> torch.Tensor:
     h, w = int(fmap.shape[-2]), int(fmap.shape[-1])
     gh, gw = SPATIAL_GRID
     if h % gh == 0 and w % gw == 0:
-        return F.avg_pool2d(fmap, (h // gh, w // gw)) if (h, w) != (gh, gw) else fmap
+        return F.avg_pool2d(fmap, (h // gh, w // gw))
     return F.adaptive_avg_pool2d(fmap, SPATIAL_GRID)
 
 

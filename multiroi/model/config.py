@@ -106,14 +106,12 @@ class ModelConfig:
         _check(
             isinstance(self.contrastive, bool), "contrastive", self.contrastive, "True or False"
         )
-
         _check(
             _is_int(self.downsample) and self.downsample in (1, 2, 4),
             "downsample",
             self.downsample,
             "1, 2 or 4",
         )
-
         _check(self.pool in ("avg", "spatial"), "pool", self.pool, "'avg' or 'spatial'")
 
     def to_dict(self) -> dict[str, Any]:
