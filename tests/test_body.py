@@ -189,3 +189,27 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
         RestrictedUnpickler(io.BytesIO(payload)).load()
     assert not marker.exists()
+
+
+def test_joints_alone_match_the_full_forward(toy_body_model):
+    from multiroi.geometry.rotations import axis_angle_to_rotmat
+
+    g = torch.Generator().manual_seed(0)
+    rot = axis_angle_to_rotmat(0.6 * torch.randn(5, 24, 3, generator=g)).requires_grad_(True)
+    betas = torch.randn(5, 10, generator=g).requires_grad_(True)
+    transl = torch.randn(5, 3, generator=g)
+    full = toy_body_model(rot, betas, transl).joints
+    alone = toy_body_model.joints(rot, betas, transl)
+    assert alone.shape == (5, 24, 3)
+    assert torch.allclose(alone, full, atol=1e-5)
+    # the same gradients reach the network through either path
+    g_full = torch.autograd.grad(full.square().sum(), [rot, betas])
+    g_alone = torch.autograd.grad(alone.square().sum(), [rot, betas])
+    for a, b in zip(g_alone, g_full, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    # fewer betas are padded, none means the mean shape; a bad rotmat is refused
+    assert torch.allclose(toy_body_model.joints(rot, betas[:, :3]),
+                          toy_body_model(rot, betas[:, :3]).joints, atol=1e-5)  # fmt: skip
+    assert torch.allclose(toy_body_model.joints(rot), toy_body_model(rot).joints, atol=1e-5)
+    with pytest.raises(ValueError, match="rotmat must be"):
+        toy_body_model.joints(rot[:, :23])

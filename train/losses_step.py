@@ -17,12 +17,14 @@ SCALE_FLOOR = 0.2  # s below this (a person more than ~10x farther than its box 
 @dataclass
 class StepOutput:
     """total: the scalar to backpropagate; logs: unweighted terms and total (floats);
-    transl_roi: f32[P,R,3] full translations of every RoI (m); pred_vertices f32[P,V,3]."""
+    transl_roi: f32[P,R,3] full translations of every RoI (m); pred_rotmat f32[P,24,3,3] and
+    pred_betas f32[P,S] (detached; the mesh is built only where it is drawn)."""
 
     total: torch.Tensor
     logs: dict[str, float]
     transl_roi: torch.Tensor
-    pred_vertices: torch.Tensor
+    pred_rotmat: torch.Tensor
+    pred_betas: torch.Tensor
 
 
 def focal_principal(K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,21 +42,23 @@ def compute_losses(net_out, batch: Batch, body, weights: L.LossWeights) -> StepO
     """All loss terms with a non-zero weight (method.md 4), combined with ``weights``."""
     rotmat, betas = net_out.rotmat.float(), net_out.betas.float()
     cam = net_out.cam_local.float()
-    pred = body(rotmat, betas)
-    with torch.no_grad():
-        gt = body(batch.rotmat, batch.betas)
+    # the mesh only for the vertex term; every other term needs the joints alone (much cheaper)
+    pred = body(rotmat, betas) if weights.verts else None
+    pred_joints = pred.joints if pred is not None else body.joints(rotmat, betas)
     transl = full_translations(cam, batch)
     terms: dict[str, torch.Tensor] = {}
     if weights.kp2d:
-        pts = pred.joints[:, None] + transl[:, :, None]  # [P,R,24,3]
+        pts = pred_joints[:, None] + transl[:, :, None]  # [P,R,24,3]
         kp = project_points(pts, batch.K[:, None])
         terms["kp2d"] = L.keypoint2d_loss(kp, batch.kp2d, batch.sizes)
     if weights.kp3d:
-        terms["kp3d"] = L.joints3d_loss(pred.joints, batch.kp3d)
+        terms["kp3d"] = L.joints3d_loss(pred_joints, batch.kp3d)
     if weights.kp3d_body:
-        terms["kp3d_body"] = L.body_frame_joints_loss(pred.joints, rotmat[:, 0], batch.kp3d,
+        terms["kp3d_body"] = L.body_frame_joints_loss(pred_joints, rotmat[:, 0], batch.kp3d,
                                                       batch.rotmat[:, 0])  # fmt: skip
     if weights.verts:
+        with torch.no_grad():
+            gt = body(batch.rotmat, batch.betas)
         terms["verts"] = L.vertices_loss(pred.vertices, gt.vertices, batch.has_smpl,
                                          pred.joints[:, 0], gt.joints[:, 0])  # fmt: skip
     if weights.pose:
@@ -76,4 +80,4 @@ def compute_losses(net_out, batch: Batch, body, weights: L.LossWeights) -> StepO
     floor = torch.relu(SCALE_FLOOR - cam[..., 0]).pow(2).mean()
     logs["s_floor"] = float(floor.detach())
     total = total + weights.scale * floor
-    return StepOutput(total, logs, transl.detach(), pred.vertices.detach())
+    return StepOutput(total, logs, transl.detach(), rotmat.detach(), betas.detach())

@@ -156,8 +156,12 @@ class Trainer:
         torch.manual_seed(cfg.run.seed + self.dist.rank)
         self.body = load_body_model(cfg.data.body_model, device=self.device)
         self.model = build_model(cfg).to(self.device)
-        self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr,
-                                      weight_decay=cfg.optim.weight_decay)  # fmt: skip
+        # the fused kernel: one pass over all parameters (half the optimiser time on a CPU)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optim = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+            fused=fused,
+        )  # fmt: skip
         self.amp, self.amp_dtype = amp_mode(cfg.optim.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         if self.amp and self.device.type == "cpu":  # oneDNN's bf16 convolutions want NHWC

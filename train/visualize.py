@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from multiroi import raster
 from multiroi.rois import CROP_H, CROP_W, IMAGENET_MEAN, IMAGENET_STD
@@ -36,7 +37,8 @@ def mesh_grid(batch, step_out, body, max_items: int = 8) -> np.ndarray:
     n = min(len(batch), max_items)
     crops = batch.crops[:n, 0].detach().cpu().float().numpy().transpose(0, 2, 3, 1)
     crops = np.clip(crops * IMAGENET_STD + IMAGENET_MEAN, 0, 1)
-    verts = step_out.pred_vertices[:n].cpu().numpy()
+    with torch.no_grad():
+        verts = body(step_out.pred_rotmat[:n], step_out.pred_betas[:n]).vertices.cpu().numpy()
     transl = step_out.transl_roi[:n, 0].cpu().numpy()
     K = batch.K[:n].cpu().numpy().astype(np.float64)
     centers = batch.centers[:n, 0].cpu().numpy()
