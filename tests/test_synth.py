@@ -73,3 +73,38 @@ def test_generate_shards_same_seed_same_data(tmp_path, toy_body_model_path):
     pose_b = np.concatenate([z["pose"] for z in lb])
     assert pose_a.shape[0] >= 5 and np.array_equal(pose_a, pose_b)
     assert len(list((tmp_path / "a").glob("shard_*/images/*.jpg"))) == 5
+
+
+def _facing_z(toy_body_model, yaw_deg) -> np.ndarray:
+    """Camera-frame z of the body's forward axis for upright persons of a few scenes."""
+    from multiroi.geometry.rotations import axis_angle_to_rotmat
+
+    cfg = SceneConfig(width=96, height=96, num_people=(3, 4), yaw_deg=yaw_deg, occluder_prob=0)
+    renderer = SceneRenderer(toy_body_model, cfg)
+    zs = []
+    for seed in range(4):
+        for p in renderer.render(np.random.default_rng(seed)).people:
+            if p.activity != "lying":
+                root = axis_angle_to_rotmat(torch.as_tensor(p.pose_aa[:1]))[0].numpy()
+                zs.append(root[2, 2])  # body +z (forward) in camera coordinates, its z
+    return np.array(zs)
+
+
+def test_yaw_range_sets_which_way_people_face(toy_body_model):
+    toward = _facing_z(toy_body_model, (-20.0, 20.0))
+    away = _facing_z(toy_body_model, (160.0, 200.0))
+    everywhere = _facing_z(toy_body_model, (0.0, 360.0))
+    assert len(toward) >= 8 and len(away) >= 8
+    assert (toward < -0.6).all()  # towards the camera (it looks along +z), tilt up to 30 deg
+    assert (away > 0.6).all()
+    assert everywhere.min() < -0.3 and everywhere.max() > 0.3
+
+
+def test_scene_ranges_must_be_ordered(capsys):
+    with pytest.raises(ValueError, match="--yaw-deg expects LO HI with LO <= HI"):
+        SceneConfig(yaw_deg=(30.0, -30.0))
+    from train.synth import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--num", "1", "--distance-m", "5", "2"])
+    assert "--distance-m expects LO HI" in capsys.readouterr().err

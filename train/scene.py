@@ -29,6 +29,9 @@ BOX_FACES = np.array([
 ])  # fmt: skip
 
 
+RANGE_FIELDS = ("fov_deg", "distance_m", "cam_height_m", "tilt_deg", "roll_deg", "yaw_deg")
+
+
 @dataclass
 class SceneConfig:
     """What the scenes look like. Angles in degrees, distances in metres, sizes in pixels."""
@@ -40,6 +43,7 @@ class SceneConfig:
     cam_height_m: tuple[float, float] = (0.3, 3.0)
     tilt_deg: tuple[float, float] = (-10.0, 30.0)  # positive: looking down
     roll_deg: tuple[float, float] = (-5.0, 5.0)
+    yaw_deg: tuple[float, float] = (0.0, 360.0)  # about the vertical; 0 = facing the camera
     num_people: tuple[int, int] = (1, 4)
     lateral_margin: float = 1.15  # people up to this times the half FOV off-axis (truncation)
     min_separation_m: float = 0.7
@@ -48,6 +52,13 @@ class SceneConfig:
     photo_dir: str | None = None
     photo_prob: float = 0.5
     noise_std: float = 3.0  # sensor noise, in 8-bit steps
+
+    def __post_init__(self) -> None:
+        for name in RANGE_FIELDS + ("num_people",):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"--{name.replace('_', '-')} expects LO HI with LO <= HI, "
+                                 f"got {lo} {hi}")  # fmt: skip
 
 
 @dataclass
@@ -159,7 +170,8 @@ class SceneRenderer:
         from multiroi.geometry.rotations import axis_angle_to_rotmat
 
         rotmat = axis_angle_to_rotmat(body_pose)  # [n,24,3,3]
-        roots = [R @ rot_x(np.pi) @ rot_y(rng.uniform(0, 2 * np.pi))
+        yaw = self.cfg.yaw_deg
+        roots = [R @ rot_x(np.pi) @ rot_y(np.radians(rng.uniform(*yaw)))
                  @ cv2.Rodrigues(p.root_posture)[0] for p in poses]  # fmt: skip
         rotmat[:, 0] = torch.as_tensor(np.stack(roots), dtype=torch.float32)
         betas = np.clip(rng.normal(0, self.cfg.betas_std, (n, 10)), -2.5, 2.5).astype(np.float32)

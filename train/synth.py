@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.scene import Scene, SceneConfig, SceneRenderer
+from train.scene import RANGE_FIELDS, Scene, SceneConfig, SceneRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--body-model", default=None, help="body-model .npz (default: the free model)")
     for f in fields(SceneConfig):
         name = "--" + f.name.replace("_", "-")
-        if f.name in ("fov_deg", "distance_m", "cam_height_m", "tilt_deg", "roll_deg"):
+        if f.name in RANGE_FIELDS:
             p.add_argument(name, type=float, nargs=2, default=None, metavar=("LO", "HI"))
         elif f.name == "num_people":
             p.add_argument(name, type=int, nargs=2, default=None, metavar=("LO", "HI"))
@@ -161,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in overrides.items():
         if isinstance(v, list):
             overrides[k] = tuple(v)
-    generate(args.out, args.num, args.seed, SceneConfig(**overrides), args.body_model,
-             args.workers, args.shard_size)  # fmt: skip
+    try:
+        cfg = SceneConfig(**overrides)
+    except ValueError as exc:
+        _parser().error(str(exc))
+    generate(args.out, args.num, args.seed, cfg, args.body_model, args.workers,
+             args.shard_size)  # fmt: skip
     return 0
 
 
