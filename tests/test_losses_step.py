@@ -33,7 +33,7 @@ class CountingBody(torch.nn.Module):
 
 
 def _batch_and_output(body, p: int = 3, r: int = 2) -> tuple[Batch, NetOutput]:
-    batch = synthetic_batch(body, p, r, torch.device("cpu"), seed=1)
+    batch = synthetic_batch(body, p, r, seed=1)
     g = torch.Generator().manual_seed(2)
     pred_rot = axis_angle_to_rotmat(0.4 * torch.randn(p, 24, 3, generator=g)).requires_grad_(True)
     cam = torch.tensor([0.9, 0.0, 0.1]).repeat(p, r, 1).requires_grad_(True)

@@ -29,17 +29,18 @@ from train.losses_step import compute_losses
 logger = logging.getLogger(__name__)
 
 
-def synthetic_batch(body, p: int, r: int, device: torch.device, seed: int = 0) -> Batch:
-    """P persons with R RoIs of noise crops and consistent ground truth from ``body``."""
+def synthetic_batch(body, p: int, r: int, seed: int = 0) -> Batch:
+    """P persons with R RoIs of noise crops and ground truth consistent with ``body`` (CPU)."""
     g = torch.Generator().manual_seed(seed)
     rot = axis_angle_to_rotmat(0.3 * torch.randn(p, 24, 3, generator=g))
     betas = torch.randn(p, 10, generator=g)
     transl = torch.tensor([0.0, 0.0, 4.0]).repeat(p, 1)
+    dev = body.joint_template.device
     with torch.no_grad():
-        joints = body.cpu()(rot, betas, transl).joints
+        joints = body.joints(rot.to(dev), betas.to(dev), transl.to(dev)).cpu()
     K = torch.tensor([[600.0, 0, 320], [0, 600.0, 240], [0, 0, 1]]).repeat(p, 1, 1)
     uvw = joints @ K[0].T
-    batch = Batch(
+    return Batch(
         crops=torch.randn(p, r, 3, 256, 192, generator=g), box_info=0.3 * torch.randn(p, r, 3),
         centers=torch.tensor([320.0, 240.0]).repeat(p, r, 1), sizes=torch.full((p, r), 300.0),
         K=K, kp2d=torch.cat([uvw[..., :2] / uvw[..., 2:], torch.ones(p, 24, 1)], -1),
@@ -47,8 +48,6 @@ def synthetic_batch(body, p: int, r: int, device: torch.device, seed: int = 0) -
         betas=betas, transl=transl, has_smpl=torch.ones(p), has_transl=torch.ones(p),
         key=torch.arange(p),
     )  # fmt: skip
-    body.to(device)
-    return batch.to(device)
 
 
 def _median_ms(fns: dict[str, Callable[[], object]], repeats: int, sync) -> dict[str, float]:
@@ -75,8 +74,8 @@ def bench_step(cfg: TrainConfig, repeats: int = 10) -> dict[str, float]:
     amp, amp_dtype = amp_mode(cfg.optim.amp, device)
     if amp and device.type == "cpu":
         model.to(memory_format=torch.channels_last)
-    body = load_body_model(cfg.data.body_model)
-    batch = synthetic_batch(body, cfg.data.batch_size, cfg.model.num_rois, device)
+    body = load_body_model(cfg.data.body_model, device=device)
+    batch = synthetic_batch(body, cfg.data.batch_size, cfg.model.num_rois).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimisers = {
         "fused": torch.optim.Adam(params, lr=1e-6, fused=device.type in ("cpu", "cuda")),
@@ -111,7 +110,7 @@ def bench_step(cfg: TrainConfig, repeats: int = 10) -> dict[str, float]:
     return _median_ms(
         {
             "training step": step,
-            "forward": lambda: forward(),
+            "forward": forward,
             "forward + losses + backward": loss_backward,
             "body joints alone (fwd+bwd)": joints_alone,
             "body joints via the mesh (fwd+bwd)": joints_via_mesh,

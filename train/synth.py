@@ -155,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in fields(SceneConfig)
                  if getattr(args, f.name) is not None}  # fmt: skip
     for k, v in overrides.items():
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = SceneConfig(**overrides)
     except ValueError as exc:
-        _parser().error(str(exc))
+        parser.error(str(exc))
     generate(args.out, args.num, args.seed, cfg, args.body_model, args.workers,
              args.shard_size)  # fmt: skip
     return 0
