@@ -12,7 +12,7 @@ import torch
 
 from multiroi.geometry.cliff import full_to_local
 from train.datasets import collate, open_dataset
-from train.eval import METRIC_NAMES, evaluate, main
+from train.eval import METRIC_NAMES, UNITS, _joint_metrics, evaluate, main, mirror_joints
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,8 @@ def test_cli_writes_table_and_json(synth_dir, toy_body_model_path, tmp_path, cap
     assert "pa_mpjpe" in text and "mm" in text
     res = json.loads(out.read_text())
     assert res["persons"] >= 1
-    assert all(math.isfinite(res["metrics_mm"][k]) for k in METRIC_NAMES)
+    assert all(math.isfinite(res["metrics_mm"][k]) for k in METRIC_NAMES if k not in UNITS)
+    assert 0.0 <= res["mirror_closer_pct"] <= 100.0 and "%" in text
     assert res["metrics_mm"]["pa_mpjpe"] > 5  # an untrained network is far from the truth
     assert np.isfinite(res["metrics_mm"]["mpjpe"])
 
@@ -82,3 +83,16 @@ def test_plot_curve_writes_a_png_and_refuses_an_empty_log(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no evaluations"):
         plot_curve(tmp_path / "empty.jsonl", tmp_path / "d.png")
+
+
+def test_mirror_closer_tells_the_truth_from_its_mirror_image():
+    rng = np.random.default_rng(0)
+    gt = np.concatenate([rng.normal(0, 0.3, (6, 24, 3)), np.ones((6, 24, 1))], -1)
+    assert np.allclose(mirror_joints(mirror_joints(gt)), gt)
+    _, pa, mirror = _joint_metrics(gt[..., :3], gt)
+    assert max(pa) < 1e-6 and mirror == [0.0] * 6
+    _, pa, mirror = _joint_metrics(mirror_joints(gt)[..., :3], gt)
+    assert min(pa) > 10 and mirror == [100.0] * 6  # a mirror image is not a rotation
+    gt[:, 5:, 3] = 0  # joints without a mirror partner with confidence are left out
+    _, _, mirror = _joint_metrics(mirror_joints(gt)[..., :3], gt)
+    assert mirror == [100.0] * 6

@@ -4,6 +4,11 @@ Metrics (method.md 5, mm): MPJPE and PA-MPJPE over the SMPL joints with ground t
 synthetic data), PVE (persons with SMPL ground truth), the error of the full translation T and of
 its depth (persons with a ground-truth translation; RoI 0's camera), and the RoI camera
 disagreement (mean distance of the RoIs' T from their mean). Printed as a table, written as JSON.
+
+One diagnostic in percent, ``mirror_closer``: the share of persons whose predicted joints lie
+closer (PA-MPJPE) to the left-right mirror image of the true joints than to the true joints. A
+network that reads which limb is which scores near 0; one that cannot tell (front and back
+confused, or a pose that is nearly symmetric) near 50.
 """
 
 from __future__ import annotations
@@ -17,17 +22,30 @@ import numpy as np
 import torch
 
 from multiroi import metrics as M
+from train.augment import FLIP_PERM
 from train.datasets import PersonDataset, collate
 from train.losses_step import full_translations
 
 logger = logging.getLogger(__name__)
 
-METRIC_NAMES = ("mpjpe", "pa_mpjpe", "pve", "transl_err", "depth_err", "roi_disagreement")
+METRIC_NAMES = ("mpjpe", "pa_mpjpe", "pve", "transl_err", "depth_err", "roi_disagreement",
+                "mirror_closer")  # fmt: skip
+UNITS = {"mirror_closer": "%"}  # the others: mm
 
 
-def _joint_metrics(pred_j: np.ndarray, gt_kp3d: np.ndarray) -> tuple[list, list]:
-    """Per person MPJPE / PA-MPJPE over the joints with confidence > 0 (pelvis needed)."""
-    mp, pa = [], []
+def mirror_joints(kp3d: np.ndarray) -> np.ndarray:
+    """The left-right mirror image of SMPL joints [..., 24, C] (x negated, sides swapped)."""
+    out = np.array(kp3d[..., FLIP_PERM, :], copy=True)
+    out[..., 0] *= -1
+    return out
+
+
+def _joint_metrics(pred_j: np.ndarray, gt_kp3d: np.ndarray) -> tuple[list, list, list]:
+    """Per person MPJPE / PA-MPJPE over the joints with confidence > 0 (pelvis needed), and
+    100 where the prediction is closer to the mirrored truth (joints whose mirror partner has a
+    confidence too), else 0."""
+    mp, pa, mirror = [], [], []
+    gt_mirror = mirror_joints(gt_kp3d)
     for p in range(len(pred_j)):
         sel = gt_kp3d[p, :, 3] > 0
         if sel.sum() < 4 or not sel[0]:
@@ -35,7 +53,13 @@ def _joint_metrics(pred_j: np.ndarray, gt_kp3d: np.ndarray) -> tuple[list, list]
         idx = np.flatnonzero(sel)  # pelvis (0) first
         mp.append(M.mpjpe(pred_j[p : p + 1, idx], gt_kp3d[p : p + 1, idx, :3])[0])
         pa.append(M.pa_mpjpe(pred_j[p : p + 1, idx], gt_kp3d[p : p + 1, idx, :3])[0])
-    return mp, pa
+        both = np.flatnonzero(sel & (gt_mirror[p, :, 3] > 0))
+        if len(both) >= 4:
+            pj = pred_j[p : p + 1, both]
+            closer = M.pa_mpjpe(pj, gt_mirror[p : p + 1, both, :3])[0] < M.pa_mpjpe(
+                pj, gt_kp3d[p : p + 1, both, :3])[0]  # fmt: skip
+            mirror.append(100.0 * closer)
+    return mp, pa, mirror
 
 
 @torch.no_grad()
@@ -43,8 +67,8 @@ def evaluate(
     model: torch.nn.Module, body, dataset: PersonDataset, batch_size: int = 16,
     device: torch.device | str = "cpu", max_persons: int | None = None, progress: bool = False,
 ) -> dict[str, float]:  # fmt: skip
-    """Mean metrics (mm) of ``model`` on ``dataset`` (its first ``max_persons`` persons, no
-    augmentation); NaN for a metric without ground truth."""
+    """Mean metrics (mm; ``mirror_closer`` in %) of ``model`` on ``dataset`` (its first
+    ``max_persons`` persons, no augmentation); NaN for a metric without ground truth."""
     was_training = model.training
     model.eval()
     n = len(dataset) if not max_persons else min(len(dataset), max_persons)
@@ -55,9 +79,11 @@ def evaluate(
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, n))]).to(device)
         out = model(batch.crops, batch.box_info)
         pred = body(out.rotmat.float(), out.betas.float())
-        mp, pa = _joint_metrics(pred.joints.cpu().numpy(), batch.kp3d.cpu().numpy())
+        mp, pa, mirror = _joint_metrics(pred.joints.cpu().numpy()[:, :24],
+                                        batch.kp3d.cpu().numpy())  # fmt: skip
         acc["mpjpe"] += mp
         acc["pa_mpjpe"] += pa
+        acc["mirror_closer"] += mirror
         has = batch.has_smpl.bool()
         if has.any():
             gt = body(batch.rotmat[has], batch.betas[has])
@@ -74,10 +100,10 @@ def evaluate(
 
 
 def format_table(metrics: dict[str, float], title: str = "") -> str:
-    """A two-column text table of metrics in mm."""
+    """A text table of metrics: name, value, unit (mm unless ``UNITS`` says otherwise)."""
     lines = [title] if title else []
-    lines += [f"{'metric':<18}{'mm':>10}", "-" * 28]
-    lines += [f"{k:<18}{v:>10.1f}" for k, v in metrics.items()]
+    lines += [f"{'metric':<18}{'value':>10}  unit", "-" * 34]
+    lines += [f"{k:<18}{v:>10.1f}  {UNITS.get(k, 'mm')}" for k, v in metrics.items()]
     return "\n".join(lines)
 
 
@@ -107,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": meta.step,
                                "data": str(args.data), "persons": len(data) if not
                                args.max_persons else min(len(data), args.max_persons),
-                               "metrics_mm": metrics}, indent=2))  # fmt: skip
+                               "metrics_mm": {k: v for k, v in metrics.items() if k not in UNITS},
+                               "mirror_closer_pct": metrics["mirror_closer"]},
+                              indent=2))  # fmt: skip
     logger.info("wrote %s", out)
     return 0
 
