@@ -5,7 +5,9 @@
 
 Storage: fp16 (half the size) or int8 (weight-only, per-output-channel scales: a quarter; a
 ResNet-18 model is 15 MB instead of 59 MB). ``--check DATA`` evaluates the packaged model
-against the source checkpoint on held-out data and prints both.
+against the source checkpoint on held-out data and prints both. A model card (``OUT.md``:
+network, training recipe and data, the metrics of ``--check``, limitations, licence) is written
+beside the model (train/model_card.py).
 
 The result loads with :func:`multiroi.checkpoint.load_checkpoint` (weights back in float32) and
 is what ``run_camera.py`` uses when no ``--checkpoint`` is given.
@@ -34,7 +36,16 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -
     if missing:
         raise ValueError(f"{checkpoint}: weights missing for {sorted(missing)[:5]}")
     slim.load_state_dict(state)
-    extra = {"source_checkpoint": Path(checkpoint).name, "source_step": meta.step}
+    extra = {"source_checkpoint": Path(checkpoint).name, "source_step": meta.step,
+             "storage": storage}  # fmt: skip
+    train_cfg = (meta.extra or {}).get("train_config")
+    if train_cfg:  # the recipe and the data description travel with the weights (model card)
+        from train.model_card import data_meta
+
+        extra["train_config"] = train_cfg
+        dmeta = data_meta(train_cfg.get("data", {}).get("train"))
+        if dmeta:
+            extra["train_data_meta"] = dmeta
     path = save_checkpoint(
         out, slim.eval(), cfg, body_model_id=meta.body_model_id, step=meta.step, extra=extra,
         storage=storage,
@@ -53,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = package(args.checkpoint, args.out, storage=args.storage)
+    metrics, persons = None, None
     if args.check:
         from multiroi.body import load_body_model
         from train.datasets import open_dataset
@@ -62,8 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in (("source", args.checkpoint), ("packaged", out)):
             net, meta = load_checkpoint(path)
             data = open_dataset(args.check, meta.model_config.num_rois, None, 0, None)
-            m = evaluate(net, body, data, 16, "cpu", max_persons=args.check_persons)
-            logger.info("%-9s %s", name, ", ".join(f"{k} {v:.1f}" for k, v in m.items()))
+            metrics = evaluate(net, body, data, 16, "cpu", max_persons=args.check_persons)
+            persons = min(len(data), args.check_persons)
+            logger.info("%-9s %s", name, ", ".join(f"{k} {v:.1f}" for k, v in metrics.items()))
+    from train.model_card import model_card
+
+    card = out.with_suffix(".md")
+    _, meta = load_checkpoint(out)
+    card.write_text(model_card(out, meta, metrics=metrics, eval_data=args.check,
+                               eval_persons=persons))  # fmt: skip
+    logger.info("wrote %s", card)
     return 0
 
 

@@ -137,7 +137,8 @@ class ModelConfig:
         fusion = self.fusion if self.fusion == "none" else f"{self.fusion}/{self.pos_enc}"
         scale = f" at 1/{self.downsample} resolution" if self.downsample > 1 else ""
         pool = ", spatial pooling" if self.pool == "spatial" else ""
-        return f"backbone {self.backbone}{scale}{pool}, {self.num_rois} RoIs, fusion {fusion}"
+        rois = f"{self.num_rois} RoI" + ("s" if self.num_rois != 1 else "")
+        return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}"
 
 
 def _is_int(value: object) -> bool:

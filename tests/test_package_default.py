@@ -1,0 +1,76 @@
+"""Packaging a training checkpoint: inference weights kept, contrastive head dropped, int8 storage
+a fraction of the size, and a model card written from what the checkpoint records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from multiroi.checkpoint import load_checkpoint, save_checkpoint
+from multiroi.model import ModelConfig, MultiRoINet
+from train.config import TrainConfig
+from train.package_default import main
+
+
+@pytest.fixture(scope="module")
+def synth_dir(make_synth):
+    return make_synth(3, seed=12, shard_size=3)
+
+
+def _training_checkpoint(path, data_dir, **loss):
+    cfg = ModelConfig(backbone="resnet18", num_rois=2, hidden=32, pe_levels=2, contrastive=True)
+    torch.manual_seed(0)
+    net = MultiRoINet(cfg)
+    tcfg = TrainConfig()
+    tcfg.data = dataclasses.replace(tcfg.data, train=str(data_dir), batch_size=8)
+    tcfg.loss = dataclasses.replace(tcfg.loss, **loss)
+    extra = {"train_config": tcfg.to_dict(), "rng": [], "scaler": {}}
+    return net, save_checkpoint(path, net, cfg, body_model_id="toy-v1", step=1234, extra=extra)
+
+
+def test_int8_package_keeps_the_network_and_writes_a_card(synth_dir, toy_body_model_path,
+                                                         tmp_path, monkeypatch):  # fmt: skip
+    monkeypatch.setenv("MULTIROI_BODY_MODEL", str(toy_body_model_path))
+    net, src = _training_checkpoint(tmp_path / "last.pt", synth_dir, kp2d=0.0, kp3d=0.0)
+    out = tmp_path / "model" / "default.pt"
+    assert main(["--checkpoint", str(src), "--out", str(out), "--storage", "int8",
+                 "--check", str(synth_dir)]) == 0  # fmt: skip
+    slim, meta = load_checkpoint(out)
+    assert not slim.cfg.contrastive and meta.step == 1234
+    assert not any("contrast" in k or "proj" in k for k in slim.state_dict())
+    assert out.stat().st_size < 0.35 * src.stat().st_size  # int8: about a quarter
+    x = torch.randn(1, 2, 3, 64, 48)
+    box = torch.tensor([[[0.1, -0.2, 0.5], [0.0, 0.1, 0.7]]])
+    with torch.no_grad():
+        a, b = net.eval()(x, box), slim.eval()(x, box)
+    assert (a.rotmat - b.rotmat).abs().max() < 0.05  # same network up to int8 rounding
+    card = out.with_suffix(".md").read_text()
+    assert "# Model card: default.pt" in card and "int8" in card
+    assert "1,234 steps of 8 persons" in card and "9,872 persons seen" in card
+    assert "camera was not trained" in card  # no 2D or camera-frame 3D term in the recipe
+    assert (
+        "3 images, seed 12" in card
+        and "1 to 4 people" in card
+        and "| pa_mpjpe |" in card
+        and "mirror_closer" in card
+    )
+    assert "toy-v1" in card and "its own licence applies" in card
+    assert "facing the camera within" not in card  # the default data covers all directions
+
+
+def test_card_states_a_narrow_facing_range_and_a_trained_camera(synth_dir, tmp_path):
+    data = tmp_path / "front"
+    data.mkdir()
+    meta = json.loads((synth_dir / "meta.json").read_text())
+    meta["scene"]["yaw_deg"] = [-60.0, 60.0]
+    (data / "meta.json").write_text(json.dumps(meta))
+    _, src = _training_checkpoint(tmp_path / "last.pt", data)  # the paper's terms: kp2d on
+    out = tmp_path / "m.pt"
+    assert main(["--checkpoint", str(src), "--out", str(out)]) == 0
+    card = out.with_suffix(".md").read_text()
+    assert "within -60 to 60 degrees" in card
+    assert "camera was not trained" not in card
+    assert "Not evaluated" in card and "fp16" in card

