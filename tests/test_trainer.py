@@ -186,3 +186,33 @@ def test_warm_start_from_a_one_roi_run(synth_dir, toy_body_model_path, tmp_path,
     cfg5.model.backbone = "resnet18"
     with pytest.raises(CheckpointError, match="backbone 'mobilenetv3_small_050'"):
         build_model(cfg5)
+
+
+def test_frozen_backbone_keeps_weights_and_statistics_while_heads_learn(
+    synth_dir, toy_body_model_path, tmp_path
+):
+    from train.trainer import Trainer
+
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "frozen", steps=2)
+    cfg.optim.freeze = "backbone"
+    tr = Trainer(cfg)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.run()
+    after = tr.model.state_dict()
+    bb = [k for k in before if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in bb)  # BatchNorm statistics are among them
+    assert all(torch.equal(before[k], after[k]) for k in bb)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("mesh_"))
+    tr.model.train()
+    assert tr.model.training and not tr.model.backbone.training
+    assert not any(m.training for m in tr.model.backbone.modules())
+    n_opt = sum(p.numel() for g in tr.optim.param_groups for p in g["params"])
+    assert n_opt == sum(p.numel() for p in tr.model.parameters() if p.requires_grad) > 0
+
+
+def test_freeze_names_an_unknown_part_in_one_line():
+    from train.config import OptimConfig
+
+    with pytest.raises(ValueError, match="unknown part.*'head'.*backbone, fusion"):
+        OptimConfig(freeze="backbone,head")
+    assert OptimConfig(freeze=" backbone , fusion ").freeze

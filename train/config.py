@@ -39,22 +39,38 @@ class DataConfig:
     min_box_px: float = 16.0
 
 
+FREEZABLE = ("backbone", "fusion", "camera_decoder", "mesh_decoder")
+
+
+def freeze_names(spec: str) -> list[str]:
+    """'backbone, fusion' -> ['backbone', 'fusion']."""
+    return [n.strip() for n in spec.split(",") if n.strip()]
+
+
 @dataclass
 class OptimConfig:
     """Adam (method.md 4); grad_clip: max global grad norm (0: off); amp: mixed precision
     (fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16). schedule: 'constant' (the paper's) or
     'cosine' (decay to min_lr_ratio * lr at run.steps, for short fixed-budget runs);
-    warmup_steps: linear ramp from 0 (either schedule)."""
+    warmup_steps: linear ramp from 0 (either schedule). freeze: comma-separated parts of the
+    network kept as they are (weights and BatchNorm statistics), e.g. 'backbone' to train the
+    fusion and decoders on a backbone from ``--run.init`` (no backward pass through it)."""
 
     lr: float = 1e-4
     schedule: str = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.05
 
+    freeze: str = ""
+
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got "
                              f"{self.schedule!r}")  # fmt: skip
+        bad = sorted(set(freeze_names(self.freeze)) - set(FREEZABLE))
+        if bad:
+            raise ValueError(f"optim.freeze: unknown part(s) {bad}; use a comma-separated list "
+                             f"of {', '.join(FREEZABLE)}")  # fmt: skip
 
     weight_decay: float = 0.0
     grad_clip: float = 1.0

@@ -31,7 +31,7 @@ from multiroi.checkpoint import (
     save_checkpoint,
 )
 from multiroi.model import MultiRoINet
-from train.config import TrainConfig
+from train.config import FREEZABLE, TrainConfig, freeze_names
 from train.datasets import ResumableSampler, collate, open_dataset
 from train.losses_step import compute_losses
 from train.warm_start import warm_start
@@ -106,6 +106,30 @@ def build_model(cfg: TrainConfig) -> MultiRoINet:
     return model
 
 
+def _train_mode_off(module: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+    return torch.nn.Module.train(module, False)
+
+
+def freeze_parts(model: MultiRoINet, names: list[str]) -> int:
+    """Keep the named parts of ``model`` as they are: no gradients, and in eval mode whatever
+    ``model.train()`` says (BatchNorm statistics and dropout fixed). Returns the number of
+    parameters frozen."""
+    frozen = 0
+    for name in names:
+        part = getattr(model, name, None) if name in FREEZABLE else None
+        if part is None:
+            raise ValueError(f"optim.freeze: the network has no part {name!r}; parts: "
+                             f"{', '.join(FREEZABLE)}")  # fmt: skip
+        for p in part.parameters():
+            p.requires_grad_(False)
+            frozen += p.numel()
+        part.train = _train_mode_off.__get__(part)  # this instance only
+        part.eval()
+    if names:
+        logger.info("frozen: %s (%.1fM parameters)", ", ".join(names), frozen / 1e6)
+    return frozen
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -156,11 +180,12 @@ class Trainer:
         torch.manual_seed(cfg.run.seed + self.dist.rank)
         self.body = load_body_model(cfg.data.body_model, device=self.device)
         self.model = build_model(cfg).to(self.device)
+        freeze_parts(self.model, freeze_names(cfg.optim.freeze))
         # the fused kernel: one pass over all parameters (half the optimiser time on a CPU)
         fused = self.device.type in ("cpu", "cuda")
         self.optim = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-            fused=fused,
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
+            weight_decay=cfg.optim.weight_decay, fused=fused,
         )  # fmt: skip
         self.amp, self.amp_dtype = amp_mode(cfg.optim.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
