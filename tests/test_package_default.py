@@ -74,3 +74,24 @@ def test_card_states_a_narrow_facing_range_and_a_trained_camera(synth_dir, tmp_p
     assert "within -60 to 60 degrees" in card
     assert "camera was not trained" not in card
     assert "Not evaluated" in card and "fp16" in card
+
+
+def test_card_lists_the_stages_behind_a_warm_start(synth_dir, toy_body_model_path, tmp_path):
+    """Stage 1 without a camera term, stage 2 (warm start, backbone frozen) trains the camera:
+    the card lists both recipes and no longer says the camera is untrained."""
+    from tests.test_trainer import tiny_config
+    from train.trainer import train
+
+    cfg1 = tiny_config(synth_dir, toy_body_model_path, tmp_path / "s1", steps=2)
+    cfg1.loss.kp2d = cfg1.loss.kp3d = 0.0
+    train(cfg1)
+    cfg2 = tiny_config(synth_dir, toy_body_model_path, tmp_path / "s2", steps=2)
+    cfg2.run.init, cfg2.optim.freeze = str(tmp_path / "s1" / "last.pt"), "backbone"
+    train(cfg2)
+    out = tmp_path / "m.pt"
+    assert main(["--checkpoint", str(tmp_path / "s2" / "last.pt"), "--out", str(out)]) == 0
+    card = out.with_suffix(".md").read_text()
+    assert "Stage 1, `s1/last.pt`:" in card and "Stage 2, this model, started from stage 1" in card
+    assert card.count("2 steps of 2 persons") == 2 and "frozen: backbone" in card
+    assert "initialised from scratch" in card and "initialised from `s1/last.pt`" in card
+    assert "camera was not trained" not in card

@@ -46,11 +46,12 @@ def _range(v: Any, unit: str) -> str:
     return f"{v[0]:g} to {v[1]:g} {unit}" if isinstance(v, (list, tuple)) and len(v) == 2 else "?"
 
 
-def limitations(train_cfg: dict | None, scene: dict | None, num_rois: int) -> list[str]:
-    """What a user should not expect of this model, from its recipe and data."""
+def limitations(train_cfgs: list[dict], scene: dict | None, num_rois: int) -> list[str]:
+    """What a user should not expect of this model, from the recipes of its training stages
+    (oldest first) and its data."""
     out = []
-    loss = (train_cfg or {}).get("loss", {})
-    if train_cfg is not None and not (loss.get("kp2d", 0) or loss.get("kp3d", 0)):
+    camera = [c.get("loss", {}).get(k, 0) for c in train_cfgs for k in ("kp2d", "kp3d")]
+    if train_cfgs and not any(camera):
         out.append(
             "The camera was not trained (no 2D-keypoint or camera-frame 3D term): each person's "
             "translation and depth come from the network's initial camera, so meshes are drawn "
@@ -89,6 +90,29 @@ def licence_lines(body_model_id: str) -> list[str]:
     return lines
 
 
+def _recipe(train_cfg: dict | None, step: int, num_rois: int) -> list[str]:
+    """Markdown bullets: steps, optimiser, loss weights, augmentation of one training stage."""
+    if not train_cfg:
+        return ["- Not recorded in the checkpoint."]
+    d, o, a = train_cfg.get("data", {}), train_cfg.get("optim", {}), train_cfg.get("augment")
+    batch = d.get("batch_size", 0)
+    init = train_cfg.get("run", {}).get("init", "?")
+    init = init if init in ("scratch", "imagenet") else f"`{'/'.join(Path(init).parts[-2:])}`"
+    lines = [f"- {step:,} steps of {batch} persons ({step * batch:,} persons seen), "
+             f"initialised from {init}"]  # fmt: skip
+    lines.append(
+        f"- Adam, learning rate {o.get('lr', '?')}, schedule {o.get('schedule', '?')} "
+        f"(warm-up {o.get('warmup_steps', 0)} steps), gradient clip {o.get('grad_clip', '?')}"
+        + (f", frozen: {o['freeze']}" if o.get("freeze") else "")
+    )
+    multi = ("cc", "con") if num_rois == 1 else ()  # nothing to compare with one RoI
+    terms = [f"{LOSS_NAMES[k]} {v:g}" for k, v in train_cfg.get("loss", {}).items()
+             if k in LOSS_NAMES and k not in multi and v]  # fmt: skip
+    lines.append("- Loss weights: " + (", ".join(terms) or "none"))
+    lines.append(f"- Augmentation: {'on' if (a or {}).get('enabled') else 'off'}")
+    return lines
+
+
 def model_card(
     path: str | Path, meta: CheckpointMeta, *, metrics: dict[str, float] | None = None,
     eval_data: str | None = None, eval_persons: int | None = None,
@@ -112,24 +136,13 @@ def model_card(
         "## Training",
         "",
     ]
-    if train_cfg:
-        d, o, a = train_cfg.get("data", {}), train_cfg.get("optim", {}), train_cfg.get("augment")
-        batch = d.get("batch_size", 0)
-        lines.append(
-            f"- {meta.step:,} steps of {batch} persons ({meta.step * batch:,} persons seen), "
-            f"initialised from {train_cfg.get('run', {}).get('init', '?')}"
-        )
-        lines.append(
-            f"- Adam, learning rate {o.get('lr', '?')}, schedule {o.get('schedule', '?')} "
-            f"(warm-up {o.get('warmup_steps', 0)} steps), gradient clip {o.get('grad_clip', '?')}"
-        )
-        multi = ("cc", "con") if cfg.num_rois == 1 else ()  # nothing to compare with one RoI
-        terms = [f"{LOSS_NAMES[k]} {v:g}" for k, v in train_cfg.get("loss", {}).items()
-                 if k in LOSS_NAMES and k not in multi and v]  # fmt: skip
-        lines.append("- Loss weights: " + (", ".join(terms) or "none"))
-        lines.append(f"- Augmentation: {'on' if (a or {}).get('enabled') else 'off'}")
-    else:
-        lines.append("- Not recorded in the checkpoint.")
+    for i, st in enumerate(extra.get("stages") or [], 1):
+        lines.append(f"Stage {i}, `{st.get('checkpoint', '?')}`:")
+        lines += _recipe(st.get("train_config"), int(st.get("step", 0)), cfg.num_rois) + [""]
+    if extra.get("stages"):
+        lines.append(f"Stage {len(extra['stages']) + 1}, this model, started from stage "
+                     f"{len(extra['stages'])}:")  # fmt: skip
+    lines += _recipe(train_cfg, meta.step, cfg.num_rois)
     lines += ["", "## Training data", ""]
     if dmeta:
         lines.append(
@@ -157,7 +170,8 @@ def model_card(
                   for k, v in metrics.items()]  # fmt: skip
     else:
         lines.append("- Not evaluated (package with `--check DATA`).")
-    lim = limitations(train_cfg, scene, cfg.num_rois)
+    recipes = [st.get("train_config") for st in extra.get("stages") or []] + [train_cfg]
+    lim = limitations([c for c in recipes if c], scene, cfg.num_rois)
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in lim or ["None recorded."]]
     lines += ["", "## Licence", ""] + [f"- {x}" for x in licence_lines(meta.body_model_id)]
     return "\n".join(lines) + "\n"

@@ -43,6 +43,7 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -
         from train.model_card import data_meta
 
         extra["train_config"] = train_cfg
+        extra["stages"] = (meta.extra or {}).get("stages") or []
         dmeta = data_meta(train_cfg.get("data", {}).get("train"))
         if dmeta:
             extra["train_data_meta"] = dmeta

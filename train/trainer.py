@@ -34,7 +34,7 @@ from multiroi.model import MultiRoINet
 from train.config import FREEZABLE, TrainConfig, freeze_names
 from train.datasets import ResumableSampler, collate, open_dataset
 from train.losses_step import compute_losses
-from train.warm_start import warm_start
+from train.warm_start import earlier_stages, warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,9 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: TrainConfig) -> MultiRoINet:
-    """The network with the initialisation ``cfg.run.init`` (logged)."""
+def build_model(cfg: TrainConfig, stages: list | None = None) -> MultiRoINet:
+    """The network with the initialisation ``cfg.run.init`` (logged). A warm start appends the
+    source checkpoint's training stages to ``stages`` when given."""
     mcfg = dataclasses.replace(cfg.model, contrastive=cfg.model.contrastive and cfg.loss.con > 0)
     init = cfg.run.init
     if init == "imagenet":
@@ -98,6 +99,8 @@ def build_model(cfg: TrainConfig) -> MultiRoINet:
         payload = read_checkpoint_file(init)  # read once, whichever kind it is
         if is_multiroi_payload(payload):
             n = warm_start(payload, init, model)
+            if stages is not None:
+                stages += earlier_stages(payload, init)
             logger.info("init: weights of multiroi checkpoint %s (%d tensors)", init, n)
         else:
             n = import_cliff_backbone(init, model, payload=payload)
@@ -179,7 +182,8 @@ class Trainer:
         self.device = pick_device(cfg.run.device, self.dist.local_rank)
         torch.manual_seed(cfg.run.seed + self.dist.rank)
         self.body = load_body_model(cfg.data.body_model, device=self.device)
-        self.model = build_model(cfg).to(self.device)
+        self.stages: list[dict] = []  # the training behind a warm start, oldest first
+        self.model = build_model(cfg, self.stages).to(self.device)
         freeze_parts(self.model, freeze_names(cfg.optim.freeze))
         # the fused kernel: one pass over all parameters (half the optimiser time on a CPU)
         fused = self.device.type in ("cpu", "cuda")
@@ -340,7 +344,7 @@ class Trainer:
         if not self.dist.main:
             return None
         extra = {"train_config": self.cfg.to_dict(), "rng": states,
-                 "scaler": self.scaler.state_dict()}  # fmt: skip
+                 "scaler": self.scaler.state_dict(), "stages": self.stages}  # fmt: skip
         path = self.out / f"ckpt_{self.step:07d}.pt"
         save_checkpoint(path, self.model, self.model.cfg, body_model_id=self.body.model_id,
                         step=self.step, optimizer=self.optim, extra=extra)  # fmt: skip
