@@ -104,7 +104,7 @@ class InferenceConfig:
 
     backend: str = "auto"
     checkpoint: str | None = None
-    num_rois: int = 5
+    num_rois: int | None = None  # None: the checkpoint's (5 for a network without one)
     device: str = "cpu"
     backbone: str | None = None
     body_model: str | None = None
@@ -118,7 +118,7 @@ class InferenceConfig:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = auto), got {self.threads}")
-        if not 1 <= self.num_rois <= 5:
+        if self.num_rois is not None and not 1 <= self.num_rois <= 5:
             raise ValueError(f"--rois must be in 1..5, got {self.num_rois}")
         if self.smooth < 0:
             raise ValueError(f"smoothing strength must be >= 0, got {self.smooth}")
@@ -175,7 +175,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--checkpoint", default=None, help="model checkpoint (.pt) or exported model (.onnx)")
     a("--backend", default="auto", help="torch | onnxruntime | ... (default: from checkpoint)")
     a("--device", default="cpu", help="cpu or cuda[:N]")
-    a("--rois", type=int, default=5, help="RoIs per person, 1..5")
+    a("--rois", type=int, default=None, help="RoIs per person, 1..5 (default: the model's)")
     cam = p.add_mutually_exclusive_group()
     cam.add_argument("--calib", default=None, help="calibration YAML (multiroi-calibrate)")
     cam.add_argument("--fov", type=float, default=None, help="horizontal field of view, degrees")

@@ -329,3 +329,19 @@ def test_int8_weights_without_matching_scales_are_refused(tmp_path):
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="does not match its scales"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_load_network_takes_the_checkpoints_roi_count_unless_one_is_asked(tmp_path):
+    from multiroi.backends.torch_backend import load_network
+    from multiroi.model import ModelConfig, MultiRoINet
+
+    cfg = ModelConfig(backbone="mobilenetv3_small_050", num_rois=1, hidden=32, pe_levels=2,
+                      contrastive=False)  # fmt: skip
+    ckpt = save_checkpoint(tmp_path / "one.pt", MultiRoINet(cfg), cfg, body_model_id="toy-v1")
+    assert load_network(ckpt, None).cfg.num_rois == 1  # run_camera.py without --rois
+    assert load_network(ckpt, 1).cfg.num_rois == 1
+    with pytest.raises(
+        ValueError, match="trained with 1 RoIs but 5 were asked for; pass --rois 1"
+    ):
+        load_network(ckpt, 5)
+    assert load_network(None, None, backbone="mobilenetv3_small_050").cfg.num_rois == 5

@@ -19,13 +19,15 @@ CPU_BACKBONE = "mobilenetv3_large_100"  # light enough for real time on a laptop
 
 def load_network(
     checkpoint: str | os.PathLike | None = None,
-    num_rois: int = 5,
+    num_rois: int | None = 5,
     backbone: str | None = None,
 ) -> torch.nn.Module:
     """The Multi-RoI network from ``checkpoint``; without one, the project's default checkpoint
     (``multiroi.checkpoint.default_checkpoint_path()``) if there is one and no ``backbone`` is
     asked for, else a randomly initialised network (``backbone``, default the light CPU one)
-    with a loud warning (speed measurements with another backbone need no weights)."""
+    with a loud warning (speed measurements with another backbone need no weights).
+    ``num_rois`` None: the checkpoint's RoI count (5 for a random network); a number must
+    match the checkpoint's."""
     from multiroi.model import ModelConfig, MultiRoINet
 
     if checkpoint is None and backbone is None:
@@ -34,7 +36,7 @@ def load_network(
         from multiroi.checkpoint import load_checkpoint
 
         net, meta = load_checkpoint(checkpoint)
-        if net.cfg.num_rois != num_rois:
+        if num_rois is not None and net.cfg.num_rois != num_rois:
             raise ValueError(
                 f"checkpoint {checkpoint} was trained with {net.cfg.num_rois} RoIs but "
                 f"{num_rois} were asked for; pass --rois {net.cfg.num_rois}"
@@ -42,7 +44,8 @@ def load_network(
         logger.info("model: %s from %s", net.cfg.describe(), checkpoint)
         net.body_model_id = meta.body_model_id  # the body model its betas belong to
         return net.eval()
-    cfg = ModelConfig(backbone=backbone or CPU_BACKBONE, num_rois=num_rois, contrastive=False)
+    cfg = ModelConfig(backbone=backbone or CPU_BACKBONE, num_rois=num_rois or 5,
+                      contrastive=False)  # fmt: skip
     logger.warning(
         "NO CHECKPOINT: using a RANDOMLY INITIALISED network (%s); meshes will be meaningless. "
         "Pass --checkpoint FILE", cfg.describe(),
