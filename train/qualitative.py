@@ -61,7 +61,10 @@ def render_photos(checkpoint: str | None, out_dir: Path, detect: bool = False) -
     from realtime.infer import CameraProvider, InferenceStage
     from realtime.render.overlay import draw_overlay
 
-    backend = create_backend("auto", checkpoint)
+    from multiroi.backends.torch_backend import load_network
+
+    rois = load_network(checkpoint, None).cfg.num_rois  # the checkpoint's (default model's)
+    backend = create_backend("auto", checkpoint, num_rois=rois)
     body = load_body_model()
     stage = InferenceStage(backend, body, CameraProvider(), None, 8.0, None)
     detector = create_detector(DetectorConfig(kind="auto")) if detect else None
