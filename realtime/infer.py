@@ -351,8 +351,7 @@ def build_inference_stage(
     name, extra = choose_backend(inf, threads, net.cfg.backbone if net is not None else None)
     if net is not None and name in ("torch", "onnxruntime"):
         extra = {k: v for k, v in extra.items() if k != "backbone"} | {"net": net}
-    num_rois = net.cfg.num_rois if net is not None else inf.num_rois or 5
-    backend = create_backend(name, inf.checkpoint, num_rois=num_rois, device=inf.device,
+    backend = create_backend(name, inf.checkpoint, num_rois=inf.num_rois, device=inf.device,
                              **extra)  # fmt: skip
     body = load_body_model(inf.body_model)
     logger.info("backend %s (%s) on %s, %d RoIs, %d CPU threads; body model %s", backend.name,

@@ -345,3 +345,9 @@ def test_load_network_takes_the_checkpoints_roi_count_unless_one_is_asked(tmp_pa
     ):
         load_network(ckpt, 5)
     assert load_network(None, None, backbone="mobilenetv3_small_050").cfg.num_rois == 5
+    from multiroi.backends import create_backend
+
+    for name in ("torch", "onnxruntime"):  # without num_rois a backend takes the model's
+        assert create_backend(name, ckpt).num_rois == 1
+        with pytest.raises(ValueError, match="pass --rois 1"):
+            create_backend(name, ckpt, num_rois=5)

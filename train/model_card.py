@@ -9,12 +9,14 @@ and the licence. Generated, so the card cannot drift from the weights it describ
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from multiroi.backends.tensorrt_backend import sha256_file
 from multiroi.checkpoint import CheckpointMeta
+from train.eval import UNITS
+from train.warm_start import run_file_name
 
 LOSS_NAMES = {
     "kp2d": "2D keypoints", "kp3d": "3D joints (camera frame)", "verts": "vertices",
@@ -32,14 +34,6 @@ def data_meta(train_dir: str | None) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _range(v: Any, unit: str) -> str:
@@ -97,7 +91,7 @@ def _recipe(train_cfg: dict | None, step: int, num_rois: int) -> list[str]:
     d, o, a = train_cfg.get("data", {}), train_cfg.get("optim", {}), train_cfg.get("augment")
     batch = d.get("batch_size", 0)
     init = train_cfg.get("run", {}).get("init", "?")
-    init = init if init in ("scratch", "imagenet") else f"`{'/'.join(Path(init).parts[-2:])}`"
+    init = init if init in ("scratch", "imagenet") else f"`{run_file_name(init)}`"
     lines = [f"- {step:,} steps of {batch} persons ({step * batch:,} persons seen), "
              f"initialised from {init}"]  # fmt: skip
     lines.append(
@@ -127,7 +121,7 @@ def model_card(
     lines = [f"# Model card: {path.name}", ""]
     lines += [
         f"- File: `{path.name}`, {path.stat().st_size / 1e6:.1f} MB, weights stored as "
-        f"{extra.get('storage', '?')}, sha256 `{_sha256(path)[:16]}...`",
+        f"{extra.get('storage', '?')}, sha256 `{sha256_file(path)[:16]}...`",
         f"- Network: {cfg.describe()}",
         f"- Body model: {meta.body_model_id}",
         f"- Project version: {meta.project_version}; packaged from step {meta.step}"
@@ -166,8 +160,7 @@ def model_card(
         where = f"{eval_persons} held-out persons" if eval_persons else "held-out persons"
         lines.append(f"On {where} of `{Path(eval_data).name if eval_data else '?'}`:")
         lines += ["", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.1f} {'%' if k == 'mirror_closer' else 'mm'} |"
-                  for k, v in metrics.items()]  # fmt: skip
+        lines += [f"| {k} | {v:.1f} {UNITS.get(k, 'mm')} |" for k, v in metrics.items()]
     else:
         lines.append("- Not evaluated (package with `--check DATA`).")
     recipes = [st.get("train_config") for st in extra.get("stages") or []] + [train_cfg]

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = package(args.checkpoint, args.out, storage=args.storage)
+    packed, meta = load_checkpoint(out)  # as users will load it: checked and described
     metrics, persons = None, None
     if args.check:
         from multiroi.body import load_body_model
@@ -72,16 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         from train.eval import evaluate
 
         body = load_body_model(None)
-        for name, path in (("source", args.checkpoint), ("packaged", out)):
-            net, meta = load_checkpoint(path)
-            data = open_dataset(args.check, meta.model_config.num_rois, None, 0, None)
+        data = open_dataset(args.check, packed.cfg.num_rois, None, 0, None)
+        persons = min(len(data), args.check_persons)
+        for name, net in (("source", load_checkpoint(args.checkpoint)[0]), ("packaged", packed)):
             metrics = evaluate(net, body, data, 16, "cpu", max_persons=args.check_persons)
-            persons = min(len(data), args.check_persons)
             logger.info("%-9s %s", name, ", ".join(f"{k} {v:.1f}" for k, v in metrics.items()))
     from train.model_card import model_card
 
     card = out.with_suffix(".md")
-    _, meta = load_checkpoint(out)
     card.write_text(model_card(out, meta, metrics=metrics, eval_data=args.check,
                                eval_persons=persons))  # fmt: skip
     logger.info("wrote %s", card)

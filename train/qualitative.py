@@ -55,15 +55,13 @@ def bundled_photos() -> dict[str, np.ndarray]:
 def render_photos(checkpoint: str | None, out_dir: Path, detect: bool = False) -> list[Path]:
     """Write ``out_dir/<name>.png`` (photo | meshes drawn over it) for each bundled photo."""
     from multiroi.backends import create_backend
-    from multiroi.backends.torch_backend import load_network
     from multiroi.body import load_body_model
     from realtime.config import DetectorConfig
     from realtime.detect import create_detector
     from realtime.infer import CameraProvider, InferenceStage
     from realtime.render.overlay import draw_overlay
 
-    rois = load_network(checkpoint, None).cfg.num_rois  # the checkpoint's (default model's)
-    backend = create_backend("auto", checkpoint, num_rois=rois)
+    backend = create_backend("auto", checkpoint)  # with the checkpoint's RoI count
     body = load_body_model()
     stage = InferenceStage(backend, body, CameraProvider(), None, 8.0, None)
     detector = create_detector(DetectorConfig(kind="auto")) if detect else None

@@ -48,13 +48,17 @@ def warm_start(payload: Any, path: str | os.PathLike, model: MultiRoINet) -> int
     return len(copied)
 
 
+def run_file_name(path: str | os.PathLike) -> str:
+    """'RUN_DIR/FILE' of a checkpoint path: enough to name it, no machine path."""
+    return "/".join(Path(path).parts[-2:])
+
+
 def earlier_stages(payload: Any, path: str | os.PathLike) -> list[dict]:
     """The training behind a checkpoint (``payload``: the content of file ``path``), oldest
     first: the stages it recorded itself, then its own (file name, step, training config).
     A run warm-started from it keeps this list, so a model card can tell its whole recipe."""
     extra = payload.get("extra") or {}
     stages = list(extra.get("stages") or [])
-    name = "/".join(Path(path).parts[-2:])  # the run folder and file, no machine path
-    stages.append({"checkpoint": name, "step": int(payload.get("step", 0)),
+    stages.append({"checkpoint": run_file_name(path), "step": int(payload.get("step", 0)),
                    "train_config": extra.get("train_config")})  # fmt: skip
     return stages

@@ -66,7 +66,8 @@ def _providers(device: str) -> list[str]:
 
 
 class OnnxRuntimeBackend:
-    """``OnnxRuntimeBackend(checkpoint=None, num_rois=5, device="cpu", net=None, threads=None)``.
+    """``OnnxRuntimeBackend(checkpoint=None, num_rois=None, device="cpu", net=None,
+    threads=None)``.
 
     checkpoint: an ``.onnx`` file, or a torch checkpoint / None (exported on the fly);
     threads: intra-op threads (None = onnxruntime's default).
@@ -77,7 +78,7 @@ class OnnxRuntimeBackend:
     def __init__(
         self,
         checkpoint: str | os.PathLike | None = None,
-        num_rois: int = 5,
+        num_rois: int | None = None,
         device: str = "cpu",
         *,
         net: Any = None,
@@ -109,7 +110,7 @@ class OnnxRuntimeBackend:
         self._outputs = [o.name for o in self.session.get_outputs()]
         self.num_rois = self._read_num_rois(num_rois)
 
-    def _model_path(self, checkpoint: Any, num_rois: int, net: Any, backbone: Any) -> Path:
+    def _model_path(self, checkpoint: Any, num_rois: int | None, net: Any, backbone: Any) -> Path:
         if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
             if not Path(checkpoint).is_file():
                 raise BackendError(f"ONNX model not found: {checkpoint}")
@@ -123,20 +124,20 @@ class OnnxRuntimeBackend:
         logger.info("exporting the network to ONNX for onnxruntime (%s)", path)
         return export_onnx_simple(net.eval(), path)
 
-    def _read_num_rois(self, asked: int) -> int:
+    def _read_num_rois(self, asked: int | None) -> int:
         if len(self._inputs) < 2:
             raise BackendError(f"ONNX model must take (crops, box_info); inputs: {self._inputs}")
         dim = self.session.get_inputs()[0].shape[1]
         if not isinstance(dim, int) and "multiroi.num_rois" in self.metadata:
             dim = int(self.metadata["multiroi.num_rois"])  # written by `python -m export onnx`
         if isinstance(dim, int):
-            if dim != asked:
+            if asked is not None and dim != asked:
                 raise ValueError(
                     f"ONNX model {self.model_path.name} has {dim} RoIs but {asked} were asked "
                     f"for; pass --rois {dim}"
                 )
             return dim
-        return asked
+        return 5 if asked is None else asked  # R dynamic and not recorded
 
     def __call__(self, batch: RoiBatch) -> HmrOutput:
         check_batch(batch, self.num_rois)

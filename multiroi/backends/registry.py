@@ -63,11 +63,12 @@ def resolve_backend_name(name: str | None, checkpoint: str | os.PathLike | None)
 def create_backend(
     name: str | None = "auto",
     checkpoint: str | os.PathLike | None = None,
-    num_rois: int = 5,
+    num_rois: int | None = None,
     device: str = "cpu",
     **kwargs: Any,
 ) -> Backend:
-    """Create a backend by name (or "auto" / a model path: chosen from the file suffix)."""
+    """Create a backend by name (or "auto" / a model path: chosen from the file suffix).
+    ``num_rois`` None: the model's RoI count (5 for a random network); a number must match it."""
     if checkpoint is None and name not in _BY_NAME and name not in (None, "", "auto"):
         checkpoint = name  # create_backend("model.onnx")
     resolved = resolve_backend_name(name, checkpoint)

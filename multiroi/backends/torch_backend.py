@@ -62,7 +62,7 @@ def _default_checkpoint() -> Any:
 
 
 class TorchBackend:
-    """``TorchBackend(checkpoint=None, num_rois=5, device="cpu", net=None, fp16=None,
+    """``TorchBackend(checkpoint=None, num_rois=None, device="cpu", net=None, fp16=None,
     bf16=False)``.
 
     net: an already built MultiRoINet (tests, the training loop); fp16: autocast to float16
@@ -76,7 +76,7 @@ class TorchBackend:
     def __init__(
         self,
         checkpoint: str | os.PathLike | None = None,
-        num_rois: int = 5,
+        num_rois: int | None = None,
         device: str = "cpu",
         *,
         net: torch.nn.Module | None = None,
