@@ -346,6 +346,3 @@ def model_from_payload(
     )
     logger.info("loaded checkpoint %s (%s, step %d)", p, cfg.describe(), meta.step)
     return model, meta
-
-
-from multiroi.cliff_import import import_cliff_backbone  # noqa: E402,F401 (re-export)

@@ -14,10 +14,10 @@ from multiroi.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
-    import_cliff_backbone,
     load_checkpoint,
     save_checkpoint,
 )
+from multiroi.cliff_import import import_cliff_backbone
 from multiroi.model import ModelConfig, MultiRoINet
 
 TINY = dict(backbone="mobilenetv3_small_050", num_rois=2, hidden=32, pe_levels=2, proj_dim=8)

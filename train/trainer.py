@@ -24,12 +24,12 @@ import torch
 from multiroi.backends.cpu import cpu_has_fast_bf16
 from multiroi.body import load_body_model, load_mean_params
 from multiroi.checkpoint import (
-    import_cliff_backbone,
     is_multiroi_payload,
     load_checkpoint,
     read_checkpoint_file,
     save_checkpoint,
 )
+from multiroi.cliff_import import import_cliff_backbone
 from multiroi.model import MultiRoINet
 from train.config import FREEZABLE, TrainConfig, freeze_names
 from train.datasets import ResumableSampler, collate, open_dataset
