@@ -4,6 +4,7 @@ kept, and a base config without the full model's parts is refused."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -94,5 +95,7 @@ def test_a_row_folder_of_another_recipe_is_refused(synth_dir, toy_body_model_pat
     with pytest.raises(SystemExit, match="holds a run of another recipe"):
         ablate(base, tmp_path, rows, seeds=[0])
     base.optim.lr /= 2
-    base.run.steps = 3  # a longer budget continues the same recipe
-    assert ablate(base, tmp_path, rows, seeds=[0])[0]["step"] == 3
+    base.run.steps = 3  # a longer budget continues the same recipe, in a copied folder too
+    shutil.copytree(tmp_path / "r1", tmp_path / "copy" / "r1")
+    assert ablate(base, tmp_path / "copy", rows, seeds=[0])[0]["step"] == 3
+    assert json.loads((tmp_path / "r1" / "eval.json").read_text())["step"] == 2

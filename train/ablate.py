@@ -92,9 +92,10 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _recipe(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs of a row the same: all but the step budget and the logging."""
-    run = {k: v for k, v in cfg["run"].items()
-           if k not in ("steps", "progress", "log_every", "stop_after", "keep_last")}  # fmt: skip
+    """What makes two runs of a row the same: all but the step budget, the folder (a copied row
+    continues) and the logging."""
+    skip = ("steps", "out_dir", "progress", "log_every", "stop_after", "keep_last")
+    run = {k: v for k, v in cfg["run"].items() if k not in skip}
     return {**cfg, "run": run}
 
 
