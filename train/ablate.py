@@ -5,8 +5,9 @@ same seed and changes one thing (method.md section 6): the RoI count R = 1..5, n
 (``model.fusion none``), no camera consistency (``loss.cc 0``), no contrastive loss
 (``loss.con 0``), none of the three. All rows are then evaluated on the same held-out persons.
 ``--seeds 0 1`` repeats the full model with more seeds, so the table shows how far two runs of the
-same recipe land apart. Rows already evaluated are skipped and an interrupted row resumes, so an
-ablation can be spread over sessions.
+same recipe land apart. Rows already evaluated are kept, an interrupted row resumes and a larger
+``--run.steps`` extends the rows (in a copy of the folder too), so an ablation can be spread over
+sessions; a folder that holds a run of another recipe is refused.
 
     python -m train.ablate --config runs/front_f/config.json --out runs/ablation \\
         --run.init runs/front_fc/last.pt --run.steps 500 --loss.kp2d 5 --loss.cc 1 --seeds 0 1
