@@ -105,10 +105,7 @@ def run_row(cfg: TrainConfig, max_persons: int) -> dict[str, Any]:
     it; the result (``train_s``: seconds of training in the call that finished the row) is cached
     in ``out_dir/eval.json`` and reused when its step count matches. A folder that holds a run of
     another recipe is refused."""
-    from multiroi.body import load_body_model
-    from multiroi.checkpoint import load_checkpoint
-    from train.datasets import open_dataset
-    from train.eval import evaluate
+    from train.eval import evaluate_checkpoint
     from train.trainer import train
 
     out = Path(cfg.run.out_dir)
@@ -125,12 +122,11 @@ def run_row(cfg: TrainConfig, max_persons: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = train(cfg, resume=(out / "last.pt").is_file())
     train_s = time.perf_counter() - t0
-    model, meta = load_checkpoint(result.checkpoint)
-    body = load_body_model(cfg.data.body_model)
-    data = open_dataset(cfg.data.val, model.cfg.num_rois, None, 0, cfg.data.image_root)
-    metrics = evaluate(model, body, data, max_persons=max_persons or None, progress=True)
-    done = {"step": meta.step, "persons": min(len(data), max_persons or len(data)),
-            "train_s": round(train_s, 1), "metrics": metrics}  # fmt: skip
+    metrics, step, persons = evaluate_checkpoint(
+        result.checkpoint, cfg.data.val, cfg.data.image_root, cfg.data.body_model,
+        max_persons=max_persons or None,
+    )  # fmt: skip
+    done = {"step": step, "persons": persons, "train_s": round(train_s, 1), "metrics": metrics}
     _write_json(cached, done)
     return done
 

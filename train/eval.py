@@ -99,6 +99,24 @@ def evaluate(
     return {k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()}
 
 
+def evaluate_checkpoint(
+    checkpoint: str | Path, data: str | Path, image_root: str | None = None,
+    body_model: str | None = None, batch_size: int = 16, device: str = "cpu",
+    max_persons: int | None = None,
+) -> tuple[dict[str, float], int, int]:  # fmt: skip
+    """:func:`evaluate` of a checkpoint file on a synthetic folder or ``.npz`` (crops cut for the
+    checkpoint's RoI count). Returns (metrics, the checkpoint's step, persons evaluated)."""
+    from multiroi.body import load_body_model
+    from multiroi.checkpoint import load_checkpoint
+    from train.datasets import open_dataset
+
+    model, meta = load_checkpoint(checkpoint, map_location=device)
+    body = load_body_model(body_model, device=device)
+    dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root)
+    metrics = evaluate(model, body, dataset, batch_size, device, max_persons, progress=True)
+    return metrics, meta.step, min(len(dataset), max_persons or len(dataset))
+
+
 def format_table(metrics: dict[str, float], title: str = "") -> str:
     """A text table of metrics: name, value, unit (mm unless ``UNITS`` says otherwise)."""
     lines = [title] if title else []
@@ -119,20 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
     args = p.parse_args(argv)
-    from multiroi.body import load_body_model
-    from multiroi.checkpoint import load_checkpoint
-    from train.datasets import open_dataset
-
-    model, meta = load_checkpoint(args.checkpoint, map_location=args.device)
-    body = load_body_model(args.body_model, device=args.device)
-    data = open_dataset(args.data, model.cfg.num_rois, None, 0, args.image_root)
-    metrics = evaluate(model, body, data, args.batch_size, args.device, args.max_persons or None,
-                       progress=True)  # fmt: skip
-    print(format_table(metrics, f"{args.checkpoint} (step {meta.step}) on {args.data}"))
+    metrics, step, persons = evaluate_checkpoint(
+        args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
+        args.device, args.max_persons or None,
+    )  # fmt: skip
+    print(format_table(metrics, f"{args.checkpoint} (step {step}) on {args.data}"))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_suffix(".eval.json")
-    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": meta.step,
-                               "data": str(args.data), "persons": len(data) if not
-                               args.max_persons else min(len(data), args.max_persons),
+    out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": step,
+                               "data": str(args.data), "persons": persons,
                                "metrics_mm": {k: v for k, v in metrics.items() if k not in UNITS},
                                "mirror_closer_pct": metrics["mirror_closer"]},
                               indent=2))  # fmt: skip

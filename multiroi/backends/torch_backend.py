@@ -19,7 +19,7 @@ CPU_BACKBONE = "mobilenetv3_large_100"  # light enough for real time on a laptop
 
 def load_network(
     checkpoint: str | os.PathLike | None = None,
-    num_rois: int | None = 5,
+    num_rois: int | None = None,
     backbone: str | None = None,
 ) -> torch.nn.Module:
     """The Multi-RoI network from ``checkpoint``; without one, the project's default checkpoint
