@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	@# MediaPipe's BlazePose weights (pretrained backbone blazepose_full) from the package
+	@# registry into ~/.cache/multiroi; optional: without them that backbone starts random.
+	$(PY) -m multiroi.model.blazepose || echo "note: BlazePose weights not fetched (see above)"
 	touch $(STAMP)
 
 setup: system $(STAMP)

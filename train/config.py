@@ -80,7 +80,8 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     """out_dir: checkpoints, config.json, TensorBoard logs; steps: total optimiser steps;
-    init: 'imagenet' (timm weights if they can be loaded, else scratch), 'scratch', a multiroi
+    init: 'imagenet' (the backbone's pretrained weights if they can be loaded, else scratch:
+    timm's ImageNet weights, or MediaPipe's for blazepose_full), 'scratch', a multiroi
     checkpoint (its weights where names and shapes match: a warm start, e.g. 1 -> 5 RoIs) or a
     CLIFF checkpoint path; device: 'auto', 'cpu' or 'cuda'."""
 

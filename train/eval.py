@@ -28,8 +28,8 @@ from train.losses_step import full_translations
 
 logger = logging.getLogger(__name__)
 
-METRIC_NAMES = ("mpjpe", "pa_mpjpe", "pve", "transl_err", "depth_err", "roi_disagreement",
-                "mirror_closer")  # fmt: skip
+METRIC_NAMES = ("mpjpe", "pa_mpjpe", "pve", "transl_err", "depth_err", "depth_err_median",
+                "roi_disagreement", "mirror_closer")  # fmt: skip
 UNITS = {"mirror_closer": "%"}  # the others: mm
 
 
@@ -96,6 +96,8 @@ def evaluate(
             acc["transl_err"] += list(M.translation_error(transl[ht, 0], batch.transl[ht]))
             acc["depth_err"] += list(M.depth_error(transl[ht, 0], batch.transl[ht]))
     model.train(was_training)
+    # the mean depth error is ruled by a few persons placed kilometres away; the median is not
+    acc["depth_err_median"] = [float(np.median(acc["depth_err"]))] if acc["depth_err"] else []
     return {k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()}
 
 

@@ -31,8 +31,10 @@ from multiroi.checkpoint import (
 )
 from multiroi.cliff_import import import_cliff_backbone
 from multiroi.model import MultiRoINet
+from multiroi.model.blazepose import BLAZEPOSE_BACKBONE
 from train.config import FREEZABLE, TrainConfig, freeze_names
 from train.datasets import ResumableSampler, collate, open_dataset
+from train.feature_cache import FeatureDataset, check_cache_for_model, is_feature_cache
 from train.losses_step import compute_losses
 from train.warm_start import earlier_stages, warm_start
 
@@ -89,8 +91,10 @@ def build_model(cfg: TrainConfig, stages: list | None = None) -> MultiRoINet:
     if init == "imagenet":
         mcfg = dataclasses.replace(mcfg, pretrained=True)
         model = MultiRoINet(mcfg, load_mean_params(), allow_random_init=True)
-        logger.info("init: timm ImageNet weights requested for %s (a warning above means they "
-                    "could not be loaded and the backbone is random)", mcfg.backbone)  # fmt: skip
+        source = ("MediaPipe's BlazePose" if mcfg.backbone == BLAZEPOSE_BACKBONE
+                  else "timm ImageNet")  # fmt: skip
+        logger.info("init: %s weights requested for %s (a warning above means they could not "
+                    "be loaded and the backbone is random)", source, mcfg.backbone)  # fmt: skip
     elif init == "scratch":
         model = MultiRoINet(dataclasses.replace(mcfg, pretrained=False), load_mean_params())
         logger.info("init: scratch (random backbone %s)", mcfg.backbone)
@@ -204,8 +208,16 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.data = open_dataset(cfg.data.train, cfg.model.num_rois, cfg.augment, cfg.run.seed,
-                                 cfg.data.image_root, cfg.data.min_box_px)  # fmt: skip
+        if is_feature_cache(cfg.data.train):  # backbone features computed once
+            self.data = FeatureDataset(cfg.data.train)
+            check_cache_for_model(self.data, self.model, freeze_names(cfg.optim.freeze))
+            logger.info("training data: feature cache %s (%d persons x %d draws)",
+                        cfg.data.train, self.data.n, self.data.draws)  # fmt: skip
+        else:
+            self.data = open_dataset(
+                cfg.data.train, cfg.model.num_rois, cfg.augment, cfg.run.seed,
+                cfg.data.image_root, cfg.data.min_box_px,
+            )  # fmt: skip
         self.val = None
         if cfg.data.val and self.dist.main:
             self.val = open_dataset(cfg.data.val, cfg.model.num_rois, None, 0, cfg.data.image_root)
@@ -308,7 +320,8 @@ class Trainer:
                     f"train/{k}" if k in ("grad_norm", "lr") else f"loss/{k}", v, s
                 )
             self.writer.add_scalar("train/steps_per_s", s / max(time.perf_counter() - t0, 1e-9), s)
-        if self.writer and cfg.image_every and s % cfg.image_every == 0:
+        crops = self.last[0].crops.ndim == 5  # a feature cache has no crops to draw on
+        if self.writer and crops and cfg.image_every and s % cfg.image_every == 0:
             from train.visualize import mesh_grid
 
             batch, out, step_out = self.last

@@ -63,6 +63,27 @@ class Backbone(nn.Module):
         return _grid_pool(fmap).flatten(1)
 
 
+def build_backbone(
+    name: str, pretrained: bool = False, *, allow_random_init: bool = False,
+    downsample: int = 1, pool: str = "avg",
+) -> nn.Module:  # fmt: skip
+    """The backbone called ``name``: ``blazepose_full`` (MediaPipe's pose network, see
+    :mod:`multiroi.model.blazepose`; its own features, so downsample 1 and pool "avg" only) or
+    any timm model (:class:`Backbone`). Both have ``num_features`` and map ImageNet-normalised
+    crops f32[N,3,H,W] to f32[N,num_features]."""
+    from multiroi.model.blazepose import BLAZEPOSE_BACKBONE, BlazePoseBackbone
+
+    if name == BLAZEPOSE_BACKBONE:
+        if downsample != 1 or pool != "avg":
+            raise ValueError(
+                f"backbone {name} takes the full 256x192 crop and has its own features: use "
+                f"downsample 1 and pool 'avg' (got {downsample}, {pool!r})"
+            )
+        return BlazePoseBackbone(pretrained, allow_random_init=allow_random_init)
+    return Backbone(name, pretrained, allow_random_init=allow_random_init,
+                    downsample=downsample, pool=pool)  # fmt: skip
+
+
 def _grid_pool(fmap: torch.Tensor) -> torch.Tensor:
     """[N,C,h,w] -> [N,C,4,3]: plain average pooling when the map divides evenly (a 256x192
     crop gives 8x6 or 4x3 maps: one AveragePool node in ONNX), adaptive pooling otherwise."""

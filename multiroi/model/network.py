@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from multiroi.geometry.rotations import rot6d_to_rotmat
-from multiroi.model.backbone import Backbone
+from multiroi.model.backbone import build_backbone
 from multiroi.model.config import ModelConfig
 from multiroi.model.decoders import CAM_DIM, NUM_BETAS, NUM_JOINTS, CameraDecoder, MeshDecoder
 from multiroi.model.fusion import build_fusion
@@ -94,8 +94,10 @@ class MultiRoINet(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.backbone = Backbone(cfg.backbone, cfg.pretrained, allow_random_init=allow_random_init,
-                                 downsample=cfg.downsample, pool=cfg.pool)  # fmt: skip
+        self.backbone = build_backbone(
+            cfg.backbone, cfg.pretrained, allow_random_init=allow_random_init,
+            downsample=cfg.downsample, pool=cfg.pool,
+        )  # fmt: skip
         d = self.backbone.num_features
         self.fusion = build_fusion(
             cfg.fusion, d, cfg.num_rois, cfg.pos_enc, cfg.pe_levels, cfg.relative_mode
@@ -119,12 +121,14 @@ class MultiRoINet(nn.Module):
         return self.mesh_decoder.residual_heads + self.camera_decoder.residual_heads
 
     def check_inputs(self, crops: torch.Tensor, box_info: torch.Tensor) -> None:
-        """Raise ValueError unless crops f32[P,R,3,H,W] and box_info f32[P,R,3], R = num_rois."""
-        r = self.cfg.num_rois
-        if crops.ndim != 5 or crops.shape[1] != r or crops.shape[2] != 3:
+        """Raise ValueError unless crops f32[P,R,3,H,W] (or backbone features f32[P,R,D]) and
+        box_info f32[P,R,3], R = num_rois."""
+        r, d = self.cfg.num_rois, self.feature_dim
+        is_features = crops.ndim == 3 and crops.shape[1] == r and crops.shape[2] == d
+        if not is_features and (crops.ndim != 5 or crops.shape[1] != r or crops.shape[2] != 3):
             raise ValueError(
-                f"crops must be [P,{r},3,256,192] (P persons, {r} RoIs, RGB), got "
-                f"{list(crops.shape)}"
+                f"crops must be [P,{r},3,256,192] (P persons, {r} RoIs, RGB) or backbone "
+                f"features [P,{r},{d}], got {list(crops.shape)}"
             )
         if tuple(box_info.shape) != (crops.shape[0], r, 3):
             raise ValueError(
@@ -138,13 +142,18 @@ class MultiRoINet(nn.Module):
 
     def forward(self, crops: torch.Tensor, box_info: torch.Tensor) -> NetOutput:
         """crops f32[P,R,3,256,192] (ImageNet-normalised RGB), box_info f32[P,R,3] (CLIFF)
-        -> NetOutput. P = 0 returns empty tensors of the right shapes."""
+        -> NetOutput. P = 0 returns empty tensors of the right shapes. crops may instead be the
+        backbone's features f32[P,R,D] (a feature cache of a frozen backbone, training only):
+        the backbone is then skipped."""
         if not _exporting():
             self.check_inputs(crops, box_info)
             if crops.shape[0] == 0:
                 return self._empty_output(crops)
         p, r, d = crops.shape[0], self.cfg.num_rois, self.feature_dim
-        features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
+        if crops.ndim == 3:  # precomputed features (train.feature_cache)
+            features = crops
+        else:
+            features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
         fused = self.fusion(features, box_info)
         init_cam = self.init_cam.expand(p * r, -1)
         cam = self.camera_decoder(
