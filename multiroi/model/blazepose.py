@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiroi.model.tflite_graph import GraphNet, TFLiteGraphError, read_tflite
+from multiroi.rois import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ FEATURE_TENSORS = [
 INPUT_SIZE = 256
 NUM_LANDMARKS = 39
 NUM_FEATURES = 288 * 4 + NUM_LANDMARKS * 5 + NUM_LANDMARKS * 3
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BlazePoseWeightsError(RuntimeError):
@@ -153,8 +152,8 @@ class BlazePoseBackbone(nn.Module):
         super().__init__()
         self.name = BLAZEPOSE_BACKBONE
         self.graph = GraphNet(load_spec())
-        mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+        mean = torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
         self.register_buffer("in_mean", mean, persistent=False)
         self.register_buffer("in_std", std, persistent=False)
         if pretrained:

@@ -239,6 +239,14 @@ class GraphNet(nn.Module):
                 )  # fmt: skip
             elif op["op"] not in ("add", "pad", "max_pool", "resize"):
                 raise TFLiteGraphError(f"unsupported op in spec: {op['op']}")
+        # after op i, the tensors whose last reader it is are dropped (inference memory: a
+        # 64-crop batch otherwise holds every 128x128 activation until the end)
+        last_use = {t: i for i, op in enumerate(spec["ops"]) for t in op.get("inputs", [])}
+        keep = set(spec["outputs"])
+        self._free_after = [
+            [t for t in dict.fromkeys(op.get("inputs", [])) if last_use[t] == i and t not in keep]
+            for i, op in enumerate(spec["ops"])
+        ]
 
     def load_tflite_weights(self, weights: dict[str, np.ndarray]) -> int:
         """Copy ``weights`` of :func:`read_tflite` into the convolutions; returns the count.
@@ -259,7 +267,7 @@ class GraphNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         values = {self.spec["input"]: x}
-        for op in self.spec["ops"]:
+        for op, free in zip(self.spec["ops"], self._free_after, strict=True):
             a = values[op["inputs"][0]]
             kind = op["op"]
             if kind == "conv":
@@ -282,6 +290,8 @@ class GraphNet(nn.Module):
                 y = F.interpolate(a, size=size, mode="bilinear",
                                   align_corners=op["align_corners"])  # fmt: skip
             values[op["output"]] = y
+            for t in free:
+                del values[t]
         return [values[o] for o in self.spec["outputs"]]
 
     @staticmethod
