@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -43,10 +44,28 @@ def test_oracle_scores_zero_and_depth_offset_is_measured(synth_dir, toy_body_mod
     m = evaluate(Oracle(batch), toy_body_model, ds, batch_size=len(ds))
     assert set(m) == set(METRIC_NAMES)
     for k in METRIC_NAMES:
-        assert m[k] < 1.0, (k, m[k])  # mm
+        if k not in UNITS and not (k.endswith("_full_view") and m["full_view"] == 0):
+            assert m[k] < 1.0, (k, m[k])  # mm
     m2 = evaluate(Oracle(batch, depth_offset=0.25), toy_body_model, ds, batch_size=len(ds))
     assert abs(m2["depth_err"] - 250.0) < 1.0 and abs(m2["transl_err"] - 250.0) < 1.0
     assert m2["pa_mpjpe"] < 1.0
+
+
+def test_full_view_metrics_count_only_fully_seen_persons(synth_dir, toy_body_model):
+    ds = open_dataset(str(synth_dir), 1)
+    assert all(r.visible is not None and r.visible.shape == (24,) for r in ds.records)
+    n = 5  # copies of the first person: even ones fully seen, odd ones with a hidden wrist
+    ds.records = [dataclasses.replace(ds.records[0], visible=np.ones(24, np.float32))
+                  for _ in range(n)]  # fmt: skip
+    for rec in ds.records[1::2]:
+        rec.visible[20] = 0.0
+    batch = collate([ds[i] for i in range(n)])
+    odd = torch.arange(n) % 2 == 1
+    batch.rotmat[odd, 1:] = torch.eye(3)  # wrong poses for the persons not fully seen
+    m = evaluate(Oracle(batch), toy_body_model, ds, batch_size=n)
+    assert m["full_view"] == pytest.approx(100.0 * ((n + 1) // 2) / n)
+    assert m["pa_mpjpe_full_view"] < 1.0 and m["mpjpe_full_view"] < 1.0
+    assert m["pa_mpjpe"] > 5.0 and m["mpjpe"] > 5.0
 
 
 def test_cli_writes_table_and_json(synth_dir, toy_body_model_path, tmp_path, capsys,
@@ -63,8 +82,10 @@ def test_cli_writes_table_and_json(synth_dir, toy_body_model_path, tmp_path, cap
     assert "pa_mpjpe" in text and "mm" in text
     res = json.loads(out.read_text())
     assert res["persons"] >= 1
-    assert all(math.isfinite(res["metrics_mm"][k]) for k in METRIC_NAMES if k not in UNITS)
+    assert all(math.isfinite(res["metrics_mm"][k]) for k in METRIC_NAMES
+               if k not in UNITS and not k.endswith("_full_view"))  # fmt: skip
     assert 0.0 <= res["mirror_closer_pct"] <= 100.0 and "%" in text
+    assert 0.0 <= res["full_view_pct"] <= 100.0
     assert res["metrics_mm"]["pa_mpjpe"] > 5  # an untrained network is far from the truth
     assert np.isfinite(res["metrics_mm"]["mpjpe"])
 

@@ -35,7 +35,8 @@ class PersonRecord:
     image_path; K f32[3,3] (None: f = sqrt(W^2 + H^2), principal at the centre); box_center f32[2]
     and box_size (base-box height b) px; kp2d f32[24,3] (x, y, conf);
     kp3d f32[24,4] (x, y, z, conf); pose_aa f32[72]; betas f32[10]; transl f32[3];
-    has_smpl / has_transl flags.
+    has_smpl / has_transl flags; visible f32[24]: 1 where the joint is in the image and not
+    hidden by another object (synthetic data; None where unknown, as in .npz files).
     """
 
     image_path: Path
@@ -49,6 +50,12 @@ class PersonRecord:
     transl: np.ndarray
     has_smpl: bool
     has_transl: bool
+    visible: np.ndarray | None = None
+
+    @property
+    def full_view(self) -> bool:
+        """Every joint is seen: none outside the image or behind another object."""
+        return self.visible is not None and bool(np.all(self.visible > 0))
 
 
 @dataclass
@@ -174,6 +181,7 @@ def synth_records(
             out.append(PersonRecord(
                 lab_path.parent / str(lab["image_name"][k]), lab["K"][k], c[0], float(b[0]),
                 kp2d, kp3d, lab["pose"][p], lab["betas"][p], lab["transl"][p], True, True,
+                (vis > 0).astype(np.float32),
             ))  # fmt: skip
     logger.info("synthetic data %s: %d persons in %d shards", root, len(out), len(shards))
     return out

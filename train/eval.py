@@ -29,8 +29,9 @@ from train.losses_step import full_translations
 logger = logging.getLogger(__name__)
 
 METRIC_NAMES = ("mpjpe", "pa_mpjpe", "pve", "transl_err", "depth_err", "depth_err_median",
-                "roi_disagreement", "mirror_closer")  # fmt: skip
-UNITS = {"mirror_closer": "%"}  # the others: mm
+                "roi_disagreement", "mirror_closer", "mpjpe_full_view", "pa_mpjpe_full_view",
+                "full_view")  # fmt: skip
+UNITS = {"mirror_closer": "%", "full_view": "%"}  # the others: mm
 
 
 def mirror_joints(kp3d: np.ndarray) -> np.ndarray:
@@ -40,16 +41,20 @@ def mirror_joints(kp3d: np.ndarray) -> np.ndarray:
     return out
 
 
-def _joint_metrics(pred_j: np.ndarray, gt_kp3d: np.ndarray) -> tuple[list, list, list]:
+def _joint_metrics(
+    pred_j: np.ndarray, gt_kp3d: np.ndarray, scored: list[int] | None = None
+) -> tuple[list, list, list]:
     """Per person MPJPE / PA-MPJPE over the joints with confidence > 0 (pelvis needed), and
     100 where the prediction is closer to the mirrored truth (joints whose mirror partner has a
-    confidence too), else 0."""
+    confidence too), else 0. ``scored`` (optional) gets the index of every person scored."""
     mp, pa, mirror = [], [], []
     gt_mirror = mirror_joints(gt_kp3d)
     for p in range(len(pred_j)):
         sel = gt_kp3d[p, :, 3] > 0
         if sel.sum() < 4 or not sel[0]:
             continue
+        if scored is not None:
+            scored.append(p)
         idx = np.flatnonzero(sel)  # pelvis (0) first
         mp.append(M.mpjpe(pred_j[p : p + 1, idx], gt_kp3d[p : p + 1, idx, :3])[0])
         pa.append(M.pa_mpjpe(pred_j[p : p + 1, idx], gt_kp3d[p : p + 1, idx, :3])[0])
@@ -68,8 +73,13 @@ def evaluate(
     model: torch.nn.Module, body, dataset: PersonDataset, batch_size: int = 16,
     device: torch.device | str = "cpu", max_persons: int | None = None, progress: bool = False,
 ) -> dict[str, float]:  # fmt: skip
-    """Mean metrics (mm; ``mirror_closer`` in %) of ``model`` on ``dataset`` (its first
-    ``max_persons`` persons, no augmentation); NaN for a metric without ground truth."""
+    """Mean metrics (mm; ``mirror_closer`` and ``full_view`` in %) of ``model`` on ``dataset``
+    (its first ``max_persons`` persons, no augmentation); NaN for a metric without ground truth.
+
+    ``*_full_view``: the same over the persons whose every joint is seen (none outside the image
+    or behind another object; synthetic data only), ``full_view`` their share. The other
+    metrics score every joint of every person, the hidden ones too, which no image shows.
+    """
     was_training = model.training
     model.eval()
     n = len(dataset) if not max_persons else min(len(dataset), max_persons)
@@ -77,13 +87,22 @@ def evaluate(
     from tqdm import tqdm
 
     for start in tqdm(range(0, n, batch_size), desc="eval", disable=not progress):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, n))]).to(device)
+        index = range(start, min(start + batch_size, n))
+        batch = collate([dataset[i] for i in index]).to(device)
         out = model(batch.crops, batch.box_info)
         pred = body(out.rotmat.float(), out.betas.float())
-        mp, pa, mirror = _joint_metrics(pred.joints.cpu().numpy(), batch.kp3d.cpu().numpy())
+        scored: list[int] = []
+        mp, pa, mirror = _joint_metrics(pred.joints.cpu().numpy(), batch.kp3d.cpu().numpy(),
+                                        scored)  # fmt: skip
         acc["mpjpe"] += mp
         acc["pa_mpjpe"] += pa
         acc["mirror_closer"] += mirror
+        known = [dataset.records[index[p]].visible is not None for p in scored]
+        if any(known):
+            full = [dataset.records[index[p]].full_view for p in scored]
+            acc["full_view"] += [100.0 * f for f, k in zip(full, known, strict=True) if k]
+            acc["mpjpe_full_view"] += [e for e, f in zip(mp, full, strict=True) if f]
+            acc["pa_mpjpe_full_view"] += [e for e, f in zip(pa, full, strict=True) if f]
         has = batch.has_smpl.bool()
         if has.any():
             gt = body(batch.rotmat[has], batch.betas[has])
@@ -148,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": step,
                                "data": str(args.data), "persons": persons,
                                "metrics_mm": {k: v for k, v in metrics.items() if k not in UNITS},
-                               "mirror_closer_pct": metrics["mirror_closer"]},
+                               "mirror_closer_pct": metrics["mirror_closer"],
+                               "full_view_pct": metrics["full_view"]},
                               indent=2))  # fmt: skip
     logger.info("wrote %s", out)
     return 0
