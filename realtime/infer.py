@@ -3,7 +3,8 @@
 make_roi_batch -> backend (all persons x R RoIs in one call) -> full-image translation from
 RoI 0's local camera (CLIFF, method.md section 3) -> per-track One-Euro smoothing -> body model
 (one batched forward) -> PersonState with vertices in the camera frame (metres, OpenCV axes).
-Persons with tiny or off-image boxes, or with non-finite outputs, are skipped for that frame
+Persons with tiny or off-image boxes, with non-finite outputs, or placed implausibly far away
+(a collapsed camera scale s puts a person kilometres off) are skipped for that frame
 (the first occurrence of each kind is logged as a warning, later ones at debug level).
 """
 
@@ -115,7 +116,8 @@ class InferenceStage:
     ``realtime.smoothing.TrackSmoothers`` or None; timer: ``(stage_name, seconds) -> None``
     for the sub-stage timings ("rois", "model", "body"); media_fps: for files, smooth over the
     media time ``frame.index / media_fps`` (files are read faster or slower than they were
-    filmed); None = over the capture time (live sources).
+    filmed); None = over the capture time (live sources); max_depth_m: persons placed
+    farther away are skipped that frame (a collapsed scale s, not a real distance).
     """
 
     def __init__(
@@ -127,8 +129,10 @@ class InferenceStage:
         min_box_px: float = 16.0,
         timer: Callable[[str, float], None] | None = None,
         media_fps: float | None = None,
+        max_depth_m: float = 100.0,
     ) -> None:
         self.backend = backend
+        self.max_depth_m = max_depth_m
         self.media_fps = media_fps
         self.body_model = body_model
         self.cameras = cameras or CameraProvider()
@@ -213,10 +217,11 @@ class InferenceStage:
         return people
 
     def _finite_mask(self, out: HmrOutput, transl: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """bool[M]: finite rotmat, betas and T, and a positive RoI-0 scale s.
+        """bool[M]: finite rotmat, betas and T, a positive RoI-0 scale s, depth <= max_depth_m.
 
         s <= 0 has no full-camera meaning: local_to_full clamps s to 1e-6, which would place the
-        person about 1e9 m away, so such persons are skipped like non-finite ones."""
+        person about 1e9 m away, so such persons are skipped like non-finite ones; so are
+        persons whose tiny s places them beyond max_depth_m."""
         m = len(ids)
         with np.errstate(invalid="ignore"):
             scale_ok = np.asarray(out.cam_local, np.float64).reshape(m, -1, 3)[:, 0, 0] > 0
@@ -225,12 +230,14 @@ class InferenceStage:
             & np.isfinite(out.betas.reshape(m, -1)).all(1)
             & np.isfinite(transl).all(1)
             & (transl[:, 2] > 0)
+            & (transl[:, 2] <= self.max_depth_m)
             & scale_ok
         )
         if not good.all():
             self.skipped_nan += int((~good).sum())
-            self._warn("nan", "skipping person(s) %s this frame: non-finite network output or "
-                       "scale s <= 0", ids[~good].tolist())  # fmt: skip
+            self._warn("nan", "skipping person(s) %s this frame: non-finite network output, "
+                       "scale s <= 0 or placed beyond %g m", ids[~good].tolist(),
+                       self.max_depth_m)  # fmt: skip
         return good
 
     def _smooth(

@@ -309,6 +309,27 @@ def test_negative_scale_person_is_skipped_not_placed_far_away(toy_body_model):
     assert 0 < people[0].transl_m[2] < 100 and stage.skipped_nan == 1
 
 
+class CollapsedScaleBackend(FakeBackend):
+    """s = 0.0025 for persons whose RoI-0 centre is left of 100 px (a collapsed camera scale,
+    seen in trained networks on small boxes: the person lands kilometres away)."""
+
+    def __call__(self, batch):
+        out = super().__call__(batch)
+        out.cam_local[batch.centers[:, 0, 0] < 100, :, 0] = 0.0025
+        return out
+
+
+def test_person_placed_kilometres_away_is_skipped(toy_body_model):
+    stage = InferenceStage(CollapsedScaleBackend(), toy_body_model)
+    img = np.zeros((WH[1], WH[0], 3), np.uint8)
+    tracks = Tracks(np.array([1, 2]), person_boxes(0), np.ones(2, np.float32))
+    people = stage(Frame(0, 0.0, img), tracks)
+    assert [p.track_id for p in people] == [2] and stage.skipped_nan == 1
+    far = InferenceStage(CollapsedScaleBackend(), toy_body_model, max_depth_m=1e6)
+    people = far(Frame(0, 0.0, img), tracks)  # the bound is what skipped person 1
+    assert [p.track_id for p in people] == [1, 2] and people[0].transl_m[2] > 100
+
+
 def test_recording_stores_the_camera_that_placed_the_meshes(tmp_path, toy_body_model):
     """The recorder was built with a guessed size (a camera's asked-for 640x480); the stored K
     is the inference camera of the frames' real size."""
