@@ -97,3 +97,31 @@ def test_an_existing_output_is_not_overwritten(synth_dir, source):
     with pytest.raises(FileExistsError):
         write_cache(str(synth_dir), cache, backbone="mobilenetv3_small_050", num_rois=2,
                     draws=1, init="scratch")  # fmt: skip
+
+
+def test_two_sources_are_joined_each_with_its_own_draws(synth_dir, toy_body_model_path, source,
+                                                        tmp_path):  # fmt: skip
+    from train.datasets import KeyedConcat
+
+    ckpt, cache = source
+    a, b = FeatureDataset(cache), FeatureDataset(cache)
+    joined = KeyedConcat([a, b])
+    n = a.n
+    assert len(joined) == 2 * n
+    for epoch in range(3):  # global key epoch * 2n + i: source a/b at its own epoch * n + i
+        for i in range(2 * n):
+            item = joined[epoch * 2 * n + i]
+            want = (a if i < n else b)[epoch * n + i % n]
+            assert np.array_equal(item["crops"], want["crops"])
+            assert item["key"] == epoch * 2 * n + i
+    assert not np.array_equal(joined[0]["crops"], joined[2 * n]["crops"])  # next epoch: draw 1
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "two", steps=2)
+    cfg.data.train, cfg.run.init, cfg.optim.freeze = f"{cache},{cache}", ckpt, "backbone"
+    tr = Trainer(cfg)
+    assert len(tr.data) == 2 * n
+    tr.run()
+    mixed = tiny_config(synth_dir, toy_body_model_path, tmp_path / "mixed", steps=1)
+    mixed.data.train, mixed.run.init = f"{cache},{synth_dir}", ckpt
+    mixed.optim.freeze = "backbone"
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        Trainer(mixed)

@@ -24,10 +24,12 @@ from train.augment import AugmentConfig
 
 @dataclass
 class DataConfig:
-    """train/val: a synthetic folder or a SPIN/CLIFF .npz; image_root for .npz (default: its
-    folder); body_model: .npz path (None: the default free model); batch_size: persons per
-    rank and step; num_workers: DataLoader processes; min_box_px: synthetic training persons
-    whose visible box is shorter are skipped (validation keeps everyone from 16 px)."""
+    """train/val: a synthetic folder or a SPIN/CLIFF .npz (train: also a feature cache, or
+    several sources of one kind, comma-separated, joined into one data set); image_root for
+    .npz (default: its folder); body_model: .npz path (None: the default free model);
+    batch_size: persons per rank and step; num_workers: DataLoader processes; min_box_px:
+    synthetic training persons whose visible box is shorter are skipped (validation keeps
+    everyone from 16 px)."""
 
     train: str = "data/synth_train"
     val: str | None = None
@@ -40,6 +42,14 @@ class DataConfig:
 
 
 FREEZABLE = ("backbone", "fusion", "camera_decoder", "mesh_decoder")
+
+
+def train_sources(spec: str) -> list[str]:
+    """``--data.train A,B``: the training sources, in order."""
+    out = [x.strip() for x in str(spec).split(",") if x.strip()]
+    if not out:
+        raise ValueError("--data.train is empty; give a synthetic folder, an .npz or a cache")
+    return out
 
 
 def freeze_names(spec: str) -> list[str]:

@@ -241,6 +241,31 @@ def open_dataset(
     return PersonDataset(records, num_rois, augment, seed)
 
 
+class KeyedConcat(torch.utils.data.Dataset):
+    """Several data sets as one (``--data.train A,B``): len = N, the sum of their lengths; item
+    ``key = epoch * N + i`` is source j's item ``epoch * n_j + (i - offset_j)`` for the source j
+    that holds index i, so each source keeps its own per-epoch draws (augmentation, cache
+    draw). The item's "key" is the global key."""
+
+    def __init__(self, parts: list[torch.utils.data.Dataset]) -> None:
+        if not parts:
+            raise ValueError("no data sets to join")
+        self.parts = parts
+        self.sizes = [len(p) for p in parts]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.n = int(self.offsets[-1])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: int) -> dict[str, np.ndarray]:
+        epoch, i = divmod(int(key), self.n)
+        j = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        item = self.parts[j][epoch * self.sizes[j] + i - int(self.offsets[j])]
+        item["key"] = np.int64(key)
+        return item
+
+
 class ResumableSampler(torch.utils.data.Sampler):
     """Endless keys for one rank, from ``start_step``: step s, rank r, slot j reads global
     position g = (s * world + r) * batch + j of the epoch-wise permutations;

@@ -32,8 +32,8 @@ from multiroi.checkpoint import (
 from multiroi.cliff_import import import_cliff_backbone
 from multiroi.model import MultiRoINet
 from multiroi.model.blazepose import BLAZEPOSE_BACKBONE
-from train.config import FREEZABLE, TrainConfig, freeze_names
-from train.datasets import ResumableSampler, collate, open_dataset
+from train.config import FREEZABLE, TrainConfig, freeze_names, train_sources
+from train.datasets import KeyedConcat, ResumableSampler, collate, open_dataset
 from train.feature_cache import FeatureDataset, check_cache_for_model, is_feature_cache
 from train.losses_step import compute_losses
 from train.warm_start import earlier_stages, warm_start
@@ -208,16 +208,7 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        if is_feature_cache(cfg.data.train):  # backbone features computed once
-            self.data = FeatureDataset(cfg.data.train)
-            check_cache_for_model(self.data, self.model, freeze_names(cfg.optim.freeze))
-            logger.info("training data: feature cache %s (%d persons x %d draws)",
-                        cfg.data.train, self.data.n, self.data.draws)  # fmt: skip
-        else:
-            self.data = open_dataset(
-                cfg.data.train, cfg.model.num_rois, cfg.augment, cfg.run.seed,
-                cfg.data.image_root, cfg.data.min_box_px,
-            )  # fmt: skip
+        self.data = self._training_data()
         self.val = None
         if cfg.data.val and self.dist.main:
             self.val = open_dataset(cfg.data.val, cfg.model.num_rois, None, 0, cfg.data.image_root)
@@ -227,6 +218,30 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
+
+    def _training_data(self) -> torch.utils.data.Dataset:
+        """``--data.train``: one source or several, comma-separated (all feature caches, or all
+        image data), joined by :class:`train.datasets.KeyedConcat`."""
+        cfg = self.cfg
+        sources = train_sources(cfg.data.train)
+        caches = [is_feature_cache(s) for s in sources]
+        if any(caches) and not all(caches):
+            raise ValueError(
+                f"--data.train {cfg.data.train}: feature caches and image data cannot be "
+                "mixed; make a cache of every source or use none"
+            )
+        parts: list[torch.utils.data.Dataset] = []
+        for src, cache in zip(sources, caches, strict=True):
+            if cache:  # backbone features computed once
+                part = FeatureDataset(src)
+                check_cache_for_model(part, self.model, freeze_names(cfg.optim.freeze))
+                logger.info("training data: feature cache %s (%d persons x %d draws)",
+                            src, part.n, part.draws)  # fmt: skip
+            else:
+                part = open_dataset(src, cfg.model.num_rois, cfg.augment, cfg.run.seed,
+                                    cfg.data.image_root, cfg.data.min_box_px)  # fmt: skip
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else KeyedConcat(parts)
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
