@@ -26,14 +26,35 @@ LOSS_NAMES = {
 
 
 def data_meta(train_dir: str | None) -> dict | None:
-    """The ``meta.json`` of a synthetic training folder, or None (other data, or missing)."""
+    """The ``meta.json`` of a synthetic training folder (or of the folder a feature cache was
+    made from), or None (other data, or missing)."""
     if not train_dir:
         return None
     path = Path(train_dir) / "meta.json"
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if meta.get("kind") == "multiroi-feature-cache":
+        return meta.get("source_meta")
+    return meta
+
+
+def data_metas(train_spec: str | None) -> list[dict]:
+    """:func:`data_meta` of every source of ``--data.train`` (comma-separated) that has one."""
+    metas = [data_meta(s.strip()) for s in str(train_spec or "").split(",") if s.strip()]
+    return [m for m in metas if m]
+
+
+def _scene_union(metas: list[dict]) -> dict | None:
+    """The scenes of several synthetic sources as one: the widest facing range."""
+    scenes = [m["scene"] for m in metas if m.get("scene")]
+    if not scenes:
+        return None
+    out = dict(scenes[0])
+    yaws = [sc.get("yaw_deg", (-180, 180)) for sc in scenes]
+    out["yaw_deg"] = [min(y[0] for y in yaws), max(y[1] for y in yaws)]
+    return out
 
 
 def _range(v: Any, unit: str) -> str:
@@ -60,6 +81,11 @@ def limitations(train_cfgs: list[dict], scene: dict | None, num_rois: int) -> li
             )
     if num_rois == 1:
         out.append("One RoI per person: no multi-RoI fusion, no camera consistency.")
+    elif train_cfgs and not any(c.get("loss", {}).get("cc", 1) for c in train_cfgs):
+        out.append(
+            "Trained without the camera-consistency term (cc 0): the RoIs' cameras are not "
+            "tied together; each mesh is placed by RoI 0's camera."
+        )
     if scene is not None:
         out.append(
             "Trained on synthetic images only; on real photos expect a domain gap "
@@ -117,7 +143,8 @@ def model_card(
     extra = meta.extra or {}
     train_cfg = extra.get("train_config")
     dmeta = extra.get("train_data_meta")
-    scene = (dmeta or {}).get("scene")
+    metas = dmeta if isinstance(dmeta, list) else [dmeta] if dmeta else []
+    scene = _scene_union(metas)
     lines = [f"# Model card: {path.name}", ""]
     lines += [
         f"- File: `{path.name}`, {path.stat().st_size / 1e6:.1f} MB, weights stored as "
@@ -138,23 +165,25 @@ def model_card(
                      f"{len(extra['stages'])}:")  # fmt: skip
     lines += _recipe(train_cfg, meta.step, cfg.num_rois)
     lines += ["", "## Training data", ""]
-    if dmeta:
+    for dm in metas:
+        sc = dm.get("scene")
         lines.append(
-            f"- Synthetic (`python -m train.synth`): {dmeta.get('num_images', '?'):,} images, "
-            f"seed {dmeta.get('seed', '?')}, body model {dmeta.get('body_model', '?')}"
+            f"- Synthetic (`python -m train.synth`): {dm.get('num_images', '?'):,} images, "
+            f"seed {dm.get('seed', '?')}, body model {dm.get('body_model', '?')}"
         )
-        if scene:
+        if sc:
             lines.append(
-                f"- {scene.get('width')}x{scene.get('height')} px, "
-                f"{_range(scene.get('num_people'), 'people')} per image, field of view "
-                f"{_range(scene.get('fov_deg'), 'deg')}, distance "
-                f"{_range(scene.get('distance_m'), 'm')}, camera height "
-                f"{_range(scene.get('cam_height_m'), 'm')}, tilt "
-                f"{_range(scene.get('tilt_deg'), 'deg')}, facing direction "
-                f"{_range(scene.get('yaw_deg', (0, 360)), 'deg')}"
+                f"- {sc.get('width')}x{sc.get('height')} px, "
+                f"{_range(sc.get('num_people'), 'people')} per image, field of view "
+                f"{_range(sc.get('fov_deg'), 'deg')}, distance "
+                f"{_range(sc.get('distance_m'), 'm')}, camera height "
+                f"{_range(sc.get('cam_height_m'), 'm')}, tilt "
+                f"{_range(sc.get('tilt_deg'), 'deg')}, facing direction "
+                f"{_range(sc.get('yaw_deg', (0, 360)), 'deg')}"
             )
-    else:
+    if not metas:
         lines.append("- Not recorded (not a synthetic folder with meta.json).")
+    scene = _scene_union(metas)
     lines += ["", "## Evaluation", ""]
     if metrics:
         where = f"{eval_persons} held-out persons" if eval_persons else "held-out persons"
@@ -166,5 +195,11 @@ def model_card(
     recipes = [st.get("train_config") for st in extra.get("stages") or []] + [train_cfg]
     lim = limitations([c for c in recipes if c], scene, cfg.num_rois)
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in lim or ["None recorded."]]
-    lines += ["", "## Licence", ""] + [f"- {x}" for x in licence_lines(meta.body_model_id)]
+    lic = licence_lines(meta.body_model_id)
+    if cfg.backbone == "blazepose_full":
+        lic.append(
+            "Backbone initialised from MediaPipe's BlazePose GHUM Full (pose_landmark_full.tflite "
+            "of the mediapipe 0.10.14 wheel, Apache-2.0, Google)."
+        )
+    lines += ["", "## Licence", ""] + [f"- {x}" for x in lic]
     return "\n".join(lines) + "\n"

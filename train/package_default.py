@@ -40,13 +40,13 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -
              "storage": storage}  # fmt: skip
     train_cfg = (meta.extra or {}).get("train_config")
     if train_cfg:  # the recipe and the data description travel with the weights (model card)
-        from train.model_card import data_meta
+        from train.model_card import data_metas
 
         extra["train_config"] = train_cfg
         extra["stages"] = (meta.extra or {}).get("stages") or []
-        dmeta = data_meta(train_cfg.get("data", {}).get("train"))
-        if dmeta:
-            extra["train_data_meta"] = dmeta
+        metas = data_metas(train_cfg.get("data", {}).get("train"))
+        if metas:
+            extra["train_data_meta"] = metas[0] if len(metas) == 1 else metas
     path = save_checkpoint(
         out, slim.eval(), cfg, body_model_id=meta.body_model_id, step=meta.step, extra=extra,
         storage=storage,
