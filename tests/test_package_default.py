@@ -95,3 +95,23 @@ def test_card_lists_the_stages_behind_a_warm_start(synth_dir, toy_body_model_pat
     assert card.count("2 steps of 2 persons") == 2 and "frozen: backbone" in card
     assert "initialised from scratch" in card and "initialised from `s1/last.pt`" in card
     assert "camera was not trained" not in card
+
+
+def test_card_data_of_several_sources_and_of_a_feature_cache(tmp_path):
+    from train.model_card import _scene_union, data_metas, limitations
+
+    front, cache = tmp_path / "front", tmp_path / "cache"
+    front.mkdir()
+    cache.mkdir()
+    scene = {"width": 512, "height": 512, "yaw_deg": [-60, 60]}
+    (front / "meta.json").write_text(json.dumps({"num_images": 7, "seed": 1, "scene": scene}))
+    wide = {"num_images": 9, "seed": 2, "scene": {**scene, "yaw_deg": [-180, 180]}}
+    (cache / "meta.json").write_text(json.dumps({"kind": "multiroi-feature-cache",
+                                                 "source_meta": wide}))  # fmt: skip
+    metas = data_metas(f"{front},{cache},{tmp_path / 'none'}")
+    assert [m["seed"] for m in metas] == [1, 2]  # the cache names its source folder's data
+    assert _scene_union(metas)["yaw_deg"] == [-180, 180]
+    assert not any("facing" in x for x in limitations([{}], _scene_union(metas), 5))
+    assert any("facing the camera within -60" in x for x in limitations([{}], scene, 5))
+    no_cc = limitations([{"loss": {"cc": 0, "kp2d": 1}}], scene, 5)
+    assert any("camera-consistency" in x for x in no_cc)
