@@ -188,6 +188,26 @@ def test_warm_start_from_a_one_roi_run(synth_dir, toy_body_model_path, tmp_path,
         build_model(cfg5)
 
 
+def test_resume_of_a_warm_started_run_needs_no_init_file(synth_dir, toy_body_model_path,
+                                                         tmp_path):  # fmt: skip
+    from multiroi.checkpoint import load_checkpoint
+
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "src", steps=2)
+    source = train(cfg).checkpoint
+    init = tmp_path / "init.pt"
+    init.write_bytes(source.read_bytes())
+    warm = tiny_config(synth_dir, toy_body_model_path, tmp_path / "warm", steps=4)
+    warm.run.init, warm.run.stop_after = str(init), 2
+    assert train(warm).step == 2
+    init.unlink()  # the user cleaned up: resuming must not need it
+    warm.run.stop_after = 0
+    resumed = train(warm, resume=True)
+    assert resumed.step == 4
+    _, meta = load_checkpoint(resumed.checkpoint)
+    stages = meta.extra["stages"]
+    assert len(stages) == 1 and stages[0]["checkpoint"].endswith("init.pt")  # kept from last.pt
+
+
 def test_frozen_backbone_keeps_weights_and_statistics_while_heads_learn(
     synth_dir, toy_body_model_path, tmp_path
 ):

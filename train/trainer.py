@@ -187,7 +187,11 @@ class Trainer:
         torch.manual_seed(cfg.run.seed + self.dist.rank)
         self.body = load_body_model(cfg.data.body_model, device=self.device)
         self.stages: list[dict] = []  # the training behind a warm start, oldest first
-        self.model = build_model(cfg, self.stages).to(self.device)
+        built = cfg
+        if resume and (self.out / "last.pt").is_file():  # weights and stages come from last.pt:
+            # the --run.init file is neither read again nor needed any more
+            built = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, init="scratch"))
+        self.model = build_model(built, self.stages).to(self.device)
         freeze_parts(self.model, freeze_names(cfg.optim.freeze))
         # the fused kernel: one pass over all parameters (half the optimiser time on a CPU)
         fused = self.device.type in ("cpu", "cuda")
@@ -257,6 +261,7 @@ class Trainer:
             rng = extra["rng"][self.dist.rank] if self.dist.rank < len(extra["rng"]) else None
             if rng is not None:
                 set_rng_state(rng)
+        self.stages = list(extra.get("stages") or [])
         self.step = meta.step
         logger.info("resumed from %s at step %d", path, self.step)
 
