@@ -97,6 +97,21 @@ def test_card_lists_the_stages_behind_a_warm_start(synth_dir, toy_body_model_pat
     assert "camera was not trained" not in card
 
 
+def test_card_data_recorded_at_training_time(synth_dir, toy_body_model_path, tmp_path,
+                                             monkeypatch):  # fmt: skip
+    """Trained with a relative --data.train, packaged from another directory: the card still
+    describes the data, which the trainer recorded in the checkpoint."""
+    from tests.test_trainer import tiny_config
+    from train.trainer import train
+
+    monkeypatch.chdir(synth_dir.parent)
+    cfg = tiny_config(synth_dir.name, toy_body_model_path, tmp_path / "rel", steps=1)
+    train(cfg)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--checkpoint", "rel/last.pt", "--out", "m.pt"]) == 0
+    assert "3 images, seed 12" in (tmp_path / "m.md").read_text()
+
+
 def test_card_data_of_several_sources_and_of_a_feature_cache(tmp_path):
     from train.model_card import _scene_union, data_metas, limitations
 

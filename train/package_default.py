@@ -44,7 +44,10 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -
 
         extra["train_config"] = train_cfg
         extra["stages"] = (meta.extra or {}).get("stages") or []
-        metas = data_metas(train_cfg.get("data", {}).get("train"))
+        # recorded by the trainer; read again for checkpoints older than that
+        metas = (meta.extra or {}).get("train_data_meta") or data_metas(
+            train_cfg.get("data", {}).get("train")
+        )
         if metas:
             extra["train_data_meta"] = metas[0] if len(metas) == 1 else metas
     path = save_checkpoint(

@@ -36,6 +36,7 @@ from train.config import FREEZABLE, TrainConfig, freeze_names, train_sources
 from train.datasets import KeyedConcat, ResumableSampler, collate, open_dataset
 from train.feature_cache import FeatureDataset, check_cache_for_model, is_feature_cache
 from train.losses_step import compute_losses
+from train.model_card import data_metas
 from train.warm_start import earlier_stages, warm_start
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.data = self._training_data()
+        self.data_metas = data_metas(cfg.data.train)  # recorded now: paths may be relative
         self.val = None
         if cfg.data.val and self.dist.main:
             self.val = open_dataset(cfg.data.val, cfg.model.num_rois, None, 0, cfg.data.image_root)
@@ -377,7 +379,8 @@ class Trainer:
         if not self.dist.main:
             return None
         extra = {"train_config": self.cfg.to_dict(), "rng": states,
-                 "scaler": self.scaler.state_dict(), "stages": self.stages}  # fmt: skip
+                 "scaler": self.scaler.state_dict(), "stages": self.stages,
+                 "train_data_meta": self.data_metas}  # fmt: skip
         path = self.out / f"ckpt_{self.step:07d}.pt"
         save_checkpoint(path, self.model, self.model.cfg, body_model_id=self.body.model_id,
                         step=self.step, optimizer=self.optim, extra=extra)  # fmt: skip
