@@ -97,9 +97,10 @@ def evaluate(
         acc["mpjpe"] += mp
         acc["pa_mpjpe"] += pa
         acc["mirror_closer"] += mirror
-        known = [dataset.records[index[p]].visible is not None for p in scored]
+        records = getattr(dataset, "records", None)  # per-joint visibility lives there
+        known = [records is not None and records[index[p]].visible is not None for p in scored]
         if any(known):
-            full = [dataset.records[index[p]].full_view for p in scored]
+            full = [records[index[p]].full_view for p in scored]
             acc["full_view"] += [100.0 * f for f, k in zip(full, known, strict=True) if k]
             acc["mpjpe_full_view"] += [e for e, f in zip(mp, full, strict=True) if f]
             acc["pa_mpjpe_full_view"] += [e for e, f in zip(pa, full, strict=True) if f]
