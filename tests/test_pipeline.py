@@ -291,42 +291,39 @@ def test_latency_is_from_first_stage_for_files_and_from_capture_when_dropping(to
     assert "latency (capture -> shown)" in live.describe()
 
 
-class NegativeScaleBackend(FakeBackend):
-    """s = -0.9 for persons whose RoI-0 centre is left of 100 px (a diverged network)."""
+class ScaleBackend(FakeBackend):
+    """RoI scale s for persons whose RoI-0 centre is left of 100 px: -0.9 (a diverged network)
+    or 0.0025 (a collapsed scale, seen in trained networks on small boxes: kilometres away)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
 
     def __call__(self, batch):
         out = super().__call__(batch)
-        out.cam_local[batch.centers[:, 0, 0] < 100, :, 0] = -0.9
+        out.cam_local[batch.centers[:, 0, 0] < 100, :, 0] = self.scale
         return out
 
 
-def test_negative_scale_person_is_skipped_not_placed_far_away(toy_body_model):
-    stage = InferenceStage(NegativeScaleBackend(), toy_body_model)
+def _two_people(stage):
     img = np.zeros((WH[1], WH[0], 3), np.uint8)
     tracks = Tracks(np.array([1, 2]), person_boxes(0), np.ones(2, np.float32))
-    people = stage(Frame(0, 0.0, img), tracks)
+    return stage(Frame(0, 0.0, img), tracks)
+
+
+def test_negative_scale_person_is_skipped_not_placed_far_away(toy_body_model):
+    stage = InferenceStage(ScaleBackend(-0.9), toy_body_model)
+    people = _two_people(stage)
     assert [p.track_id for p in people] == [2]  # person 1 (centre x 40 px) had s < 0
     assert 0 < people[0].transl_m[2] < 100 and stage.skipped_nan == 1
 
 
-class CollapsedScaleBackend(FakeBackend):
-    """s = 0.0025 for persons whose RoI-0 centre is left of 100 px (a collapsed camera scale,
-    seen in trained networks on small boxes: the person lands kilometres away)."""
-
-    def __call__(self, batch):
-        out = super().__call__(batch)
-        out.cam_local[batch.centers[:, 0, 0] < 100, :, 0] = 0.0025
-        return out
-
-
 def test_person_placed_kilometres_away_is_skipped(toy_body_model):
-    stage = InferenceStage(CollapsedScaleBackend(), toy_body_model)
-    img = np.zeros((WH[1], WH[0], 3), np.uint8)
-    tracks = Tracks(np.array([1, 2]), person_boxes(0), np.ones(2, np.float32))
-    people = stage(Frame(0, 0.0, img), tracks)
+    stage = InferenceStage(ScaleBackend(0.0025), toy_body_model)
+    people = _two_people(stage)
     assert [p.track_id for p in people] == [2] and stage.skipped_nan == 1
-    far = InferenceStage(CollapsedScaleBackend(), toy_body_model, max_depth_m=1e6)
-    people = far(Frame(0, 0.0, img), tracks)  # the bound is what skipped person 1
+    far = InferenceStage(ScaleBackend(0.0025), toy_body_model, max_depth_m=1e6)
+    people = _two_people(far)  # the bound is what skipped person 1
     assert [p.track_id for p in people] == [1, 2] and people[0].transl_m[2] > 100
 
 
