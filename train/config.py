@@ -44,9 +44,14 @@ class DataConfig:
 FREEZABLE = ("backbone", "fusion", "camera_decoder", "mesh_decoder")
 
 
+def split_list(spec: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c'] (a comma-separated flag value)."""
+    return [x.strip() for x in str(spec).split(",") if x.strip()]
+
+
 def train_sources(spec: str) -> list[str]:
     """``--data.train A,B``: the training sources, in order."""
-    out = [x.strip() for x in str(spec).split(",") if x.strip()]
+    out = split_list(spec)
     if not out:
         raise ValueError("--data.train is empty; give a synthetic folder, an .npz or a cache")
     return out
@@ -54,7 +59,7 @@ def train_sources(spec: str) -> list[str]:
 
 def freeze_names(spec: str) -> list[str]:
     """'backbone, fusion' -> ['backbone', 'fusion']."""
-    return [n.strip() for n in spec.split(",") if n.strip()]
+    return split_list(spec)
 
 
 @dataclass

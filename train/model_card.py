@@ -15,6 +15,7 @@ from typing import Any
 
 from multiroi.backends.tensorrt_backend import sha256_file
 from multiroi.checkpoint import CheckpointMeta
+from train.config import split_list
 from train.eval import UNITS
 from train.warm_start import run_file_name
 
@@ -42,7 +43,7 @@ def data_meta(train_dir: str | None) -> dict | None:
 
 def data_metas(train_spec: str | None) -> list[dict]:
     """:func:`data_meta` of every source of ``--data.train`` (comma-separated) that has one."""
-    metas = [data_meta(s.strip()) for s in str(train_spec or "").split(",") if s.strip()]
+    metas = [data_meta(s) for s in split_list(str(train_spec or ""))]
     return [m for m in metas if m]
 
 
@@ -183,7 +184,6 @@ def model_card(
             )
     if not metas:
         lines.append("- Not recorded (not a synthetic folder with meta.json).")
-    scene = _scene_union(metas)
     lines += ["", "## Evaluation", ""]
     if metrics:
         where = f"{eval_persons} held-out persons" if eval_persons else "held-out persons"
