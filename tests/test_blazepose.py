@@ -141,11 +141,15 @@ def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
     assert bb.num_features == NUM_FEATURES
 
 
-def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path):
+@pytest.mark.parametrize("lifter", [False, True])
+def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter):
     ort = pytest.importorskip("onnxruntime")
     from tests.test_onnx_parity import export_onnx
 
-    net = MultiRoINet(ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False))
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False, lifter=lifter)
+    net = MultiRoINet(cfg)
+    if lifter:  # the landmarks reach the mesh through the lifter
+        net.lifter.landmark_map.normal_()
     net.eval()
     export_onnx(net, tmp_path / "bp.onnx", (256, 192))
     sess = ort.InferenceSession(str(tmp_path / "bp.onnx"), providers=["CPUExecutionProvider"])

@@ -41,7 +41,7 @@ class DataConfig:
     min_box_px: float = 16.0
 
 
-FREEZABLE = ("backbone", "fusion", "camera_decoder", "mesh_decoder")
+FREEZABLE = ("backbone", "fusion", "camera_decoder", "mesh_decoder", "lifter")
 
 
 def split_list(spec: str) -> list[str]:

@@ -134,6 +134,20 @@ def _recipe(train_cfg: dict | None, step: int, num_rois: int) -> list[str]:
     return lines
 
 
+def _lifter_recipe(info: dict) -> list[str]:
+    """Markdown bullets of a keypoint-lifter stage (python -m train.lifter)."""
+    r, sc = info.get("recipe") or {}, info.get("scores") or {}
+    init = f"`{run_file_name(r['init'])}`" if r.get("init") else "a fresh network"
+    lines = [f"- Keypoint lifter (`python -m train.lifter`): {r.get('samples', 0):,} pose-prior "
+             f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
+             f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
+    if sc:
+        lines.append(f"- On {sc.get('held_out_persons', '?')} held-out rendered persons wholly "
+                     f"in their crops: PA-MPJPE {sc.get('pa_mpjpe_mm', 0):.1f} mm (the prior's "
+                     f"mean pose {sc.get('pa_mpjpe_mean_pose_mm', 0):.1f})")  # fmt: skip
+    return lines
+
+
 def model_card(
     path: str | Path, meta: CheckpointMeta, *, metrics: dict[str, float] | None = None,
     eval_data: str | None = None, eval_persons: int | None = None,
@@ -160,6 +174,9 @@ def model_card(
     ]
     for i, st in enumerate(extra.get("stages") or [], 1):
         lines.append(f"Stage {i}, `{st.get('checkpoint', '?')}`:")
+        if st.get("lifter") and not st.get("train_config"):
+            lines += _lifter_recipe(st["lifter"]) + [""]
+            continue
         lines += _recipe(st.get("train_config"), int(st.get("step", 0)), cfg.num_rois) + [""]
     if extra.get("stages"):
         lines.append(f"Stage {len(extra['stages']) + 1}, this model, started from stage "

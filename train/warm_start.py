@@ -13,10 +13,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from multiroi.checkpoint import CheckpointError, model_from_payload
 from multiroi.model import MultiRoINet
+from multiroi.model.lifter import LIFTED_DIM
 
 logger = logging.getLogger(__name__)
+
+WIDENED = "mesh_decoder.trunk.fc1.weight"
 
 
 def warm_start(payload: Any, path: str | os.PathLike, model: MultiRoINet) -> int:
@@ -38,6 +43,13 @@ def warm_start(payload: Any, path: str | os.PathLike, model: MultiRoINet) -> int
     src = source.state_dict()
     own = model.state_dict()
     copied = {k: v for k, v in src.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    for k, v in src.items():  # a layer given new inputs at the end (the lifter's joints)
+        if k in own and k not in copied and _widened(k, v, own[k]):
+            w = torch.zeros_like(own[k])
+            w[:, : v.shape[1]] = v
+            copied[k] = w
+            logger.info("warm start: %s widened %d -> %d inputs (new ones start at zero)",
+                        k, v.shape[1], w.shape[1])  # fmt: skip
     fresh = [k for k in own if k not in copied and not k.endswith("num_batches_tracked")]
     model.load_state_dict(copied, strict=False)
     if fresh:
@@ -46,6 +58,12 @@ def warm_start(payload: Any, path: str | os.PathLike, model: MultiRoINet) -> int
     logger.info("warm start: %d tensors from %s (%s, step %d)", len(copied), p,
                 src_cfg.describe(), meta.step)  # fmt: skip
     return len(copied)
+
+
+def _widened(name: str, src: torch.Tensor, own: torch.Tensor) -> bool:
+    """The mesh decoder's first layer, given the lifter's joints as new inputs at the end."""
+    return (name == WIDENED and src.ndim == 2 and own.ndim == 2 and src.shape[0] == own.shape[0]
+            and own.shape[1] - src.shape[1] == LIFTED_DIM)  # fmt: skip
 
 
 def run_file_name(path: str | os.PathLike) -> str:
@@ -59,6 +77,9 @@ def earlier_stages(payload: Any, path: str | os.PathLike) -> list[dict]:
     A run warm-started from it keeps this list, so a model card can tell its whole recipe."""
     extra = payload.get("extra") or {}
     stages = list(extra.get("stages") or [])
-    stages.append({"checkpoint": run_file_name(path), "step": int(payload.get("step", 0)),
-                   "train_config": extra.get("train_config")})  # fmt: skip
+    stage = {"checkpoint": run_file_name(path), "step": int(payload.get("step", 0)),
+             "train_config": extra.get("train_config")}  # fmt: skip
+    if extra.get("lifter"):  # written by python -m train.lifter
+        stage["lifter"] = extra["lifter"]
+    stages.append(stage)
     return stages

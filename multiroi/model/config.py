@@ -40,6 +40,9 @@ class ModelConfig:
       stay [P,R,3,256,192].
     pool: "avg" (global average pooling, the paper's) or "spatial" (the feature map reduced to
       64 channels on a 4x3 grid, D = 768: keeps positions; see multiroi.model.backbone).
+    lifter: add the keypoint lifter (ours, multiroi.model.lifter): BlazePose's landmarks of the
+      base RoI lifted to 24 3D joints, an extra input of the mesh decoder. Needs the
+      ``blazepose_full`` backbone; its weights come from ``python -m train.lifter``.
     """
 
     backbone: str = "resnet18"
@@ -56,6 +59,7 @@ class ModelConfig:
     contrastive: bool = True
     downsample: int = 1
     pool: str = "avg"
+    lifter: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +117,13 @@ class ModelConfig:
             "1, 2 or 4",
         )
         _check(self.pool in ("avg", "spatial"), "pool", self.pool, "'avg' or 'spatial'")
+        _check(isinstance(self.lifter, bool), "lifter", self.lifter, "True or False")
+        _check(
+            not self.lifter or self.backbone == "blazepose_full",
+            "lifter",
+            self.lifter,
+            "False with any backbone but 'blazepose_full' (only its features carry landmarks)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtin types (safe for torch.load(weights_only=True), JSON, YAML)."""
@@ -138,7 +149,8 @@ class ModelConfig:
         scale = f" at 1/{self.downsample} resolution" if self.downsample > 1 else ""
         pool = ", spatial pooling" if self.pool == "spatial" else ""
         rois = f"{self.num_rois} RoI" + ("s" if self.num_rois != 1 else "")
-        return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}"
+        lifter = ", keypoint lifter" if self.lifter else ""
+        return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}{lifter}"
 
 
 def _is_int(value: object) -> bool:

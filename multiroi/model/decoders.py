@@ -76,17 +76,27 @@ class CameraDecoder(nn.Module):
 
 
 class MeshDecoder(nn.Module):
-    """Shared mesh: [g ; c_0_info ; pose6d ; betas] -> pose6d f32[P,144], betas f32[P,10].
+    """Shared mesh: [g ; c_0_info ; pose6d ; betas (; extra)] -> pose6d f32[P,144],
+    betas f32[P,10].
 
-    forward(shared g f32[P,D], box_info_0 f32[P,3], init_pose6d f32[P,144], init_betas f32[P,10]).
+    forward(shared g f32[P,D], box_info_0 f32[P,3], init_pose6d f32[P,144], init_betas f32[P,10],
+    extra f32[P,extra_dim] or None). ``extra`` (the keypoint lifter's joints) comes last, so a
+    decoder trained without it is widened by zero columns without changing its output.
     """
 
     def __init__(
-        self, feat_dim: int, hidden: int = 1024, dropout: float = 0.5, n_iter: int = 3
+        self,
+        feat_dim: int,
+        hidden: int = 1024,
+        dropout: float = 0.5,
+        n_iter: int = 3,
+        extra_dim: int = 0,
     ) -> None:
         super().__init__()
         self.n_iter = int(n_iter)
-        self.trunk = _Trunk(feat_dim + BOX_INFO_DIM + POSE6D_DIM + NUM_BETAS, hidden, dropout)
+        self.extra_dim = int(extra_dim)
+        in_dim = feat_dim + BOX_INFO_DIM + POSE6D_DIM + NUM_BETAS + self.extra_dim
+        self.trunk = _Trunk(in_dim, hidden, dropout)
         self.dec_pose = _residual_head(hidden, POSE6D_DIM)
         self.dec_shape = _residual_head(hidden, NUM_BETAS)
 
@@ -100,10 +110,15 @@ class MeshDecoder(nn.Module):
         box_info_0: torch.Tensor,
         init_pose6d: torch.Tensor,
         init_betas: torch.Tensor,
+        extra: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pose6d, betas = init_pose6d, init_betas
+        tail = [] if extra is None else [extra]
+        if (extra is None) != (self.extra_dim == 0):
+            raise ValueError(f"MeshDecoder built with extra_dim={self.extra_dim} expects "
+                             f"{'an' if self.extra_dim else 'no'} extra input")  # fmt: skip
         for _ in range(self.n_iter):
-            x = self.trunk(torch.cat([shared, box_info_0, pose6d, betas], dim=-1))
+            x = self.trunk(torch.cat([shared, box_info_0, pose6d, betas, *tail], dim=-1))
             pose6d = pose6d + self.dec_pose(x)
             betas = betas + self.dec_shape(x)
         return pose6d, betas

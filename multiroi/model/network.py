@@ -16,6 +16,7 @@ from multiroi.model.config import ModelConfig
 from multiroi.model.decoders import CAM_DIM, NUM_BETAS, NUM_JOINTS, CameraDecoder, MeshDecoder
 from multiroi.model.fusion import build_fusion
 from multiroi.model.heads import ProjectionHead
+from multiroi.model.lifter import LIFTED_DIM, KeypointLifter
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,9 @@ class MultiRoINet(nn.Module):
             cfg.fusion, d, cfg.num_rois, cfg.pos_enc, cfg.pe_levels, cfg.relative_mode
         )
         self.camera_decoder = CameraDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter)
-        self.mesh_decoder = MeshDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter)
+        self.lifter = KeypointLifter() if cfg.lifter else None
+        extra = LIFTED_DIM if cfg.lifter else 0
+        self.mesh_decoder = MeshDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter, extra_dim=extra)
         self.proj_head = ProjectionHead(d, cfg.proj_dim) if cfg.contrastive else None
         pose6d, betas, cam = _mean_tensors(mean_params)
         self.register_buffer("init_pose6d", pose6d)
@@ -159,11 +162,13 @@ class MultiRoINet(nn.Module):
         cam = self.camera_decoder(
             fused.roi_features.flatten(0, 1), box_info.flatten(0, 1), init_cam
         )
+        lifted = None if self.lifter is None else self.lifter(features[:, 0]).flatten(1)
         pose6d, betas = self.mesh_decoder(
             fused.shared,
             box_info[:, 0],
             self.init_pose6d.expand(p, -1),
             self.init_betas.expand(p, -1),
+            lifted,
         )
         rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
         proj = None

@@ -1,0 +1,77 @@
+"""Keypoint lifter: BlazePose's 2D landmarks of the base RoI -> 24 root-relative 3D joints.
+
+Ours, not the paper's (docs/training.md, run I). A head trained on rendered persons sees a few
+tens of thousands of bodies; lifting 2D joints to 3D needs far more. The lifter learns it from
+poses of the pose prior alone, without rendering (train.lifter: hundreds of thousands of 2D-3D
+pairs in minutes), with the 2D errors BlazePose makes on rendered persons added back.
+
+    landmarks f32[N,39,5] of the base crop (x/256, y/256, z/256, visibility, presence)
+      -> 33 body landmarks: x, y in box heights from the crop centre, visibility (+ 1)
+      -> ``landmark_map`` (a ridge regression fit on rendered persons) -> 24 joints f32[N,24,2]
+      -> MLP (``width``, ``blocks`` residual blocks) -> joints f32[N,24,3] m, root-relative,
+         axes of the crop's camera.
+
+The mesh decoder reads the lifted joints as an extra input (``ModelConfig.lifter``). Only the
+``blazepose_full`` backbone has landmarks in its feature.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from multiroi.model.blazepose import NUM_LANDMARKS
+
+BODY_LANDMARKS = 33  # BlazePose's 33 body landmarks; the last 6 are its crop helpers
+LANDMARK_OFFSET = 288 * 4  # where the landmarks start in a blazepose_full feature
+LANDMARK_INPUTS = BODY_LANDMARKS * 3 + 1  # x, y, visibility per landmark, and a constant 1
+NUM_JOINTS = 24
+LIFTED_DIM = NUM_JOINTS * 3
+# The letterboxed 256x256 input is one box height wide and tall, centred on the crop.
+_CENTRE = 0.5
+
+
+def landmark_inputs(features: torch.Tensor) -> torch.Tensor:
+    """blazepose_full features f32[N,1464] -> f32[N,100]: the 33 landmarks' x, y (box heights
+    from the crop centre), their visibility, and a constant 1."""
+    lm = features[:, LANDMARK_OFFSET : LANDMARK_OFFSET + NUM_LANDMARKS * 5]
+    lm = lm.reshape(-1, NUM_LANDMARKS, 5)[:, :BODY_LANDMARKS]
+    xy = (lm[..., :2] - _CENTRE).flatten(1)
+    ones = torch.ones_like(lm[:, :1, 3])
+    return torch.cat([xy, lm[..., 3], ones], dim=1)
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(h))))
+
+
+class KeypointLifter(nn.Module):
+    """forward(features f32[N,1464]) -> joints f32[N,24,3] m (see the module doc).
+    ``joints_2d(features)`` -> f32[N,24,2], the mapped 2D joints the MLP reads."""
+
+    def __init__(self, width: int = 512, blocks: int = 2) -> None:
+        super().__init__()
+        self.register_buffer("landmark_map", torch.zeros(LANDMARK_INPUTS, NUM_JOINTS * 2))
+        self.inp = nn.Linear(NUM_JOINTS * 2, width)
+        self.blocks = nn.ModuleList([_Block(width) for _ in range(blocks)])
+        self.out = nn.Linear(width, LIFTED_DIM)
+
+    def joints_2d(self, features: torch.Tensor) -> torch.Tensor:
+        return (landmark_inputs(features) @ self.landmark_map).reshape(-1, NUM_JOINTS, 2)
+
+    def lift(self, joints_2d: torch.Tensor) -> torch.Tensor:
+        """f32[N,24,2] (box heights from the crop centre) -> f32[N,24,3] m."""
+        h = self.inp(joints_2d.flatten(1))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h).reshape(-1, NUM_JOINTS, 3)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.lift(self.joints_2d(features))

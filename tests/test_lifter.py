@@ -1,0 +1,195 @@
+"""The keypoint lifter: its inputs, its place in the network, warm starts, and its training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from multiroi.model.config import ModelConfig
+from multiroi.model.lifter import (
+    BODY_LANDMARKS,
+    LANDMARK_INPUTS,
+    LANDMARK_OFFSET,
+    KeypointLifter,
+    landmark_inputs,
+)
+from multiroi.model.network import MultiRoINet
+
+D = 1464
+
+
+def _features(landmarks: np.ndarray) -> torch.Tensor:
+    """blazepose_full features f32[N,1464] whose landmark block is ``landmarks`` f32[N,39,5]."""
+    f = np.random.default_rng(0).normal(size=(len(landmarks), D)).astype(np.float32)
+    f[:, LANDMARK_OFFSET : LANDMARK_OFFSET + 195] = landmarks.reshape(len(landmarks), -1)
+    return torch.from_numpy(f)
+
+
+def test_landmark_inputs_are_box_heights_from_the_crop_centre_and_visibility():
+    lm = np.zeros((1, 39, 5), np.float32)
+    lm[0, :, 0], lm[0, :, 1], lm[0, :, 3] = 0.75, 0.25, np.linspace(0, 1, 39)
+    x = landmark_inputs(_features(lm)).numpy()[0]
+    assert x.shape == (LANDMARK_INPUTS,)
+    xy = x[: 2 * BODY_LANDMARKS].reshape(-1, 2)
+    assert np.allclose(xy, [0.25, -0.25])  # right of and above the centre
+    assert np.allclose(x[2 * BODY_LANDMARKS : 3 * BODY_LANDMARKS], lm[0, :33, 3])
+    assert x[-1] == 1.0
+
+
+def test_the_lifter_needs_blazepose_features():
+    with pytest.raises(ValueError, match="lifter"):
+        ModelConfig(backbone="resnet18", lifter=True)
+
+
+def _net(lifter: bool, seed: int = 0) -> MultiRoINet:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, lifter=lifter, dropout=0.0,
+                      contrastive=False)  # fmt: skip
+    return MultiRoINet(cfg, allow_random_init=True).eval()
+
+
+def test_the_mesh_decoder_reads_the_lifted_joints():
+    net = _net(True)
+    for p in net.mesh_decoder.dec_pose.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    feats, info = torch.randn(3, 2, D), torch.randn(3, 2, 3)
+    with torch.no_grad():
+        a = net(feats, info).rotmat
+        net.lifter.out.bias.add_(1.0)  # other lifted joints, same features
+        b = net(feats, info).rotmat
+    assert a.shape == (3, 24, 3, 3)
+    assert not torch.allclose(a, b)
+
+
+def test_warm_start_widens_the_mesh_decoder_and_keeps_the_output(tmp_path):
+    from multiroi.checkpoint import read_checkpoint_file, save_checkpoint
+    from train.warm_start import warm_start
+
+    src = _net(False, seed=1)
+    for p in src.mesh_decoder.parameters():  # make the decoder's output depend on its weights
+        torch.nn.init.normal_(p, std=0.05)
+    path = save_checkpoint(tmp_path / "src.pt", src, src.cfg, body_model_id="toy")
+    dst = _net(True, seed=2)
+    warm_start(read_checkpoint_file(path), path, dst)
+    fc1 = dst.mesh_decoder.trunk.fc1.weight
+    assert torch.count_nonzero(fc1[:, -72:]) == 0
+    feats, info = torch.randn(4, 2, D), torch.randn(4, 2, 3)
+    with torch.no_grad():
+        assert torch.allclose(src(feats, info).pose6d, dst(feats, info).pose6d, atol=1e-5)
+
+
+def _rendered_from_sampler(sampler, n: int, seed: int):
+    """Stand-ins for rendered persons: BlazePose 'sees' the true 2D joints plus noise (the first
+    48 landmark coordinates carry them), so a linear landmark map exists."""
+    from train.lifter import Rendered
+
+    uv, j3 = sampler(np.random.default_rng(seed), n)
+    noisy = uv + np.random.default_rng(seed + 1).normal(0, 0.01, uv.shape).astype(np.float32)
+    inputs = np.zeros((n, LANDMARK_INPUTS), np.float32)
+    inputs[:, :48] = noisy.reshape(n, -1)
+    inputs[:, 2 * BODY_LANDMARKS : 3 * BODY_LANDMARKS] = 1.0
+    inputs[:, -1] = 1.0
+    return Rendered(inputs, uv, j3)
+
+
+@pytest.fixture(scope="module")
+def sampler(toy_body_model):
+    from train.lifter import PairSampler
+
+    ranges = {"yaw_deg": (-60.0, 60.0), "distance_m": (2.0, 6.0), "fov_deg": (40.0, 70.0),
+              "tilt_deg": (-10.0, 30.0), "roll_deg": (-5.0, 5.0), "betas_std": 1.0,
+              "rot_prob": 0.3, "rot_deg": 30.0}  # fmt: skip
+    return PairSampler(toy_body_model, ranges, np.zeros((1, 2), np.float32),
+                       np.full(1, 0.8, np.float32))  # fmt: skip
+
+
+def test_sampled_pairs_lie_in_the_box_and_are_root_relative(sampler):
+    uv, j3 = sampler(np.random.default_rng(0), 64)
+    assert uv.shape == (64, 24, 2) and j3.shape == (64, 24, 3)
+    extent = (uv.max(1) - uv.min(1)).max(1)
+    assert np.allclose(extent, 0.8, atol=1e-4)  # the borrowed box placement
+    assert np.allclose(j3[:, 0], 0.0)
+
+
+def test_the_lifter_learns_to_lift(sampler):
+    from train.lifter import train_lifter
+
+    rendered = _rendered_from_sampler(sampler, 400, seed=5)
+    torch.manual_seed(0)
+    scores = train_lifter(KeypointLifter(width=128), rendered, sampler, samples=8000,
+                          steps=300, batch=128, lr=2e-3, seed=0, progress=False)  # fmt: skip
+    assert scores["map_2d_error_box"] < 0.03  # the landmark map found the joints
+    assert scores["pa_mpjpe_mm"] < 0.8 * scores["pa_mpjpe_mean_pose_mm"], scores
+
+
+def _fake_cache(root, sampler, n: int, backbone: str = "blazepose_full"):
+    """A feature cache folder (train.feature_cache layout) of stand-in rendered persons."""
+    r = _rendered_from_sampler(sampler, n, seed=9)
+    centres = np.full((n, 2, 2), 64.0, np.float32)
+    sizes = np.full((n, 2), 100.0, np.float32)
+    kp2d = np.concatenate([r.joints_2d * 100.0 + 64.0, np.ones((n, 24, 1), np.float32)], -1)
+    lm = np.zeros((n, 39, 5), np.float32)
+    lm[:, :24, :2] = r.joints_2d + 0.5
+    lm[:, :, 3] = 1.0
+    feats = np.repeat(_features(lm).numpy()[:, None], 2, axis=1).astype(np.float16)
+    (root / "draw_0").mkdir(parents=True)
+    np.save(root / "draw_0" / "features.npy", feats)
+    kp3d = np.concatenate([r.joints_3d + [0, 0, 4.0], np.ones((n, 24, 1))], -1)
+    np.savez(root / "draw_0" / "labels.npz", centers=centres, sizes=sizes, kp2d=kp2d,
+             kp3d=kp3d.astype(np.float32), has_smpl=np.ones(n, np.float32))  # fmt: skip
+    meta = {"kind": "multiroi-feature-cache", "backbone": backbone, "num_rois": 2, "persons": n,
+            "draws": 1, "feature_dim": D, "augment": {"rot_prob": 0.0, "rot_deg": 0.0},
+            "source_meta": {"scene": {"yaw_deg": [-60, 60], "distance_m": [2, 6]}}}  # fmt: skip
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_model_path,
+                                                            tmp_path):  # fmt: skip
+    from multiroi.checkpoint import load_checkpoint, read_checkpoint_file
+    from train.lifter import main
+
+    cache = _fake_cache(tmp_path / "cache", sampler, 300)
+    out = tmp_path / "lifter.pt"
+    argv = [
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--samples",
+        "6000",
+        "--steps",
+        "200",
+        "--batch",
+        "128",
+        "--body-model",
+        str(toy_body_model_path),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    model, meta = load_checkpoint(out)
+    assert model.cfg.lifter and model.cfg.num_rois == 2
+    assert torch.count_nonzero(model.lifter.landmark_map) > 0
+    scores = read_checkpoint_file(out)["extra"]["lifter"]["scores"]
+    assert scores["pa_mpjpe_mm"] < scores["pa_mpjpe_mean_pose_mm"]
+    # a run started from it keeps the lifter's recipe for its model card
+    from train.model_card import _lifter_recipe
+    from train.warm_start import earlier_stages
+
+    stage = earlier_stages(read_checkpoint_file(out), out)[-1]
+    text = "\n".join(_lifter_recipe(stage["lifter"]))
+    assert (
+        "6,000 pose-prior pairs, 200 steps" in text and f"{scores['pa_mpjpe_mm']:.1f} mm" in text
+    )
+
+
+def test_a_cache_of_another_backbone_is_refused_in_one_line(sampler, tmp_path, caplog):
+    from train.lifter import main
+
+    cache = _fake_cache(tmp_path / "cache", sampler, 10, backbone="resnet18")
+    assert main(["--cache", str(cache), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "needs a blazepose_full feature cache" in caplog.text
+    assert not (tmp_path / "x.pt").exists()

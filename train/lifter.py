@@ -1,0 +1,304 @@
+"""Train the keypoint lifter (multiroi.model.lifter) and put it into a network checkpoint.
+
+    python -m train.lifter --cache runs/front/feat_bp5,runs/wide/feat_bp5 \\
+        --init runs/bp5m/last.pt --out runs/lifter/init.pt
+    python -m train --run.init runs/lifter/init.pt --model.lifter true \\
+        --optim.freeze backbone,lifter ...
+
+1. From the rendered persons of the feature caches (BlazePose's features of the base RoI and
+   the labels of the same draw), for those whose 24 joints all lie inside the crop: a ridge
+   regression from the 33 landmarks to the 24 joints in 2D (the lifter's ``landmark_map``), the
+   2D errors it leaves (a pool of whole-body error vectors), and where the base box lies around
+   the joints.
+2. Poses from the pose prior with shapes, facing directions, distances, fields of view, tilt
+   and roll from the caches' scene ranges and the caches' in-plane rotation: 3D joints and
+   their projection into a box placed as around a rendered person. No rendering: hundreds of
+   thousands of pairs in a minute.
+3. The MLP learns 2D (plus an error vector from the pool) -> root-relative 3D joints (L1).
+4. The network: ``--init``'s weights (the mesh decoder widened by zero columns for the lifted
+   joints, so it starts exactly where ``--init`` stopped), ``model.lifter`` on, the lifter
+   trained; written atomically to ``--out``. A tenth of the rendered persons is held out of
+   step 1 and scores the lifter (PA-MPJPE) in the log and in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from multiroi.model.lifter import NUM_JOINTS, KeypointLifter, landmark_inputs
+
+logger = logging.getLogger(__name__)
+
+CROP_HALF_W, CROP_HALF_H = 0.375, 0.5  # the crop window in box heights from its centre
+RIDGE = 1e-2
+
+
+@dataclasses.dataclass
+class Rendered:
+    """Rendered persons whose joints all lie in the crop. inputs f32[N,100] (landmark_inputs);
+    joints_2d f32[N,24,2] box heights from the crop centre; joints_3d f32[N,24,3] m,
+    root-relative, camera axes."""
+
+    inputs: np.ndarray
+    joints_2d: np.ndarray
+    joints_3d: np.ndarray
+
+
+def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
+    """The rendered persons of feature caches (base RoI, every draw) and the caches' metas."""
+    from train.feature_cache import FeatureDataset
+
+    ins, j2, j3, metas = [], [], [], []
+    for root in cache_dirs:
+        cache = FeatureDataset(root)
+        if cache.meta.get("backbone") != "blazepose_full":
+            raise ValueError(f"{root}: the lifter needs a blazepose_full feature cache, this one "
+                             f"holds {cache.meta.get('backbone')!r} features")  # fmt: skip
+        metas.append(cache.meta)
+        for d in range(cache.draws):
+            lab = cache.labels[d]
+            feats = np.load(Path(root) / f"draw_{d}" / "features.npy", mmap_mode="r")
+            f0 = torch.as_tensor(np.asarray(feats[:, 0], np.float32))
+            c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
+            uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
+            inside = (np.abs(uv[..., 0]) < CROP_HALF_W) & (np.abs(uv[..., 1]) < CROP_HALF_H)
+            keep = inside.all(1) & (lab["has_smpl"] > 0)
+            kp3d = lab["kp3d"][:, :, :3]
+            ins.append(landmark_inputs(f0).numpy()[keep])
+            j2.append(uv[keep].astype(np.float32))
+            j3.append((kp3d - kp3d[:, :1])[keep].astype(np.float32))
+    out = Rendered(np.concatenate(ins), np.concatenate(j2), np.concatenate(j3))
+    if len(out.inputs) < 200:
+        raise ValueError(f"only {len(out.inputs)} rendered persons lie wholly inside their crop; "
+                         "the lifter needs at least 200: cache more data")  # fmt: skip
+    return out, metas
+
+
+def fit_landmark_map(inputs: np.ndarray, joints_2d: np.ndarray) -> np.ndarray:
+    """Ridge regression f32[100,48]: landmark inputs -> 24 joints in 2D."""
+    a = inputs.astype(np.float64)
+    g = a.T @ a + RIDGE * np.eye(a.shape[1])
+    return np.linalg.solve(g, a.T @ joints_2d.reshape(len(a), -1)).astype(np.float32)
+
+
+def scene_ranges(metas: list[dict]) -> dict:
+    """The sampling ranges of the caches' scenes (the widest of each) and in-plane rotation."""
+    scenes = [m.get("source_meta", {}).get("scene") or {} for m in metas]
+
+    def widest(key: str, default: tuple[float, float]) -> tuple[float, float]:
+        vals = [tuple(sc[key]) for sc in scenes if key in sc] or [default]
+        return min(v[0] for v in vals), max(v[1] for v in vals)
+
+    aug = [m.get("augment") or {} for m in metas]
+    return {
+        "yaw_deg": widest("yaw_deg", (-180.0, 180.0)),
+        "distance_m": widest("distance_m", (2.0, 12.0)),
+        "fov_deg": widest("fov_deg", (40.0, 90.0)),
+        "tilt_deg": widest("tilt_deg", (-10.0, 30.0)),
+        "roll_deg": widest("roll_deg", (-5.0, 5.0)),
+        "betas_std": max(sc.get("betas_std", 1.0) for sc in scenes),
+        "rot_prob": max(float(a.get("rot_prob", 0.0)) for a in aug),
+        "rot_deg": max(float(a.get("rot_deg", 0.0)) for a in aug),
+    }
+
+
+class PairSampler:
+    """Pose-prior samples: (2D joints in the base box f32[N,24,2], 3D joints f32[N,24,3] m)."""
+
+    def __init__(self, body, ranges: dict, box_offsets: np.ndarray, box_extents: np.ndarray):
+        self.body, self.r = body, ranges
+        self.offsets, self.extents = box_offsets, box_extents  # from rendered persons
+
+    def posed(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n bodies of the prior seen by the scene's cameras: root-relative joints f32[N,24,3]
+        m in camera axes, and the roots' rotations f32[N,3,3] (body -> camera)."""
+        import cv2
+
+        from multiroi.geometry.rotations import axis_angle_to_rotmat
+        from train.pose_prior import sample_pose
+        from train.scene import rot_x, rot_y, rot_z
+
+        r = self.r
+        poses = [sample_pose(rng) for _ in range(n)]
+        rotmat = axis_angle_to_rotmat(
+            torch.as_tensor(np.stack([p.body_pose for p in poses]), dtype=torch.float32)
+        )
+        roots = []
+        for p in poses:
+            cam = rot_z(np.radians(rng.uniform(*r["roll_deg"]))) @ rot_x(
+                np.radians(rng.uniform(*r["tilt_deg"]))
+            )
+            facing = rot_y(np.radians(rng.uniform(*r["yaw_deg"])))
+            roots.append(cam @ rot_x(np.pi) @ facing @ cv2.Rodrigues(p.root_posture)[0])
+        rotmat[:, 0] = torch.as_tensor(np.stack(roots), dtype=torch.float32)
+        betas = np.clip(rng.normal(0.0, r["betas_std"], (n, 10)), -2.5, 2.5)
+        with torch.no_grad():
+            joints = self.body.joints(rotmat, torch.as_tensor(betas, dtype=torch.float32))
+        joints = joints.float().numpy()
+        return joints - joints[:, :1], rotmat[:, 0].numpy()
+
+    def mean_pose(self, rng: np.random.Generator, n: int = 5000) -> np.ndarray:
+        """The prior's mean body f32[24,3] m (root-relative, body axes): the baseline a lifter
+        must beat."""
+        joints, roots = self.posed(rng, n)
+        return np.einsum("nji,nkj->nki", roots, joints).mean(0).astype(np.float32)
+
+    def __call__(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        r = self.r
+        joints, _ = self.posed(rng, n)
+        # in-plane rotation, as the training augmentation turns crops
+        turn = np.where(rng.random(n) < r["rot_prob"],
+                        np.radians(rng.uniform(-r["rot_deg"], r["rot_deg"], n)), 0.0)  # fmt: skip
+        cz, sz = np.cos(turn), np.sin(turn)
+        rz = np.zeros((n, 3, 3))
+        rz[:, 0, 0], rz[:, 0, 1], rz[:, 1, 0], rz[:, 1, 1], rz[:, 2, 2] = cz, -sz, sz, cz, 1.0
+        joints = np.einsum("nij,nkj->nki", rz, joints)
+        depth = rng.uniform(*r["distance_m"], n)
+        focal = 0.5 / np.tan(np.radians(rng.uniform(*r["fov_deg"], n)) / 2)  # image widths
+        lateral = rng.uniform(-0.35, 0.35, (n, 2)) * depth[:, None] / focal[:, None]
+        pts = joints + np.concatenate([lateral, depth[:, None]], 1)[:, None]
+        uv = pts[..., :2] / pts[..., 2:] * focal[:, None, None]
+        lo, hi = uv.min(1), uv.max(1)
+        k = rng.integers(0, len(self.extents), n)  # a rendered person's box around its joints
+        size = (hi - lo).max(1) / self.extents[k]
+        centre = 0.5 * (lo + hi) - self.offsets[k] * size[:, None]
+        uv = (uv - centre[:, None]) / size[:, None, None]
+        return uv.astype(np.float32), joints.astype(np.float32)
+
+
+def box_placement(joints_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the base box lies around the 2D joints: offsets f32[N,2] of the joints' bbox centre
+    from the box centre and the bbox's longer side f32[N], in box heights."""
+    lo, hi = joints_2d.min(1), joints_2d.max(1)
+    return 0.5 * (lo + hi), (hi - lo).max(1)
+
+
+def train_lifter(
+    lifter: KeypointLifter, rendered: Rendered, sampler: PairSampler, *, samples: int,
+    steps: int, batch: int, lr: float, seed: int, progress: bool = True,
+) -> dict:  # fmt: skip
+    """Fit ``landmark_map`` and train the MLP (module doc). Returns scores in mm."""
+    from tqdm import tqdm
+
+    from multiroi.metrics import pa_mpjpe
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    n = len(rendered.inputs)
+    held = rng.permutation(n)[: max(n // 10, 1)]
+    fit = np.setdiff1d(np.arange(n), held)
+    lmap = fit_landmark_map(rendered.inputs[fit], rendered.joints_2d[fit])
+    lifter.landmark_map.copy_(torch.as_tensor(lmap))
+    mapped = (rendered.inputs @ lmap).reshape(n, NUM_JOINTS, 2)
+    errors = torch.as_tensor(mapped[fit] - rendered.joints_2d[fit])
+    t0 = time.time()
+    uv, j3 = [], []
+    for start in tqdm(range(0, samples, 5000), desc="pose prior", unit="x5000",
+                      disable=not progress):  # fmt: skip
+        a, b = sampler(rng, min(5000, samples - start))
+        uv.append(a)
+        j3.append(b)
+    uv_t, j3_t = torch.as_tensor(np.concatenate(uv)), torch.as_tensor(np.concatenate(j3))
+    logger.info("lifter: %d pose-prior pairs in %.0f s; %d rendered persons (%d held out)",
+                len(uv_t), time.time() - t0, n, len(held))  # fmt: skip
+    opt = torch.optim.AdamW(lifter.parameters(), lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
+    lifter.train()
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(steps), desc="lifter", unit="step", disable=not progress)
+    for _ in bar:
+        i = torch.randint(0, len(uv_t), (batch,), generator=gen)
+        e = torch.randint(0, len(errors), (batch,), generator=gen)
+        loss = (lifter.lift(uv_t[i] + errors[e]) - j3_t[i]).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss_mm=f"{loss.item() * 1000:.0f}", refresh=False)
+    lifter.eval()
+    with torch.no_grad():
+        x = torch.as_tensor(rendered.inputs[held] @ lmap).reshape(-1, NUM_JOINTS, 2)
+        pred = lifter.lift(x).numpy()
+    truth = rendered.joints_3d[held]
+    mean = np.broadcast_to(sampler.mean_pose(rng), truth.shape)
+    scores = {
+        "held_out_persons": int(len(held)),
+        "pa_mpjpe_mm": float(pa_mpjpe(pred, truth).mean()),
+        "pa_mpjpe_mean_pose_mm": float(pa_mpjpe(mean, truth).mean()),
+        "map_2d_error_box": float(np.median(np.linalg.norm(
+            mapped[held] - rendered.joints_2d[held], axis=-1))),
+    }  # fmt: skip
+    logger.info("lifter on %d held-out rendered persons (wholly in their crops): PA-MPJPE %.1f mm "
+                "(the prior's mean pose %.1f); 2D map median error %.3f box heights",
+                len(held), scores["pa_mpjpe_mm"], scores["pa_mpjpe_mean_pose_mm"],
+                scores["map_2d_error_box"])  # fmt: skip
+    return scores
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.lifter", description=__doc__.split("\n")[0])
+    p.add_argument("--cache", required=True,
+                   help="blazepose_full feature cache(s), comma-separated")  # fmt: skip
+    p.add_argument("--out", required=True, help="network checkpoint to write (.pt)")
+    p.add_argument("--init", default=None, help="network checkpoint whose weights to start from")
+    p.add_argument("--samples", type=int, default=300_000, help="pose-prior pairs")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--body-model", default=None, help="body model file (default: the free model)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from multiroi.body import load_body_model
+    from multiroi.checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint
+    from multiroi.model.config import ModelConfig
+    from multiroi.model.network import MultiRoINet
+    from train.config import split_list
+    from train.warm_start import earlier_stages, warm_start
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        rendered, metas = read_rendered(split_list(args.cache))
+        num_rois = {int(m["num_rois"]) for m in metas}
+        if len(num_rois) != 1:
+            raise ValueError(f"the caches have different RoI counts {sorted(num_rois)}")
+        stages: list[dict] = []
+        if args.init:
+            payload = read_checkpoint_file(args.init)
+            cfg = ModelConfig.from_dict(dict(payload["model_config"], lifter=True))
+            stages = earlier_stages(payload, args.init)
+        else:
+            cfg = ModelConfig(backbone="blazepose_full", num_rois=num_rois.pop(), lifter=True)
+        model = MultiRoINet(cfg, allow_random_init=True)
+        if args.init:
+            warm_start(payload, args.init, model)
+    except (ValueError, CheckpointError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 2
+    body = load_body_model(args.body_model)
+    offsets, extents = box_placement(rendered.joints_2d)
+    sampler = PairSampler(body, scene_ranges(metas), offsets, extents)
+    scores = train_lifter(model.lifter, rendered, sampler, samples=args.samples,
+                          steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                          progress=not args.no_progress)  # fmt: skip
+    recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
+    save_checkpoint(args.out, model, cfg, body_model_id=body.model_id, step=0,
+                    extra={"stages": stages, "lifter": {"recipe": recipe,
+                                                        "scores": scores}})  # fmt: skip
+    logger.info("wrote %s (%s)", args.out, cfg.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
