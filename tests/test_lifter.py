@@ -193,3 +193,24 @@ def test_a_cache_of_another_backbone_is_refused_in_one_line(sampler, tmp_path, c
     assert main(["--cache", str(cache), "--out", str(tmp_path / "x.pt")]) == 2
     assert "needs a blazepose_full feature cache" in caplog.text
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_feature_dropout_leaves_the_lifter_alone_in_training_only():
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, lifter=True, dropout=0.0,
+                      contrastive=False, feature_dropout=0.999)  # fmt: skip
+    net = MultiRoINet(cfg, allow_random_init=True)
+    for p in net.mesh_decoder.dec_pose.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    info = torch.randn(2, 2, 3)
+    lm = np.random.default_rng(1).random((2, 39, 5)).astype(np.float32)
+    a, b = _features(lm), _features(lm) + 1.0  # other image features, same landmarks
+    b[:, LANDMARK_OFFSET : LANDMARK_OFFSET + 195] = a[:, LANDMARK_OFFSET : LANDMARK_OFFSET + 195]
+    a, b = a[:, None].expand(2, 2, D), b[:, None].expand(2, 2, D)
+    with torch.no_grad():
+        net.train()
+        assert torch.allclose(net(a, info).pose6d, net(b, info).pose6d)  # features dropped
+        net.eval()
+        assert not torch.allclose(net(a, info).pose6d, net(b, info).pose6d)
+    with pytest.raises(ValueError, match="feature_dropout"):
+        ModelConfig(backbone="blazepose_full", feature_dropout=1.0)

@@ -43,6 +43,9 @@ class ModelConfig:
     lifter: add the keypoint lifter (ours, multiroi.model.lifter): BlazePose's landmarks of the
       base RoI lifted to 24 3D joints, an extra input of the mesh decoder. Needs the
       ``blazepose_full`` backbone; its weights come from ``python -m train.lifter``.
+    feature_dropout: training only: the probability that a person's backbone features are
+      zeroed before the fusion (all RoIs at once), so that the mesh decoder learns to pose
+      from the lifter's joints alone too (0: off).
     """
 
     backbone: str = "resnet18"
@@ -60,6 +63,7 @@ class ModelConfig:
     downsample: int = 1
     pool: str = "avg"
     lifter: bool = False
+    feature_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -118,6 +122,12 @@ class ModelConfig:
         )
         _check(self.pool in ("avg", "spatial"), "pool", self.pool, "'avg' or 'spatial'")
         _check(isinstance(self.lifter, bool), "lifter", self.lifter, "True or False")
+        _check(
+            isinstance(self.feature_dropout, (int, float)) and 0.0 <= self.feature_dropout < 1.0,
+            "feature_dropout",
+            self.feature_dropout,
+            "a number in [0, 1)",
+        )
         _check(
             not self.lifter or self.backbone == "blazepose_full",
             "lifter",

@@ -157,7 +157,7 @@ class MultiRoINet(nn.Module):
             features = crops
         else:
             features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
-        fused = self.fusion(features, box_info)
+        fused = self.fusion(self._drop_features(features), box_info)
         init_cam = self.init_cam.expand(p * r, -1)
         cam = self.camera_decoder(
             fused.roi_features.flatten(0, 1), box_info.flatten(0, 1), init_cam
@@ -183,6 +183,15 @@ class MultiRoINet(nn.Module):
             proj=proj,
             fusion_weights=fused.weights,
         )
+
+    def _drop_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Training with ``cfg.feature_dropout``: zero each person's features (all RoIs) with
+        that probability; the lifter still reads them."""
+        rate = self.cfg.feature_dropout
+        if not self.training or rate <= 0.0:
+            return features
+        keep = torch.rand(features.shape[0], 1, 1, device=features.device) >= rate
+        return features * keep.to(features.dtype)
 
     def _empty_output(self, crops: torch.Tensor) -> NetOutput:
         r, d = self.cfg.num_rois, self.feature_dim
