@@ -69,7 +69,8 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
             c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
             uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
             inside = (np.abs(uv[..., 0]) < CROP_HALF_W) & (np.abs(uv[..., 1]) < CROP_HALF_H)
-            keep = inside.all(1) & (lab["has_smpl"] > 0)
+            seen = (lab["kp2d"][:, :, 2] > 0).all(1)  # real data: joints without labels
+            keep = inside.all(1) & seen & (lab["has_smpl"] > 0)
             kp3d = lab["kp3d"][:, :, :3]
             ins.append(landmark_inputs(f0).numpy()[keep])
             j2.append(uv[keep].astype(np.float32))
@@ -90,7 +91,7 @@ def fit_landmark_map(inputs: np.ndarray, joints_2d: np.ndarray) -> np.ndarray:
 
 def scene_ranges(metas: list[dict]) -> dict:
     """The sampling ranges of the caches' scenes (the widest of each) and in-plane rotation."""
-    scenes = [m.get("source_meta", {}).get("scene") or {} for m in metas]
+    scenes = [(m.get("source_meta") or {}).get("scene") or {} for m in metas]
 
     def widest(key: str, default: tuple[float, float]) -> tuple[float, float]:
         vals = [tuple(sc[key]) for sc in scenes if key in sc] or [default]
