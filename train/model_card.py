@@ -142,9 +142,10 @@ def _lifter_recipe(info: dict) -> list[str]:
              f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
              f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
     if sc:
+        base = sc.get("pa_mpjpe_mean_pose_mm")
         lines.append(f"- On {sc.get('held_out_persons', '?')} held-out rendered persons wholly "
-                     f"in their crops: PA-MPJPE {sc.get('pa_mpjpe_mm', 0):.1f} mm (the prior's "
-                     f"mean pose {sc.get('pa_mpjpe_mean_pose_mm', 0):.1f})")  # fmt: skip
+                     f"in their crops: PA-MPJPE {sc.get('pa_mpjpe_mm', 0):.1f} mm"
+                     + (f" (the prior's mean pose {base:.1f})" if base else ""))  # fmt: skip
     return lines
 
 
