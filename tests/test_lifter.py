@@ -214,3 +214,16 @@ def test_feature_dropout_leaves_the_lifter_alone_in_training_only():
         assert not torch.allclose(net(a, info).pose6d, net(b, info).pose6d)
     with pytest.raises(ValueError, match="feature_dropout"):
         ModelConfig(backbone="blazepose_full", feature_dropout=1.0)
+
+
+def test_feature_dropout_keeps_the_cameras():
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, lifter=True, dropout=0.0,
+                      contrastive=False, feature_dropout=0.999)  # fmt: skip
+    net = MultiRoINet(cfg, allow_random_init=True).train()
+    for p in net.camera_decoder.dec_cam.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    info = torch.randn(2, 2, 3)
+    a = torch.randn(2, 2, D)
+    with torch.no_grad():
+        assert not torch.allclose(net(a, info).cam_local, net(a + 1.0, info).cam_local)

@@ -43,9 +43,9 @@ class ModelConfig:
     lifter: add the keypoint lifter (ours, multiroi.model.lifter): BlazePose's landmarks of the
       base RoI lifted to 24 3D joints, an extra input of the mesh decoder. Needs the
       ``blazepose_full`` backbone; its weights come from ``python -m train.lifter``.
-    feature_dropout: training only: the probability that a person's backbone features are
-      zeroed before the fusion (all RoIs at once), so that the mesh decoder learns to pose
-      from the lifter's joints alone too (0: off).
+    feature_dropout: training only: the probability that a person's fused feature is zeroed
+      for the mesh decoder, so that it learns to pose from the lifter's joints alone too; the
+      camera decoder keeps the image (0: off).
     """
 
     backbone: str = "resnet18"

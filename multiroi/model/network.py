@@ -157,14 +157,14 @@ class MultiRoINet(nn.Module):
             features = crops
         else:
             features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
-        fused = self.fusion(self._drop_features(features), box_info)
+        fused = self.fusion(features, box_info)
         init_cam = self.init_cam.expand(p * r, -1)
         cam = self.camera_decoder(
             fused.roi_features.flatten(0, 1), box_info.flatten(0, 1), init_cam
         )
         lifted = None if self.lifter is None else self.lifter(features[:, 0]).flatten(1)
         pose6d, betas = self.mesh_decoder(
-            fused.shared,
+            self._drop_features(fused.shared),
             box_info[:, 0],
             self.init_pose6d.expand(p, -1),
             self.init_betas.expand(p, -1),
@@ -184,14 +184,15 @@ class MultiRoINet(nn.Module):
             fusion_weights=fused.weights,
         )
 
-    def _drop_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Training with ``cfg.feature_dropout``: zero each person's features (all RoIs) with
-        that probability; the lifter still reads them."""
+    def _drop_features(self, shared: torch.Tensor) -> torch.Tensor:
+        """Training with ``cfg.feature_dropout``: zero each person's fused feature f32[P,D] for
+        the mesh decoder with that probability. The camera decoder and the lifter still read
+        the image (dropping it for the camera decoder too misplaced the meshes)."""
         rate = self.cfg.feature_dropout
         if not self.training or rate <= 0.0:
-            return features
-        keep = torch.rand(features.shape[0], 1, 1, device=features.device) >= rate
-        return features * keep.to(features.dtype)
+            return shared
+        keep = torch.rand(shared.shape[0], 1, device=shared.device) >= rate
+        return shared * keep.to(shared.dtype)
 
     def _empty_output(self, crops: torch.Tensor) -> NetOutput:
         r, d = self.cfg.num_rois, self.feature_dim
