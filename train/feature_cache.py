@@ -86,15 +86,19 @@ class FeatureDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, key: int) -> dict[str, np.ndarray]:
+    def draw_features(self, d: int) -> np.ndarray:
+        """The features f16[N,R,D] of draw ``d`` (memory-mapped, opened once per process)."""
         if self._features is None:
             self._features = [
-                np.load(self.root / f"draw_{d}" / "features.npy", mmap_mode="r")
-                for d in range(self.draws)
+                np.load(self.root / f"draw_{k}" / "features.npy", mmap_mode="r")
+                for k in range(self.draws)
             ]
+        return self._features[d]
+
+    def __getitem__(self, key: int) -> dict[str, np.ndarray]:
         d, i = (int(key) // self.n) % self.draws, int(key) % self.n
         item = {k: v[i] for k, v in self.labels[d].items()}
-        item["crops"] = np.asarray(self._features[d][i], dtype=np.float32)
+        item["crops"] = np.asarray(self.draw_features(d)[i], dtype=np.float32)
         item["key"] = np.int64(key)
         return item
 

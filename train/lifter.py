@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,8 +63,7 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
         metas.append(cache.meta)
         for d in range(cache.draws):
             lab = cache.labels[d]
-            feats = np.load(Path(root) / f"draw_{d}" / "features.npy", mmap_mode="r")
-            f0 = torch.as_tensor(np.asarray(feats[:, 0], np.float32))
+            f0 = torch.as_tensor(np.asarray(cache.draw_features(d)[:, 0], np.float32))
             c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
             uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
             inside = (np.abs(uv[..., 0]) < CROP_HALF_W) & (np.abs(uv[..., 1]) < CROP_HALF_H)
@@ -91,20 +89,23 @@ def fit_landmark_map(inputs: np.ndarray, joints_2d: np.ndarray) -> np.ndarray:
 
 def scene_ranges(metas: list[dict]) -> dict:
     """The sampling ranges of the caches' scenes (the widest of each) and in-plane rotation."""
-    scenes = [(m.get("source_meta") or {}).get("scene") or {} for m in metas]
+    from train.scene import SceneConfig
 
-    def widest(key: str, default: tuple[float, float]) -> tuple[float, float]:
-        vals = [tuple(sc[key]) for sc in scenes if key in sc] or [default]
+    scenes = [(m.get("source_meta") or {}).get("scene") or {} for m in metas]
+    base = SceneConfig()  # what train.synth draws when a meta does not say
+
+    def widest(key: str) -> tuple[float, float]:
+        vals = [tuple(sc[key]) for sc in scenes if key in sc] or [getattr(base, key)]
         return min(v[0] for v in vals), max(v[1] for v in vals)
 
     aug = [m.get("augment") or {} for m in metas]
     return {
-        "yaw_deg": widest("yaw_deg", (-180.0, 180.0)),
-        "distance_m": widest("distance_m", (2.0, 12.0)),
-        "fov_deg": widest("fov_deg", (40.0, 90.0)),
-        "tilt_deg": widest("tilt_deg", (-10.0, 30.0)),
-        "roll_deg": widest("roll_deg", (-5.0, 5.0)),
-        "betas_std": max(sc.get("betas_std", 1.0) for sc in scenes),
+        "yaw_deg": widest("yaw_deg"),
+        "distance_m": widest("distance_m"),
+        "fov_deg": widest("fov_deg"),
+        "tilt_deg": widest("tilt_deg"),
+        "roll_deg": widest("roll_deg"),
+        "betas_std": max(sc.get("betas_std", base.betas_std) for sc in scenes),
         "rot_prob": max(float(a.get("rot_prob", 0.0)) for a in aug),
         "rot_deg": max(float(a.get("rot_deg", 0.0)) for a in aug),
     }
@@ -120,11 +121,9 @@ class PairSampler:
     def posed(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n bodies of the prior seen by the scene's cameras: root-relative joints f32[N,24,3]
         m in camera axes, and the roots' rotations f32[N,3,3] (body -> camera)."""
-        import cv2
-
         from multiroi.geometry.rotations import axis_angle_to_rotmat
         from train.pose_prior import sample_pose
-        from train.scene import rot_x, rot_y, rot_z
+        from train.scene import body_root, camera_rotation
 
         r = self.r
         poses = [sample_pose(rng) for _ in range(n)]
@@ -133,11 +132,9 @@ class PairSampler:
         )
         roots = []
         for p in poses:
-            cam = rot_z(np.radians(rng.uniform(*r["roll_deg"]))) @ rot_x(
-                np.radians(rng.uniform(*r["tilt_deg"]))
-            )
-            facing = rot_y(np.radians(rng.uniform(*r["yaw_deg"])))
-            roots.append(cam @ rot_x(np.pi) @ facing @ cv2.Rodrigues(p.root_posture)[0])
+            cam = camera_rotation(np.radians(rng.uniform(*r["tilt_deg"])),
+                                  np.radians(rng.uniform(*r["roll_deg"])))  # fmt: skip
+            roots.append(body_root(cam, np.radians(rng.uniform(*r["yaw_deg"])), p.root_posture))
         rotmat[:, 0] = torch.as_tensor(np.stack(roots), dtype=torch.float32)
         betas = np.clip(rng.normal(0.0, r["betas_std"], (n, 10)), -2.5, 2.5)
         with torch.no_grad():

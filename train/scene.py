@@ -107,6 +107,17 @@ def rot_z(a: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
+def camera_rotation(tilt: float, roll: float) -> np.ndarray:
+    """Level frame -> camera (radians): pitched down by ``tilt``, rolled by ``roll``."""
+    return rot_z(roll) @ rot_x(tilt)
+
+
+def body_root(cam_R: np.ndarray, yaw: float, posture_aa: np.ndarray) -> np.ndarray:
+    """A body's global orientation in the camera: upright body turned by ``yaw`` (radians,
+    0 = facing the camera), tilted by its posture (axis-angle, lying), seen through cam_R."""
+    return cam_R @ rot_x(np.pi) @ rot_y(yaw) @ cv2.Rodrigues(np.asarray(posture_aa, np.float64))[0]
+
+
 def _is_outward(verts: np.ndarray, faces: np.ndarray, weights: np.ndarray, joints: np.ndarray):
     """True when nearly all faces are wound with normals pointing away from their bone."""
     v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
@@ -140,7 +151,7 @@ class SceneRenderer:
         f = 0.5 * c.width / np.tan(np.radians(fov) / 2)
         K = np.array([[f, 0, c.width / 2], [0, f, c.height / 2], [0, 0, 1.0]])
         tilt, roll = np.radians(rng.uniform(*c.tilt_deg)), np.radians(rng.uniform(*c.roll_deg))
-        R = rot_z(roll) @ rot_x(tilt)  # camera pitched down by `tilt`
+        R = camera_rotation(tilt, roll)
         meta = {"fov_deg": fov, "tilt_deg": np.degrees(tilt), "roll_deg": np.degrees(roll),
                 "cam_height_m": rng.uniform(*c.cam_height_m)}  # fmt: skip
         return K, R, meta
@@ -171,8 +182,7 @@ class SceneRenderer:
 
         rotmat = axis_angle_to_rotmat(body_pose)  # [n,24,3,3]
         yaw = self.cfg.yaw_deg
-        roots = [R @ rot_x(np.pi) @ rot_y(np.radians(rng.uniform(*yaw)))
-                 @ cv2.Rodrigues(p.root_posture)[0] for p in poses]  # fmt: skip
+        roots = [body_root(R, np.radians(rng.uniform(*yaw)), p.root_posture) for p in poses]
         rotmat[:, 0] = torch.as_tensor(np.stack(roots), dtype=torch.float32)
         betas = np.clip(rng.normal(0, self.cfg.betas_std, (n, 10)), -2.5, 2.5).astype(np.float32)
         with torch.no_grad():
