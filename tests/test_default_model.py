@@ -1,5 +1,9 @@
 """The shipped default model (skipped when the file is absent) on a generated demo clip with known
 people: stable track ids, each mesh projected onto its person, and poses better than the mean pose.
+
+"Onto its person": the projected vertex centroid of the predicted mesh against that of the true
+mesh. (A mesh's vertex centroid is not its box centre: the true meshes' lie 12-16% of the box
+height above it, as head and hands carry many vertices.)
 """
 
 from __future__ import annotations
@@ -51,19 +55,25 @@ def test_ids_stay_stable_and_meshes_land_on_their_persons(run):
     assert len(rec["track_id"]) >= FRAMES  # at least one person per frame
     ids_of: dict[int, set[int]] = {}
     errors = []
-    with torch.no_grad():
-        pred = body(torch.from_numpy(rec["rotmat"]), torch.from_numpy(rec["betas"]),
-                    torch.from_numpy(rec["transl_m"]))  # fmt: skip
-        K = gt["K"]
-        for i, (k, box) in enumerate(zip(rec["frame_index"], rec["box_xyxy"], strict=True)):
-            p = _match(gt, int(k), box)
-            ids_of.setdefault(p, set()).add(int(rec["track_id"][i]))
-            v = pred.vertices[i].numpy()
-            uv = v[:, :2] / v[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2]
-            gbox = gt["box_xyxy"][k, p]
-            centre = (gbox[:2] + gbox[2:]) / 2
-            if gbox[0] > 1 and gbox[2] < 319 and gbox[1] > 1 and gbox[3] < 239:  # not truncated
-                errors.append(np.linalg.norm(uv.mean(0) - centre) / (gbox[3] - gbox[1]))
+    K = gt["K"]
+
+    def centroid(rotmat, betas, transl) -> np.ndarray:
+        """Projected vertex centroids f32[N,2] px of meshes."""
+        t = [torch.as_tensor(np.asarray(x, np.float32)) for x in (rotmat, betas, transl)]
+        with torch.no_grad():
+            v = body(*t).vertices.numpy()
+        return (v[..., :2] / v[..., 2:] * K[[0, 1], [0, 1]] + K[:2, 2]).mean(1)
+
+    pred = centroid(rec["rotmat"], rec["betas"], rec["transl_m"])
+    idx = [(int(k), _match(gt, int(k), b)) for k, b in zip(rec["frame_index"], rec["box_xyxy"],
+                                                            strict=True)]  # fmt: skip
+    true = centroid(*(np.stack([gt[n][k, p] for k, p in idx])
+                      for n in ("rotmat", "betas", "transl")))  # fmt: skip
+    for i, (k, p) in enumerate(idx):
+        ids_of.setdefault(p, set()).add(int(rec["track_id"][i]))
+        gbox = gt["box_xyxy"][k, p]
+        if gbox[0] > 1 and gbox[2] < 319 and gbox[1] > 1 and gbox[3] < 239:  # not truncated
+            errors.append(np.linalg.norm(pred[i] - true[i]) / (gbox[3] - gbox[1]))
     assert all(len(ids) == 1 for ids in ids_of.values()), ids_of
     assert errors and float(np.median(errors)) < 0.10, f"centroid off by {np.median(errors):.1%}"
 

@@ -117,3 +117,11 @@ def test_mirror_closer_tells_the_truth_from_its_mirror_image():
     gt[:, 5:, 3] = 0  # joints without a mirror partner with confidence are left out
     _, _, mirror = _joint_metrics(mirror_joints(gt)[..., :3], gt)
     assert mirror == [100.0] * 6
+
+
+def test_cli_refuses_an_unusable_checkpoint_in_one_line(synth_dir, tmp_path, caplog):
+    bad = tmp_path / "bad.pt"
+    torch.save({"model_config": {"backbone": "resnet18", "no_such_key": 1}}, bad)
+    assert main(["--checkpoint", str(bad), "--data", str(synth_dir)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and str(bad) in errors[0]

@@ -37,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         saved = Path(out) / "config.json"
         base = load_config(saved) if saved.is_file() else None
     cfg = config_from_args(args, base)
+    from multiroi.checkpoint import CheckpointError
     from train.trainer import train
 
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except CheckpointError as exc:
+        logging.getLogger("train").error("%s", exc)
+        return 2
     logging.getLogger("train").info(
         "finished at step %d, checkpoint %s", result.step, result.checkpoint
     )

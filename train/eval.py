@@ -159,10 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
     args = p.parse_args(argv)
-    metrics, step, persons = evaluate_checkpoint(
-        args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
-        args.device, args.max_persons or None,
-    )  # fmt: skip
+    from multiroi.checkpoint import CheckpointError
+
+    try:
+        metrics, step, persons = evaluate_checkpoint(
+            args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
+            args.device, args.max_persons or None,
+        )  # fmt: skip
+    except CheckpointError as exc:
+        logger.error("%s", exc)
+        return 2
     print(format_table(metrics, f"{args.checkpoint} (step {step}) on {args.data}"))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_suffix(".eval.json")
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": step,

@@ -7,9 +7,9 @@
 
 1. From the rendered persons of the feature caches (BlazePose's features of the base RoI and
    the labels of the same draw), for those whose 24 joints all lie inside the crop: a ridge
-   regression from the 33 landmarks to the 24 joints in 2D (the lifter's ``landmark_map``), the
-   2D errors it leaves (a pool of whole-body error vectors), and where the base box lies around
-   the joints.
+   regression from the 33 landmarks to the 24 joints in 2D (the lifter's ``landmark_map``) and
+   the 2D errors it leaves (a pool of whole-body error vectors), and where the base box lies
+   around the joints.
 2. Poses from the pose prior with shapes, facing directions, distances, fields of view, tilt
    and roll from the caches' scene ranges and the caches' in-plane rotation: 3D joints and
    their projection into a box placed as around a rendered person. No rendering: hundreds of
@@ -18,7 +18,8 @@
 4. The network: ``--init``'s weights (the mesh decoder widened by zero columns for the lifted
    joints, so it starts exactly where ``--init`` stopped), ``model.lifter`` on, the lifter
    trained; written atomically to ``--out``. A tenth of the rendered persons is held out of
-   step 1 and scores the lifter (PA-MPJPE) in the log and in the checkpoint.
+   steps 1 and 3 and scores the lifter (PA-MPJPE), on those wholly in their crops and on all
+   (cut-off persons included), in the log and in the checkpoint.
 """
 
 from __future__ import annotations
@@ -31,30 +32,30 @@ import time
 import numpy as np
 import torch
 
-from multiroi.model.lifter import NUM_JOINTS, KeypointLifter, landmark_inputs
+from multiroi.model.lifter import NUM_JOINTS, KeypointLifter, in_crop, landmark_inputs
 
 logger = logging.getLogger(__name__)
 
-CROP_HALF_W, CROP_HALF_H = 0.375, 0.5  # the crop window in box heights from its centre
 RIDGE = 1e-2
 
 
 @dataclasses.dataclass
 class Rendered:
-    """Rendered persons whose joints all lie in the crop. inputs f32[N,100] (landmark_inputs);
-    joints_2d f32[N,24,2] box heights from the crop centre; joints_3d f32[N,24,3] m,
-    root-relative, camera axes."""
+    """Rendered persons with labelled joints. inputs f32[N,100] (landmark_inputs); joints_2d
+    f32[N,24,2] box heights from the crop centre; joints_3d f32[N,24,3] m, root-relative,
+    camera axes; whole bool[N]: all 24 joints inside the crop window."""
 
     inputs: np.ndarray
     joints_2d: np.ndarray
     joints_3d: np.ndarray
+    whole: np.ndarray
 
 
 def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
     """The rendered persons of feature caches (base RoI, every draw) and the caches' metas."""
     from train.feature_cache import FeatureDataset
 
-    ins, j2, j3, metas = [], [], [], []
+    ins, j2, j3, whole, metas = [], [], [], [], []
     for root in cache_dirs:
         cache = FeatureDataset(root)
         if cache.meta.get("backbone") != "blazepose_full":
@@ -66,16 +67,17 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
             f0 = torch.as_tensor(np.asarray(cache.draw_features(d)[:, 0], np.float32))
             c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
             uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
-            inside = (np.abs(uv[..., 0]) < CROP_HALF_W) & (np.abs(uv[..., 1]) < CROP_HALF_H)
             seen = (lab["kp2d"][:, :, 2] > 0).all(1)  # real data: joints without labels
-            keep = inside.all(1) & seen & (lab["has_smpl"] > 0)
+            keep = seen & (lab["has_smpl"] > 0)
             kp3d = lab["kp3d"][:, :, :3]
             ins.append(landmark_inputs(f0).numpy()[keep])
             j2.append(uv[keep].astype(np.float32))
             j3.append((kp3d - kp3d[:, :1])[keep].astype(np.float32))
-    out = Rendered(np.concatenate(ins), np.concatenate(j2), np.concatenate(j3))
-    if len(out.inputs) < 200:
-        raise ValueError(f"only {len(out.inputs)} rendered persons lie wholly inside their crop; "
+            whole.append(in_crop(torch.as_tensor(uv[keep])).all(1).numpy())
+    out = Rendered(np.concatenate(ins), np.concatenate(j2), np.concatenate(j3),
+                   np.concatenate(whole))  # fmt: skip
+    if out.whole.sum() < 200:
+        raise ValueError(f"only {out.whole.sum()} rendered persons lie wholly inside their crop; "
                          "the lifter needs at least 200: cache more data")  # fmt: skip
     return out, metas
 
@@ -192,9 +194,10 @@ def train_lifter(
     n = len(rendered.inputs)
     held = rng.permutation(n)[: max(n // 10, 1)]
     fit = np.setdiff1d(np.arange(n), held)
+    fit = fit[rendered.whole[fit]]  # the map and its errors: persons wholly in their crops
     lmap = fit_landmark_map(rendered.inputs[fit], rendered.joints_2d[fit])
     lifter.landmark_map.copy_(torch.as_tensor(lmap))
-    mapped = (rendered.inputs @ lmap).reshape(n, NUM_JOINTS, 2)
+    mapped = (rendered.inputs @ lmap).reshape(n, NUM_JOINTS, 2).astype(np.float32)
     errors = torch.as_tensor(mapped[fit] - rendered.joints_2d[fit])
     t0 = time.time()
     uv, j3 = [], []
@@ -222,21 +225,27 @@ def train_lifter(
         bar.set_postfix(loss_mm=f"{loss.item() * 1000:.0f}", refresh=False)
     lifter.eval()
     with torch.no_grad():
-        x = torch.as_tensor(rendered.inputs[held] @ lmap).reshape(-1, NUM_JOINTS, 2)
+        x = torch.as_tensor(mapped[held])
         pred = lifter.lift(x).numpy()
     truth = rendered.joints_3d[held]
-    mean = np.broadcast_to(sampler.mean_pose(rng), truth.shape)
+    err = pa_mpjpe(pred, truth)
+    err_mean = pa_mpjpe(np.broadcast_to(sampler.mean_pose(rng), truth.shape), truth)
+    whole = rendered.whole[held]
     scores = {
-        "held_out_persons": int(len(held)),
-        "pa_mpjpe_mm": float(pa_mpjpe(pred, truth).mean()),
-        "pa_mpjpe_mean_pose_mm": float(pa_mpjpe(mean, truth).mean()),
+        "held_out_persons": int(whole.sum()),
+        "pa_mpjpe_mm": float(err[whole].mean()),
+        "pa_mpjpe_mean_pose_mm": float(err_mean[whole].mean()),
+        "held_out_persons_all": int(len(held)),
+        "pa_mpjpe_all_mm": float(err.mean()),
+        "pa_mpjpe_all_mean_pose_mm": float(err_mean.mean()),
         "map_2d_error_box": float(np.median(np.linalg.norm(
-            mapped[held] - rendered.joints_2d[held], axis=-1))),
+            mapped[held][whole] - rendered.joints_2d[held][whole], axis=-1))),
     }  # fmt: skip
-    logger.info("lifter on %d held-out rendered persons (wholly in their crops): PA-MPJPE %.1f mm "
-                "(the prior's mean pose %.1f); 2D map median error %.3f box heights",
-                len(held), scores["pa_mpjpe_mm"], scores["pa_mpjpe_mean_pose_mm"],
-                scores["map_2d_error_box"])  # fmt: skip
+    logger.info("lifter on held-out rendered persons, PA-MPJPE (the prior's mean pose): %d wholly "
+                "in their crops %.1f mm (%.1f), all %d %.1f mm (%.1f); 2D map median error %.3f "
+                "box heights", whole.sum(), scores["pa_mpjpe_mm"],
+                scores["pa_mpjpe_mean_pose_mm"], len(held), scores["pa_mpjpe_all_mm"],
+                scores["pa_mpjpe_all_mean_pose_mm"], scores["map_2d_error_box"])  # fmt: skip
     return scores
 
 
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
     body = load_body_model(args.body_model)
-    offsets, extents = box_placement(rendered.joints_2d)
+    offsets, extents = box_placement(rendered.joints_2d[rendered.whole])
     sampler = PairSampler(body, scene_ranges(metas), offsets, extents)
     scores = train_lifter(model.lifter, rendered, sampler, samples=args.samples,
                           steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,

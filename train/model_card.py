@@ -146,6 +146,12 @@ def _lifter_recipe(info: dict) -> list[str]:
         lines.append(f"- On {sc.get('held_out_persons', '?')} held-out rendered persons wholly "
                      f"in their crops: PA-MPJPE {sc.get('pa_mpjpe_mm', 0):.1f} mm"
                      + (f" (the prior's mean pose {base:.1f})" if base else ""))  # fmt: skip
+    if sc.get("pa_mpjpe_all_mm") is not None:
+        lines.append(
+            f"- On all {sc.get('held_out_persons_all', '?')} held-out rendered persons, "
+            f"cut-off ones included: PA-MPJPE {sc['pa_mpjpe_all_mm']:.1f} mm (the "
+            f"prior's mean pose {sc.get('pa_mpjpe_all_mean_pose_mm', 0):.1f})"
+        )
     return lines
 
 
@@ -205,7 +211,7 @@ def model_card(
     lines += ["", "## Evaluation", ""]
     if metrics:
         where = f"{eval_persons} held-out persons" if eval_persons else "held-out persons"
-        lines.append(f"On {where} of `{Path(eval_data).name if eval_data else '?'}`:")
+        lines.append(f"On {where} of `{run_file_name(eval_data) if eval_data else '?'}`:")
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} {UNITS.get(k, 'mm')} |" for k, v in metrics.items()]
     else:

@@ -103,7 +103,7 @@ def build_model(cfg: TrainConfig, stages: list | None = None) -> MultiRoINet:
         model = MultiRoINet(dataclasses.replace(mcfg, pretrained=False), load_mean_params())
         payload = read_checkpoint_file(init)  # read once, whichever kind it is
         if is_multiroi_payload(payload):
-            n = warm_start(payload, init, model)
+            n = warm_start(payload, init, model, frozen=tuple(freeze_names(cfg.optim.freeze)))
             if stages is not None:
                 stages += earlier_stages(payload, init)
             logger.info("init: weights of multiroi checkpoint %s (%d tensors)", init, n)

@@ -24,10 +24,13 @@ logger = logging.getLogger(__name__)
 WIDENED = "mesh_decoder.trunk.fc1.weight"
 
 
-def warm_start(payload: Any, path: str | os.PathLike, model: MultiRoINet) -> int:
+def warm_start(
+    payload: Any, path: str | os.PathLike, model: MultiRoINet, frozen: tuple[str, ...] = ()
+) -> int:
     """Copy the weights of a checkpoint (``payload``: the content of file ``path``, as
     multiroi.checkpoint.read_checkpoint_file returns it) into ``model`` where name and shape
-    match. Raises CheckpointError when the backbones differ (nothing useful would be copied).
+    match. Raises CheckpointError when the backbones differ (nothing useful would be copied),
+    or when a part named in ``frozen`` would keep its random initialisation.
     Returns the number of tensors copied."""
     p = Path(path)
     source, meta = model_from_payload(payload, p)
@@ -51,6 +54,13 @@ def warm_start(payload: Any, path: str | os.PathLike, model: MultiRoINet) -> int
             logger.info("warm start: %s widened %d -> %d inputs (new ones start at zero)",
                         k, v.shape[1], w.shape[1])  # fmt: skip
     fresh = [k for k in own if k not in copied and not k.endswith("num_batches_tracked")]
+    stuck = [k for k in fresh if k.split(".")[0] in frozen]
+    if stuck:
+        raise CheckpointError(
+            f"cannot freeze {stuck[0].split('.')[0]}: {stuck[0]} is not in {p} (or of another "
+            f"shape: {src_cfg.describe()}), so it would stay random; train it, or give the "
+            "model options that match the checkpoint"
+        )
     model.load_state_dict(copied, strict=False)
     if fresh:
         logger.warning("warm start: %d tensors not in %s (or of another shape) keep their "

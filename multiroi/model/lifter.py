@@ -29,6 +29,12 @@ NUM_JOINTS = 24
 LIFTED_DIM = NUM_JOINTS * 3
 # The letterboxed 256x256 input is one box height wide and tall, centred on the crop.
 _CENTRE = 0.5
+CROP_HALF_W, CROP_HALF_H = 0.375, 0.5  # the 192x256 crop window in box heights from its centre
+
+
+def in_crop(joints_2d: torch.Tensor) -> torch.Tensor:
+    """f32[...,2] box heights from the crop centre -> bool[...]: inside the crop window."""
+    return (joints_2d[..., 0].abs() < CROP_HALF_W) & (joints_2d[..., 1].abs() < CROP_HALF_H)
 
 
 def landmark_inputs(features: torch.Tensor) -> torch.Tensor:
