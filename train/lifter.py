@@ -7,9 +7,10 @@
 
 1. From the rendered persons of the feature caches (BlazePose's features of the base RoI and
    the labels of the same draw), for those whose 24 joints all lie inside the crop: a ridge
-   regression from the 33 landmarks to the 24 joints in 2D (the lifter's ``landmark_map``) and
-   the 2D errors it leaves (a pool of whole-body error vectors), and where the base box lies
-   around the joints.
+   regression from the 33 landmarks to the 24 joints in 2D (the lifter's ``landmark_map``), the
+   2D errors it leaves (a pool of whole-body error vectors), and where the base box lies around
+   the joints. Persons cut off by their box are only scored (BlazePose places even their
+   visible joints three times worse; docs/training.md, run I).
 2. Poses from the pose prior with shapes, facing directions, distances, fields of view, tilt
    and roll from the caches' scene ranges and the caches' in-plane rotation: 3D joints and
    their projection into a box placed as around a rendered person. No rendering: hundreds of
