@@ -95,6 +95,22 @@ def test_a_frozen_lifter_must_come_from_the_checkpoint(tmp_path):
     assert warm_start(read_checkpoint_file(path), path, dst, frozen=("backbone",)) > 0
 
 
+def test_the_trainer_refuses_to_freeze_a_lifter_it_cannot_load(tmp_path, caplog):
+    from multiroi.checkpoint import save_checkpoint
+    from train.__main__ import main
+
+    src = _net(False)
+    path = save_checkpoint(tmp_path / "src.pt", src, src.cfg, body_model_id="toy")
+    argv = ["--run.init", str(path), "--model.backbone", "blazepose_full", "--model.num_rois", "2",
+            "--model.lifter", "true", "--optim.freeze", "backbone,lifter", "--run.device", "cpu",
+            "--run.out_dir", str(tmp_path / "run"), "--data.train", str(tmp_path / "none"),
+            "--run.steps", "1"]  # fmt: skip
+    assert main(argv) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("cannot freeze lifter:")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def _rendered_from_sampler(sampler, n: int, seed: int):
     """Stand-ins for rendered persons: BlazePose 'sees' the true 2D joints plus noise (the first
     48 landmark coordinates carry them), so a linear landmark map exists."""

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from multiroi.model.blazepose import NUM_LANDMARKS
+from multiroi.rois import CROP_ASPECT_W_OVER_H
 
 BODY_LANDMARKS = 33  # BlazePose's 33 body landmarks; the last 6 are its crop helpers
 LANDMARK_OFFSET = 288 * 4  # where the landmarks start in a blazepose_full feature
@@ -29,7 +30,8 @@ NUM_JOINTS = 24
 LIFTED_DIM = NUM_JOINTS * 3
 # The letterboxed 256x256 input is one box height wide and tall, centred on the crop.
 _CENTRE = 0.5
-CROP_HALF_W, CROP_HALF_H = 0.375, 0.5  # the 192x256 crop window in box heights from its centre
+# the crop window (one box height tall, 0.75 wide) in box heights from its centre
+CROP_HALF_W, CROP_HALF_H = CROP_ASPECT_W_OVER_H / 2, 0.5
 
 
 def in_crop(joints_2d: torch.Tensor) -> torch.Tensor:
