@@ -30,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = realtime.run(cfg)
-    except (SourceError, FileNotFoundError, ValueError) as exc:
-        logging.getLogger("run_camera").error("%s", exc)
+    except (SourceError, OSError, ValueError, RuntimeError) as exc:
+        # bad input, a missing file or display, a backend this machine lacks, a stage that
+        # kept failing: one line (the traceback with --verbose)
+        log = logging.getLogger("run_camera")
+        log.error("%s", exc)
+        log.debug("traceback", exc_info=True)
         return 2
     print(summary.describe())
     return 0

@@ -31,6 +31,10 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
     from realtime.stats import PipelineStats
     from realtime.track import create_tracker
 
+    if renderer is None and cfg.output.render_mode in ("open3d", "overlay"):
+        from realtime.render import require_display
+
+        require_display(cfg.output.render_mode)  # before the model loads, not after
     stats = PipelineStats(log_every_s=cfg.log_every_s)
     source = open_source(cfg.source)
     made: list[Any] = []  # what this function opened, closed again if a later step fails

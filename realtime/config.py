@@ -99,8 +99,8 @@ class InferenceConfig:
     capture, tracking and rendering keep a core; see :func:`cpu_threads`).
     precision: "auto" (torch: fp16 on CUDA, bf16 on a CPU with AMX / AVX512-BF16, else fp32),
     "fp32", "fp16" (CUDA) or "bf16" (CPU). With backend "auto" and a PyTorch checkpoint on a
-    CPU without fast bf16, the network runs in onnxruntime (exported at start; 2-5x faster than
-    torch fp32 there)."""
+    CPU without fast bf16, the network runs in onnxruntime (exported at start; on 2 cores
+    3.6-6.0x faster than torch fp32 for the network, docs/benchmarks.md)."""
 
     backend: str = "auto"
     checkpoint: str | None = None
@@ -172,10 +172,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Live multi-person 3D human meshes (Multi-RoI HMR).")
     a = p.add_argument
     a("--source", default="demo", help="camera INDEX, video FILE, URL, image DIR or 'demo'")
-    a("--checkpoint", default=None, help="model checkpoint (.pt) or exported model (.onnx)")
+    a("--checkpoint", default=None, help="model: a checkpoint (.pt) or an export (.onnx, "
+      ".engine/.plan, .ts); default: the shipped default model")  # fmt: skip
     a("--backend", default="auto", help="torch | onnxruntime | ... (default: from checkpoint)")
     a("--device", default="cpu", help="cpu or cuda[:N]")
-    a("--rois", type=int, default=None, help="RoIs per person, 1..5 (default: the model's)")
+    a(
+        "--rois",
+        type=int,
+        default=None,
+        help="RoIs per person (1..5) of a network without checkpoint; else the checkpoint's",
+    )
     cam = p.add_mutually_exclusive_group()
     cam.add_argument("--calib", default=None, help="calibration YAML (multiroi-calibrate)")
     cam.add_argument("--fov", type=float, default=None, help="horizontal field of view, degrees")

@@ -282,10 +282,14 @@ def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detect
         return _offline_detector(cfg)
     weights = find_yolo_weights(cfg.weights)
     if weights is None:
-        logger.warning(
-            "YOLO weights %s not found locally and not downloadable here (offline); using the "
-            "offline fallback detector (pass --yolo-weights PATH for YOLO)", cfg.weights,
-        )  # fmt: skip
+        fetch = (f"fetch them once with: python -c \"from ultralytics import YOLO; "
+                 f"YOLO('{Path(cfg.weights).name}')\", or pass --yolo-weights PATH")  # fmt: skip
+        if kind == "yolo":
+            msg = f"--detector yolo: the YOLO weights {cfg.weights} are not on this machine"
+            raise FileNotFoundError(f"{msg} (never downloaded on the fly); {fetch}")
+        logger.warning("YOLO weights %s are not on this machine (never downloaded on the fly; "
+                       "%s); using OpenCV's HOG people detector, which finds whole standing "
+                       "people only", cfg.weights, fetch)  # fmt: skip
         return _offline_detector(cfg)
     return YoloDetector(weights, conf=cfg.conf, device=cfg.device, imgsz=cfg.imgsz)
 

@@ -9,9 +9,11 @@ processed) unless paced in real time. Latency is measured from the capture times
 frames are dropped (live), and from when the first stage took the frame when they are not
 (files: a file is read ahead of need, so time spent waiting for room in the first queue is
 backlog, not latency); the summary line names which. The loop ends on end of input,
-``max_frames``, Ctrl-C,
-the window being closed, or an exception in any stage; an exception is re-raised in the
-main thread as :class:`PipelineError` naming the stage. Every thread is joined at exit.
+``max_frames``, Ctrl-C, the window being closed, or a stage that keeps failing. One bad frame
+never ends it: a stage that raises on a frame skips that frame (logged, counted as dropped);
+only ``max_consecutive_errors`` failures of one stage in a row end the loop, and that error
+is re-raised in the main thread as :class:`PipelineError` naming the stage. Every thread is
+joined at exit.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _END = object()  # end of input; travels down the queues
 _STOPPED = object()  # returned by StageQueue.get when the pipeline is stopping
+_SKIP = object()  # a stage failed on this frame (Pipeline._per_frame)
 
 
 class PipelineError(RuntimeError):
@@ -127,7 +130,8 @@ class Pipeline:
     bool`` (False = the user closed it) and ``.close()``, driven from the calling thread;
     recorder: ``.add(index, t_capture_s, t_done_s, people, image_wh=)``. preprocess: optional
     ``image -> image`` (e.g. undistortion) applied before detection. drop_frames: None = the
-    source decides (``source.is_live``).
+    source decides (``source.is_live``). max_consecutive_errors: failures of one stage on
+    that many frames in a row end the loop (a single bad frame is skipped).
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class Pipeline:
         stats: PipelineStats | None = None,
         log_every_s: float = 2.0,
         join_timeout_s: float = 10.0,
+        max_consecutive_errors: int = 10,
     ) -> None:
         self.source, self.detector, self.tracker, self.infer = source, detector, tracker, infer
         self.renderer, self.recorder = renderer, recorder
@@ -155,6 +160,8 @@ class Pipeline:
         self.stats = stats or PipelineStats(log_every_s=log_every_s)
         self.stats.latency_from = "capture" if self.drop else "first stage"
         self.join_timeout_s = join_timeout_s
+        self.max_consecutive_errors = max(1, int(max_consecutive_errors))
+        self._failures: dict[str, int] = {}  # stage -> failures in a row
         if getattr(infer, "timer", False) is None:
             infer.timer = self.stats.add_time  # sub-stage timings (rois, model, body)
         self._stop = threading.Event()
@@ -175,6 +182,24 @@ class Pipeline:
 
     def _count_drop(self, name: str) -> None:
         self.stats.add_dropped(f"queue:{name}")
+
+    def _per_frame(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, or ``_SKIP`` when it raised: the frame is skipped (logged, counted).
+        The ``max_consecutive_errors``-th failure of the stage in a row is raised."""
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            n = self._failures[stage] = self._failures.get(stage, 0) + 1
+            self.stats.add_dropped(f"failed:{stage}")
+            if n >= self.max_consecutive_errors:
+                raise
+            if n == 1:  # once per run of failures; --verbose shows the traceback
+                verbose = logger.isEnabledFor(logging.DEBUG)
+                logger.warning("stage %s failed on a frame (%s: %s); frame skipped", stage,
+                               type(exc).__name__, exc, exc_info=verbose)  # fmt: skip
+            return _SKIP
+        self._failures[stage] = 0
+        return out
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask every stage to stop (thread-safe, idempotent)."""
@@ -214,20 +239,26 @@ class Pipeline:
         try:
             while (item := self._q_frames.get()) not in (_END, _STOPPED):
                 t0 = time.perf_counter()  # the frame enters the first stage
-                if self.preprocess is not None:
-                    item.image_bgr = self.preprocess(item.image_bgr)
-                dets = self.detector(item.image_bgr, item.index)
-                t1 = time.perf_counter()
-                tracks = self.tracker.update(dets if dets is not None else Detections.empty(),
-                                             item.image_bgr)  # fmt: skip
-                self.stats.add_time("detect", t1 - t0)
-                self.stats.add_time("track", time.perf_counter() - t1)
-                if self._split:  # the crops, here: the network's thread only runs the network
-                    tracks = self.infer.prepare(item, tracks)
+                tracks = self._per_frame("detect", self._detect_one, item, t0)
+                if tracks is _SKIP:
+                    continue
                 if not self._q_tracked.put(Tracked(item, tracks, t0)):
                     break
         finally:
             self._q_tracked.put(_END)
+
+    def _detect_one(self, item: Frame, t0: float) -> Any:
+        if self.preprocess is not None:
+            item.image_bgr = self.preprocess(item.image_bgr)
+        dets = self.detector(item.image_bgr, item.index)
+        t1 = time.perf_counter()
+        tracks = self.tracker.update(dets if dets is not None else Detections.empty(),
+                                     item.image_bgr)  # fmt: skip
+        self.stats.add_time("detect", t1 - t0)
+        self.stats.add_time("track", time.perf_counter() - t1)
+        if self._split:  # the crops, here: the network's thread only runs the network
+            tracks = self.infer.prepare(item, tracks)
+        return tracks
 
     def _infer(self) -> None:
         if self._split:
@@ -235,7 +266,9 @@ class Pipeline:
         try:
             while (item := self._q_tracked.get()) not in (_END, _STOPPED):
                 t0 = time.perf_counter()
-                people = self.infer(item.frame, item.tracks)
+                people = self._per_frame("infer", self.infer, item.frame, item.tracks)
+                if people is _SKIP:
+                    continue
                 self.stats.add_time("infer", time.perf_counter() - t0)
                 if not self._emit(item, people):
                     break
@@ -246,7 +279,9 @@ class Pipeline:
         """Split inference, step 2: ``item.tracks`` holds the prepared RoI batch."""
         try:
             while (item := self._q_tracked.get()) not in (_END, _STOPPED):
-                out = self.infer.run_network(item.tracks)
+                out = self._per_frame("infer", self.infer.run_network, item.tracks)
+                if out is _SKIP:
+                    continue
                 if not self._q_net.put((item, out)):
                     break
         finally:
@@ -257,7 +292,9 @@ class Pipeline:
         try:
             while (got := self._q_net.get()) not in (_END, _STOPPED):
                 item, out = got
-                people = self.infer.finish(item.tracks, out)
+                people = self._per_frame("body", self.infer.finish, item.tracks, out)
+                if people is _SKIP:
+                    continue
                 self.stats.add_time("infer", item.tracks.seconds)
                 if not self._emit(item, people):
                     break
@@ -317,7 +354,8 @@ class Pipeline:
                 self.renderer.set_status(self.stats.live_text())
             elif hasattr(self.renderer, "status_text"):
                 self.renderer.status_text = self.stats.live_text()
-            keep_going = self.renderer.update(item.frame, item.people) is not False
+            shown = self._per_frame("render", self.renderer.update, item.frame, item.people)
+            keep_going = shown is not False  # _SKIP: the frame was not drawn, go on
         t_done = time.perf_counter()
         self.stats.add_time("render", t_done - t0)
         if self.recorder is not None:

@@ -24,7 +24,8 @@ class StatsSummary:
     ``latency_from`` to rendered, where latency_from is "capture" (the capture timestamp; live
     sources) or "first stage" (when detection took the frame; files, which are read ahead so
     queue backlog is not counted); stage_ms: mean milliseconds per call of each stage; dropped:
-    frames dropped by the source and by the queues."""
+    frames dropped by the source, by the queues and by stages that failed on them; failed: the
+    last of these (a stage raised on the frame; it was skipped)."""
 
     frames: int
     wall_s: float
@@ -35,6 +36,7 @@ class StatsSummary:
     stage_ms: dict[str, float] = field(default_factory=dict)
     persons_mean: float = 0.0
     latency_from: str = "capture"
+    failed: int = 0
 
     def describe(self) -> str:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
@@ -42,7 +44,8 @@ class StatsSummary:
             f"{self.frames} frames in {self.wall_s:.1f} s: {self.fps:.1f} FPS, latency "
             f"({self.latency_from} -> shown) p50 "
             f"{self.latency_p50_ms:.0f} ms / p95 {self.latency_p95_ms:.0f} ms, "
-            f"{self.dropped} dropped, {self.persons_mean:.1f} persons/frame; "
+            f"{self.dropped} dropped{f' ({self.failed} failed)' if self.failed else ''}, "
+            f"{self.persons_mean:.1f} persons/frame; "
             f"ms per stage: {stages}"
         )
 
@@ -141,4 +144,5 @@ class PipelineStats:
                 stage_ms=stage_ms,
                 persons_mean=self._persons_sum / self.frames if self.frames else 0.0,
                 latency_from=self.latency_from,
+                failed=int(sum(v for k, v in self._dropped.items() if k.startswith("failed:"))),
             )

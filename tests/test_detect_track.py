@@ -66,12 +66,15 @@ def test_motion_detector_finds_a_moving_blob():
     assert abs(b[0] - 60) < 8 and abs(b[1] - 30) < 8 and abs(b[2] - 90) < 8 and abs(b[3] - 100) < 8
 
 
-def test_yolo_without_weights_warns_once_and_falls_back(tmp_path, caplog):
+def test_yolo_without_weights_warns_once_and_falls_back_unless_asked_for(tmp_path, caplog):
     det = create_detector(DetectorConfig(kind="auto", weights=str(tmp_path / "nope.pt")))
     assert isinstance(det, (HogDetector, MotionDetector))
     warnings = [r for r in caplog.records if "YOLO weights" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
     assert isinstance(det(np.zeros((240, 320, 3), np.uint8)), Detections)
+    assert "fetch them once with" in warnings[0].getMessage()
+    with pytest.raises(FileNotFoundError, match="--detector yolo: the YOLO weights .* are not"):
+        create_detector(DetectorConfig(kind="yolo", weights=str(tmp_path / "nope.pt")))
 
 
 @pytest.mark.skipif(not hog_available(), reason="this OpenCV has no HOG people detector")

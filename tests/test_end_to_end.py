@@ -200,3 +200,38 @@ def test_cli_on_a_small_demo_clip(tmp_path, toy_body_model_path, monkeypatch):
             assert np.abs(gt["box_xyxy"][k] - box).sum(1).min() < 1e-3
         np.testing.assert_allclose(rec["K"], gt["K"])  # the clip's own intrinsics were used
     assert run_camera.main(["--source", str(tmp_path / "missing.mp4"), "--render", "none"]) == 2
+
+
+def test_cli_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsys):
+    """Bad input to run_camera.py: exit code 2 and one ERROR line, no traceback, before any
+    window opens or any model loads where the check allows."""
+    import logging
+
+    import cv2
+
+    import run_camera
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(2):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    bad = tmp_path / "model.onnx"
+    bad.write_text("not an onnx file")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    cases = {
+        "is not a readable ONNX model": ["--checkpoint", str(bad)],
+        "unknown backend 'bogus'": ["--backend", "bogus"],
+        "there is no display": ["--render", "open3d"],
+    }
+    for expected, extra in cases.items():
+        logging.getLogger().handlers.clear()  # run_camera configures logging afresh
+        argv = ["--source", str(clip), "--max-frames", "1", "--out", str(tmp_path / "o"), *extra]
+        if "--render" not in extra:
+            argv += ["--render", "none"]
+        assert run_camera.main(argv) == 2, expected
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if " E run_camera: " in ln]
+        assert len(lines) == 1 and expected in lines[0], err[-2000:]
+        assert "Traceback" not in err

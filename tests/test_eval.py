@@ -106,6 +106,33 @@ def test_plot_curve_writes_a_png_and_refuses_an_empty_log(tmp_path):
         plot_curve(tmp_path / "empty.jsonl", tmp_path / "d.png")
 
 
+def test_plot_curve_puts_stages_end_to_end_and_names_their_held_out_sets(tmp_path):
+    import json
+
+    from train.plot_curve import main, plot_stages, read_stages
+
+    logs = []
+    for name, val, steps in (
+        ("a", "runs/wide/val", (0, 1000, 2000)),
+        ("b", "runs/front/val", (0, 500, 1500)),
+    ):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"data": {"val": val}}))
+        rows = [{"step": s, "pa_mpjpe": 120 - s / 100, "mpjpe": 300 - s / 50} for s in steps]
+        (run / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        logs.append(run / "eval.jsonl")
+    a, b = read_stages(logs)
+    assert (a.name, a.val, a.x) == ("a", "wide/val", [0, 1000, 2000])
+    assert (b.name, b.val, b.start, b.x) == ("b", "front/val", 2000, [2000, 2500, 3500])
+    png = plot_stages(logs, tmp_path / "s.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert main([str(logs[0]), str(logs[1]), str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m.png").is_file()
+    assert main([str(logs[0]), str(tmp_path / "missing.jsonl"), str(tmp_path / "n.png")]) == 2
+    assert not (tmp_path / "n.png").exists()
+
+
 def test_mirror_closer_tells_the_truth_from_its_mirror_image():
     rng = np.random.default_rng(0)
     gt = np.concatenate([rng.normal(0, 0.3, (6, 24, 3)), np.ones((6, 24, 1))], -1)

@@ -129,21 +129,53 @@ def test_file_every_frame_in_order_with_recording(tmp_path, toy_body_model):
     assert no_stage_threads()
 
 
-def test_stage_exception_is_reraised_with_the_stage_named(tmp_path, toy_body_model):
-    src = VideoFileSource(write_video(tmp_path / "v.avi", 30))
-    with pytest.raises(
-        PipelineError, match="stage 'infer' failed: RuntimeError: backend exploded"
-    ):
-        make_pipeline(src, toy_body_model, backend=FakeBackend(fail_at=3)).run()
+def test_one_bad_frame_is_skipped_and_a_failing_stage_ends_the_loop(tmp_path, toy_body_model,
+                                                                     caplog):  # fmt: skip
+    src = VideoFileSource(write_video(tmp_path / "v.avi", 12))
+    ren = FakeRenderer()
+    with caplog.at_level("WARNING", logger="realtime.pipeline"):
+        summary = make_pipeline(src, toy_body_model, backend=FakeBackend(fail_at=3),
+                                renderer=ren).run()  # fmt: skip
+    assert [c[0] for c in ren.calls] == [i for i in range(12) if i != 2]  # frame 2 skipped
+    assert summary.failed == 1 and summary.dropped == 1 and "(1 failed)" in summary.describe()
+    assert sum("stage infer failed on a frame" in r.message for r in caplog.records) == 1
     assert no_stage_threads()
+
+    class Flaky:  # fails on every other frame: never ten in a row
+        def __init__(self):
+            self.calls = 0
+            self.boxes = GivenBoxesDetector(np.stack([person_boxes(t) for t in range(500)]))
+
+        def __call__(self, image, frame_index=None):
+            self.calls += 1
+            if self.calls % 2:
+                raise ValueError("glitch")
+            return self.boxes(image, frame_index)
+
+    src = VideoFileSource(write_video(tmp_path / "f.avi", 30))
+    summary = make_pipeline(src, toy_body_model, detector=Flaky()).run()
+    assert summary.frames == 15 and summary.failed == 15
 
     def bad_detector(image, frame_index=None):
         raise ValueError("detector broke")
 
     src = VideoFileSource(write_video(tmp_path / "w.avi", 30))
+    with pytest.raises(PipelineError, match="stage 'detect' failed: ValueError: detector broke"):
+        make_pipeline(src, toy_body_model, detector=bad_detector,
+                      max_consecutive_errors=4).run()  # fmt: skip
+    assert no_stage_threads()
+
+    src = VideoFileSource(write_video(tmp_path / "r.avi", 30))
+
+    class BrokenRenderer(FakeRenderer):
+        def update(self, frame, people):
+            super().update(frame, people)
+            raise RuntimeError("cannot draw")
+
+    broken = BrokenRenderer()
     with pytest.raises(PipelineError) as err:
-        make_pipeline(src, toy_body_model, detector=bad_detector).run()
-    assert err.value.stage == "detect" and isinstance(err.value.__cause__, ValueError)
+        make_pipeline(src, toy_body_model, renderer=broken).run()
+    assert err.value.stage == "render" and len(broken.calls) == 10  # ten frames in a row
     assert no_stage_threads()
 
 

@@ -98,7 +98,12 @@ class OnnxRuntimeBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=_providers(device))
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=_providers(device))
+        except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail) are bare
+            raise BackendError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
+                               f"{str(exc).strip()[:200]}); export it again with python -m "
+                               "export onnx") from exc  # fmt: skip
         used = self.session.get_providers()
         self.device = "cpu" if used == ["CPUExecutionProvider"] else device
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)

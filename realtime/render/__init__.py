@@ -9,6 +9,7 @@ overlay | 3D view in ``out_dir``), "none" (draws nothing).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +39,16 @@ class NullRenderer:
         self._closed = True
 
 
+def require_display(mode: str) -> None:
+    """On Linux a window needs X11 or Wayland; without one Qt aborts the process (core dump)."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise RuntimeError(f"render mode {mode!r} opens a window but there is no display "
+                           "(DISPLAY is not set); use --headless --out DIR to write a video, "
+                           "or --render none")  # fmt: skip
+
+
 def create_renderer(
     mode: str,
     camera: Camera,
@@ -64,6 +75,8 @@ def create_renderer(
         from realtime.render.headless import HeadlessRenderer
 
         return HeadlessRenderer(camera, faces, out_dir, name=name, fps=fps, **kwargs)
+    if mode in ("overlay", "open3d"):
+        require_display(mode)
     if mode == "overlay":
         from realtime.render.overlay import OverlayRenderer
 
@@ -77,4 +90,4 @@ def create_renderer(
     raise ValueError(f"unknown render mode {mode!r}; choose one of {RENDER_MODES}")
 
 
-__all__ = ["RENDER_MODES", "NullRenderer", "Renderer", "create_renderer"]
+__all__ = ["RENDER_MODES", "NullRenderer", "Renderer", "create_renderer", "require_display"]

@@ -115,7 +115,11 @@ class Open3DWindowRenderer:
             if person is None:
                 verts[:] = 0.0  # collapsed onto the camera centre: invisible
             else:
-                verts[:] = person.vertices_m
+                v = np.asarray(person.vertices_m, np.float64)
+                if len(v) == len(verts):
+                    verts[:] = v
+                else:  # display faces need not use every vertex: size the slot to the body
+                    mesh.vertices = self._o3d.utility.Vector3dVector(v)
                 mesh.compute_vertex_normals()
                 mesh.paint_uniform_color(track_color_rgb(person.track_id))
             self._vis.update_geometry(mesh)
