@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-DETECTOR_KINDS = ("auto", "yolo", "hog", "motion", "mediapipe", "given")
+DETECTOR_KINDS = ("auto", "yolo", "blazepose", "hog", "motion", "mediapipe", "given")
 TRACKER_KINDS = ("bytetrack", "botsort")
 RENDER_MODES = ("auto", "open3d", "overlay", "headless", "none")
 
@@ -38,7 +38,9 @@ class SourceConfig:
 @dataclass
 class DetectorConfig:
     """Person detection. kind "auto" = YOLO when its weights are at hand, else the offline
-    fallback. every_n: run the detector on every n-th frame, carry boxes forward between."""
+    detector: MediaPipe's pose detector ("blazepose", finds people from the waist up) merged
+    with OpenCV's HOG people detector, or HOG alone when MediaPipe's file is missing. every_n:
+    run the detector on every n-th frame, carry boxes forward between."""
 
     kind: str = "auto"
     weights: str = "yolo11n.pt"

@@ -1,7 +1,12 @@
 """Person detectors: ``detector(image_bgr, frame_index=None) -> Detections`` (person class only).
 
 * :class:`YoloDetector` - ultralytics YOLO (weights file must be on disk; never downloads here).
-* :class:`HogDetector` - OpenCV's built-in HOG people detector (OpenCV 4.x; no download).
+* :class:`realtime.pose_detector.BlazePoseDetector` - MediaPipe's pose detector run in PyTorch
+  (offline; its file comes from MediaPipe's wheel, fetched by ``make setup``): finds people
+  seen from the waist up, by the face.
+* :class:`HogDetector` - OpenCV's built-in HOG people detector (OpenCV 4.x; no download):
+  whole standing people only.
+* :class:`MergedDetector` - one detector's boxes plus another's that overlap none of them.
 * :class:`MotionDetector` - background subtraction blobs; the last-resort offline fallback
   (static camera) when this OpenCV build has no HOG (OpenCV 5 moved it to contrib).
 * :class:`MediaPipeDetector` - MediaPipe's bundled pose detector (optional extra).
@@ -9,7 +14,8 @@
 * :class:`EveryNDetector` - runs an inner detector every n-th frame and carries boxes between.
 
 :func:`create_detector` picks one from a :class:`realtime.config.DetectorConfig`, falling back
-(with one warning line) to an offline detector when YOLO's weights are not at hand.
+(with one warning line) to the offline detectors (BlazePose merged with HOG) when YOLO's
+weights are not at hand.
 """
 
 from __future__ import annotations
@@ -187,6 +193,37 @@ class MediaPipeDetector:
         return _as_detections([box], [float(vis[:, 2].mean())])
 
 
+class MergedDetector:
+    """``primary``'s detections, then ``secondary``'s that overlap no primary box by more than
+    ``iou_thresh`` (IoU) or lie mostly (``contain_thresh`` of their area) inside one."""
+
+    def __init__(self, primary: Detector, secondary: Detector, iou_thresh: float = 0.4,
+                 contain_thresh: float = 0.7) -> None:  # fmt: skip
+        self.primary, self.secondary = primary, secondary
+        self.iou_thresh, self.contain_thresh = iou_thresh, contain_thresh
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        a = self.primary(image_bgr, frame_index)
+        b = self.secondary(image_bgr, frame_index)
+        if not len(b):
+            return a
+        if not len(a):
+            return b
+        lt = np.maximum(b.boxes_xyxy[:, None, :2], a.boxes_xyxy[None, :, :2])
+        rb = np.minimum(b.boxes_xyxy[:, None, 2:], a.boxes_xyxy[None, :, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), -1)
+
+        def area(x: np.ndarray) -> np.ndarray:
+            return np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), -1)
+
+        area_b = np.maximum(area(b.boxes_xyxy), 1e-9)
+        iou = inter / np.maximum(area_b[:, None] + area(a.boxes_xyxy)[None] - inter, 1e-9)
+        inside = inter / area_b[:, None]
+        new = ~((iou > self.iou_thresh) | (inside > self.contain_thresh)).any(1)
+        return Detections(np.concatenate([a.boxes_xyxy, b.boxes_xyxy[new]]),
+                          np.concatenate([a.scores, b.scores[new]]))  # fmt: skip
+
+
 class GivenBoxesDetector:
     """Boxes known per frame index (e.g. ground truth): boxes_xyxy f32[T,P,4] px, with NaN
     rows (or rows of ``valid`` False) for absent persons. ``frame_index`` picks the row; without
@@ -279,7 +316,11 @@ def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detect
     if kind == "motion":
         return MotionDetector(scale=cfg.hog_scale)
     if kind == "hog":
-        return _offline_detector(cfg)
+        return _hog_or_motion(cfg)
+    if kind == "blazepose":
+        from realtime.pose_detector import BlazePoseDetector
+
+        return BlazePoseDetector(device=cfg.device)  # a missing file: BlazePoseWeightsError
     weights = find_yolo_weights(cfg.weights)
     if weights is None:
         fetch = (f"fetch them once with: python -c \"from ultralytics import YOLO; "
@@ -287,14 +328,34 @@ def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detect
         if kind == "yolo":
             msg = f"--detector yolo: the YOLO weights {cfg.weights} are not on this machine"
             raise FileNotFoundError(f"{msg} (never downloaded on the fly); {fetch}")
+        detector, name = _offline_detector(cfg)
         logger.warning("YOLO weights %s are not on this machine (never downloaded on the fly; "
-                       "%s); using OpenCV's HOG people detector, which finds whole standing "
-                       "people only", cfg.weights, fetch)  # fmt: skip
-        return _offline_detector(cfg)
+                       "%s); using %s", cfg.weights, fetch, name)  # fmt: skip
+        return detector
     return YoloDetector(weights, conf=cfg.conf, device=cfg.device, imgsz=cfg.imgsz)
 
 
-def _offline_detector(cfg: Any) -> Detector:
+def _offline_detector(cfg: Any) -> tuple[Detector, str]:
+    """The best detector that needs no download now: MediaPipe's pose detector merged with HOG
+    (or motion), else HOG (or motion) alone; and a description for the log."""
+    from multiroi.model.blazepose import BlazePoseWeightsError
+    from multiroi.model.tflite_graph import TFLiteGraphError
+    from realtime.pose_detector import BlazePoseDetector
+
+    fallback = _hog_or_motion(cfg)
+    try:
+        blazepose = BlazePoseDetector(device=cfg.device, path=None, download=False)
+    except (BlazePoseWeightsError, TFLiteGraphError) as exc:
+        why = f"MediaPipe's pose detector is not usable here: {exc}"
+        return (
+            fallback,
+            f"OpenCV's HOG people detector, which finds whole standing people only ({why})",
+        )
+    both = "MediaPipe's pose detector (finds people from the waist up) merged with OpenCV's HOG"
+    return MergedDetector(blazepose, fallback), both
+
+
+def _hog_or_motion(cfg: Any) -> Detector:
     if hog_available():
         return HogDetector(scale=cfg.hog_scale, conf=cfg.conf)
     logger.warning("this OpenCV has no HOG people detector; using the motion (background) "

@@ -133,7 +133,7 @@ def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
         find_pose_landmark_tflite(download=False)
     monkeypatch.delenv("MULTIROI_BLAZEPOSE_TFLITE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr("multiroi.model.blazepose._installed_mediapipe_file", lambda: None)
+    monkeypatch.setattr("multiroi.model.blazepose._installed_mediapipe_file", lambda m: None)
     with pytest.raises(BlazePoseWeightsError, match="pip download mediapipe"):
         find_pose_landmark_tflite(download=False)
     # with allow_random_init the network is built, random

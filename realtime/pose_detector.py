@@ -1,0 +1,265 @@
+"""MediaPipe's BlazePose person detector, run in PyTorch: an offline detector that finds people
+seen from the waist up (a webcam's user), which OpenCV's HOG detector cannot.
+
+MediaPipe's wheel (PyPI, Apache-2.0; fetched by ``make setup`` for the BlazePose backbone)
+carries ``pose_detection.tflite``, the first stage of MediaPipe Pose: an SSD on a 224 x 224
+letterboxed image that detects a person by the face and regresses four body keypoints (mid-hip
+centre, a point whose distance from it gives the full body's extent, mid-shoulder centre, the
+same for the upper body) over 2254 anchors. :mod:`multiroi.model.tflite_graph` converts it
+(its outputs equal TensorFlow Lite's, tests/test_pose_detector.py); the decoding follows
+MediaPipe's pose detection graph: fixed-size SSD anchors (strides 8, 16, 32, 32, 32), sigmoid
+scores above ``min_score``, weighted non-maximum suppression at IoU 0.3.
+
+The person box: the body keypoints give the body's axis (hip centre -> head) and its half
+length ``r``; the body spans ``BODY_UP * r`` towards the head, ``BODY_DOWN * r`` towards the
+feet and ``BODY_SIDE * r`` to each side of the axis (fitted on rendered persons, see
+docs/training.md), united with the face box and clipped to the image. A person cut by the
+image border gets the box of what is in the image, as the network was trained on.
+
+``BlazePoseDetector()(image_bgr) -> Detections``; about 20 ms per frame on one CPU core.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from multiroi.types import Detections
+
+logger = logging.getLogger(__name__)
+
+INPUT_SIZE = 224
+NUM_ANCHORS = 2254
+# the classifier and regressor convolutions of the three heads (strides 8, 16, 32), in the order
+# of the model's own concatenation
+_P = "model_1/model/"
+HEAD_TENSORS = [
+    f"{_P}classifier_person_8_NO_PRUNING/BiasAdd;{_P}classifier_person_16_NO_PRUNING/Conv2D;"
+    f"{_P}classifier_person_8_NO_PRUNING/Conv2D;"
+    f"{_P}classifier_person_8_NO_PRUNING/BiasAdd/ReadVariableOp/resource1",
+    f"{_P}classifier_person_16_NO_PRUNING/BiasAdd;{_P}classifier_person_16_NO_PRUNING/Conv2D;"
+    f"{_P}classifier_person_16_NO_PRUNING/BiasAdd/ReadVariableOp/resource1",
+    f"{_P}classifier_person_32_NO_PRUNING/BiasAdd;{_P}classifier_person_32_NO_PRUNING/Conv2D;"
+    f"{_P}classifier_person_32_NO_PRUNING/BiasAdd/ReadVariableOp/resource1",
+    f"{_P}regressor_person_8_NO_PRUNING/BiasAdd;{_P}regressor_person_16_NO_PRUNING/Conv2D;"
+    f"{_P}regressor_person_8_NO_PRUNING/Conv2D;"
+    f"{_P}regressor_person_8_NO_PRUNING/BiasAdd/ReadVariableOp/resource1",
+    f"{_P}regressor_person_16_NO_PRUNING/BiasAdd;{_P}regressor_person_16_NO_PRUNING/Conv2D;"
+    f"{_P}regressor_person_16_NO_PRUNING/BiasAdd/ReadVariableOp/resource1",
+    f"{_P}regressor_person_32_NO_PRUNING/BiasAdd;{_P}regressor_person_32_NO_PRUNING/Conv2D1",
+]
+# the body around its keypoints, in units of r = |full-body point - hip centre|
+BODY_UP = 1.0
+BODY_DOWN = 1.0
+BODY_SIDE = 0.35
+PERSON_NMS_IOU = 0.6  # person boxes overlapping more are one person found in two passes
+
+
+def find_pose_detection_tflite(download: bool = True) -> Path:
+    """The path of MediaPipe's ``pose_detection.tflite`` ($MULTIROI_POSE_DETECTOR_TFLITE, an
+    installed mediapipe, or the project's cache of MediaPipe's wheel; see
+    :func:`multiroi.model.blazepose.find_mediapipe_tflite`)."""
+    from multiroi.model.blazepose import (
+        POSE_DETECTION_ENV_VAR,
+        POSE_DETECTION_MEMBER,
+        find_mediapipe_tflite,
+    )
+
+    return find_mediapipe_tflite(POSE_DETECTION_MEMBER, POSE_DETECTION_ENV_VAR, download)
+
+
+def ssd_anchors() -> np.ndarray:
+    """The detector's anchor centres f32[2254, 2] in [0, 1] (MediaPipe's SsdAnchorsCalculator
+    with fixed anchor size: 2 anchors per cell at strides 8 and 16, 6 at stride 32)."""
+    out = []
+    for stride, per_cell in ((8, 2), (16, 2), (32, 6)):
+        n = INPUT_SIZE // stride
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        cells = np.stack([xs.ravel(), ys.ravel()], 1)
+        out.append(np.repeat(cells, per_cell, axis=0))
+    anchors = np.concatenate(out).astype(np.float32)
+    assert len(anchors) == NUM_ANCHORS
+    return anchors
+
+
+def letterbox(image_bgr: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """The image resized into a black 224 x 224 square, aspect kept and centred, as RGB in
+    [-1, 1] f32[224, 224, 3], with (scale, left, top): input px = (image px * scale) + offset."""
+    h, w = image_bgr.shape[:2]
+    scale = INPUT_SIZE / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+    left, top = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
+    canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+    canvas[top : top + nh, left : left + nw] = small
+    x = canvas[..., ::-1].astype(np.float32) / 127.5 - 1.0
+    return x, scale, float(left), float(top)
+
+
+def decode(
+    scores_logit: np.ndarray, raw: np.ndarray, anchors: np.ndarray, min_score: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The anchors whose score passes ``min_score``: scores f32[K], face boxes f32[K,4] (x1, y1,
+    x2, y2) and keypoints f32[K,4,2], in the 224 x 224 input's pixels."""
+    logits = np.clip(scores_logit.reshape(-1).astype(np.float64), -100.0, 100.0)
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    keep = np.flatnonzero(scores >= min_score)
+    raw, a = raw[keep].astype(np.float32), anchors[keep] * INPUT_SIZE
+    centre = raw[:, :2] + a
+    half = raw[:, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], 1)
+    keypoints = raw[:, 4:12].reshape(-1, 4, 2) + a[:, None]
+    return scores[keep].astype(np.float32), boxes, keypoints
+
+
+def weighted_nms(
+    scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, iou_thresh: float = 0.3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's weighted non-maximum suppression: the best remaining detection takes every
+    other one overlapping it by more than ``iou_thresh`` and becomes their score-weighted mean
+    (boxes and keypoints); its score stays the best one's."""
+    order = np.argsort(-scores)
+    remaining = list(order)
+    out_s, out_b, out_k = [], [], []
+    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1)
+    while remaining:
+        best = remaining[0]
+        idx = np.array(remaining)
+        lt = np.maximum(boxes[idx, :2], boxes[best, :2])
+        rb = np.minimum(boxes[idx, 2:], boxes[best, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), 1)
+        iou = inter / np.maximum(area[idx] + area[best] - inter, 1e-9)
+        group = idx[iou > iou_thresh]
+        group = group if len(group) else idx[:1]
+        wts = scores[group][:, None]
+        out_s.append(scores[best])
+        out_b.append((boxes[group] * wts).sum(0) / wts.sum())
+        out_k.append((keypoints[group] * wts[:, :, None]).sum(0) / wts.sum())
+        remaining = [i for i in remaining if i not in set(group.tolist())]
+    if not out_s:
+        return (np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
+                np.zeros((0, 4, 2), np.float32))  # fmt: skip
+    return (np.array(out_s, np.float32), np.array(out_b, np.float32),
+            np.array(out_k, np.float32))  # fmt: skip
+
+
+MASK_GROW = 1.4  # a found face is blacked out this much larger, and as far again below
+
+
+def _mask_faces(image: np.ndarray, face_boxes: np.ndarray, grow: float = MASK_GROW) -> np.ndarray:
+    """``image`` (modified in place) with each face box, ``grow`` times larger and extended
+    down by its height (the neck), set to black."""
+    h, w = image.shape[:2]
+    for b in face_boxes:
+        c, half = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) * grow / 2
+        x1, y1 = np.floor(np.maximum(c - half, 0)).astype(int)
+        x2, y2 = np.ceil(np.minimum(c + half + [0, b[3] - b[1]], [w, h])).astype(int)
+        image[y1:y2, x1:x2] = 0
+    return image
+
+
+def person_boxes(
+    face_boxes: np.ndarray, keypoints: np.ndarray, image_wh: tuple[int, int],
+    up: float = BODY_UP, down: float = BODY_DOWN, side: float = BODY_SIDE,
+) -> np.ndarray:  # fmt: skip
+    """Boxes f32[K,4] of the visible persons from the face boxes f32[K,4] and body keypoints
+    f32[K,4,2] (image px): the body's rectangle along its axis (see the module doc), united with
+    the face box, clipped to the image."""
+    hip, top = keypoints[:, 0], keypoints[:, 1]
+    axis = top - hip
+    r = np.linalg.norm(axis, axis=1, keepdims=True)
+    u = axis / np.maximum(r, 1e-6)  # towards the head
+    v = np.stack([-u[:, 1], u[:, 0]], 1)
+    corners = np.stack([hip + r * (su * u + sv * side * v)
+                        for su in (up, -down) for sv in (-1.0, 1.0)], 1)  # fmt: skip
+    lo = np.minimum(corners.min(1), face_boxes[:, :2])
+    hi = np.maximum(corners.max(1), face_boxes[:, 2:])
+    w, h = image_wh
+    box = np.concatenate([lo, hi], 1)
+    box[:, [0, 2]] = box[:, [0, 2]].clip(0, w)
+    box[:, [1, 3]] = box[:, [1, 3]].clip(0, h)
+    return box.astype(np.float32)
+
+
+class BlazePoseDetector:
+    """MediaPipe's pose detector as a :class:`realtime.detect.Detector` (see the module doc).
+
+    path: a ``pose_detection.tflite`` (default: :func:`find_pose_detection_tflite`, which may
+    fetch MediaPipe's wheel once); min_score: the detection threshold (MediaPipe's 0.5);
+    nms_iou: the suppression overlap; min_box_px: smaller persons are dropped; max_passes: at
+    most this many persons are found (one per pass, see :meth:`detect`); download: whether a
+    missing file may be fetched (MediaPipe's wheel from the package registry)."""
+
+    def __init__(
+        self, path: str | Path | None = None, min_score: float = 0.5, nms_iou: float = 0.3,
+        min_box_px: float = 16.0, max_passes: int = 3, device: str = "cpu",
+        download: bool = True,
+    ) -> None:  # fmt: skip
+        from multiroi.model.tflite_graph import GraphNet, read_tflite
+
+        path = Path(path) if path is not None else find_pose_detection_tflite(download)
+        spec, weights = read_tflite(path, HEAD_TENSORS)
+        self.net = GraphNet(spec).eval().to(device)
+        self.net.load_tflite_weights(weights)
+        self.device = device
+        self.anchors = ssd_anchors()
+        self.min_score, self.nms_iou, self.min_box_px = min_score, nms_iou, min_box_px
+        self.max_passes = max(1, int(max_passes))
+        logger.info("person detector: MediaPipe's pose detector from %s", path)
+
+    @torch.no_grad()
+    def raw(self, x_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network on letterboxed inputs f32[N,224,224,3]: score logits f32[N,2254] and
+        regressions f32[N,2254,12] (the .tflite's two outputs)."""
+        x = torch.from_numpy(np.ascontiguousarray(x_nhwc)).permute(0, 3, 1, 2).to(self.device)
+        heads = self.net(x)
+        n = x.shape[0]
+
+        def flat(t: torch.Tensor, k: int) -> torch.Tensor:  # NCHW -> [N, H*W*A, k] as NHWC
+            return t.permute(0, 2, 3, 1).reshape(n, -1, k)
+
+        cls = torch.cat([flat(t, 1) for t in heads[:3]], 1)[..., 0]
+        reg = torch.cat([flat(t, 12) for t in heads[3:]], 1)
+        return cls.float().cpu().numpy(), reg.float().cpu().numpy()
+
+    def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores f32[K], face boxes f32[K,4], body keypoints f32[K,4,2]) in image pixels.
+
+        The network finds the most prominent person of an image (others score near zero), so
+        it runs up to ``max_passes`` times, each pass on the image with the faces found so far
+        blacked out, until a pass finds nobody."""
+        image = image_bgr
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for _ in range(self.max_passes):
+            x, scale, left, top = letterbox(image)
+            cls, reg = self.raw(x[None])
+            scores, boxes, kps = decode(cls[0], reg[0], self.anchors, self.min_score)
+            scores, boxes, kps = weighted_nms(scores, boxes, kps, self.nms_iou)
+            if not len(scores):
+                break
+            offset = np.array([left, top], np.float32)
+            boxes = ((boxes.reshape(-1, 2, 2) - offset) / scale).reshape(-1, 4)
+            found.append((scores, boxes, (kps - offset) / scale))
+            image = _mask_faces(image if image is not image_bgr else image.copy(), boxes)
+        if not found:
+            return (np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
+                    np.zeros((0, 4, 2), np.float32))  # fmt: skip
+        scores, boxes, kps = (np.concatenate(parts) for parts in zip(*found, strict=True))
+        return scores, boxes, kps
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        h, w = image_bgr.shape[:2]
+        scores, faces, kps = self.detect(image_bgr)
+        if not len(scores):
+            return Detections.empty()
+        from realtime.detect import nms_xyxy
+
+        boxes = person_boxes(faces, kps, (w, h))
+        ok = np.flatnonzero((boxes[:, 3] - boxes[:, 1] >= self.min_box_px)
+                            & (boxes[:, 2] > boxes[:, 0]))  # fmt: skip
+        keep = ok[nms_xyxy(boxes[ok], scores[ok], PERSON_NMS_IOU)]  # a person found twice
+        return Detections(boxes[keep], scores[keep])
