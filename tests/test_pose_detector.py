@@ -179,21 +179,23 @@ def _iou(a, b) -> float:
 
 
 def test_finds_people_seen_from_the_waist_up_in_real_photos(detector):
-    """The photos the HOG detector misses: a head-and-shoulders portrait and two men cut at the
-    waist; and the two walkers in front of the bus. Hand-judged boxes of what each person shows
-    of themselves. The boxes are rough (IoU 0.44-0.90 with these; Zidane leans forward and his
-    box lies to the right of him), but each person is found once."""
+    """The photos the HOG detector misses: a head-and-shoulders portrait, two men cut at the
+    waist, and the walkers in front of the bus. Each detection is one of the hand-drawn persons
+    of train.qualitative, each found once; the boxes are rough (IoU 0.49-0.84 with the hand
+    boxes: Zidane leans forward and his box lies to the right of him). Found: the astronaut,
+    both men, the two walkers in front (the man at the far right and the person cut by the
+    left border are missed)."""
+    from train.qualitative import PHOTO_BOXES
+
     photos = _photos()
-    expect = {
-        "astronaut": [[0, 10, 390, 512]],
-        "zidane": [[747, 36, 1151, 720], [126, 198, 665, 720]],  # Ancelotti, Zidane
-        "bus": [[51, 378, 227, 905], [227, 405, 348, 865]],
-    }
-    for name, boxes in expect.items():
+    for name, found in (("astronaut", 1), ("zidane", 2), ("bus", 2)):
         got = detector(photos[name])
-        assert isinstance(got, Detections) and len(got) == len(boxes), (name, got.boxes_xyxy)
-        for box, found in zip(boxes, got.boxes_xyxy, strict=True):  # the most prominent first
-            assert _iou(np.array(box, np.float32), found) > 0.4, (name, box, found.round())
+        assert isinstance(got, Detections) and len(got) == found, (name, got.boxes_xyxy)
+        hand = np.array(PHOTO_BOXES[name], np.float32)
+        best = [max(range(len(hand)), key=lambda i: _iou(hand[i], g)) for g in got.boxes_xyxy]
+        assert len(set(best)) == found, (name, got.boxes_xyxy.round())  # different persons
+        for i, g in zip(best, got.boxes_xyxy, strict=True):
+            assert _iou(hand[i], g) > 0.45, (name, hand[i], g.round())
     assert len(detector(np.zeros((480, 640, 3), np.uint8))) == 0
 
 

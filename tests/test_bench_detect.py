@@ -1,0 +1,69 @@
+"""The offline detectors' benchmark (realtime.bench_detect) on a tiny generated data set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from multiroi.types import Detections
+from realtime import bench_detect
+
+
+@pytest.fixture(scope="module")
+def synth_dir(make_synth):
+    return make_synth(3, seed=5, shard_size=3)
+
+
+def _true_boxes(root):
+    """{image name: true boxes}, and the number of persons with 6 or more joints in view."""
+    boxes, scored = {}, 0
+    for lab_path in sorted(root.glob("shard_*/labels.npz")):
+        with np.load(lab_path) as z:
+            for k, name in enumerate(z["image_name"]):
+                sel = z["person_image"] == k
+                boxes[str(name)] = z["box_xyxy"][sel]
+                scored += int((z["joints2d"][sel, :, 2].sum(1) >= 6).sum())
+    return boxes, scored
+
+
+def test_scores_an_oracle_a_blind_and_a_shifted_detector(synth_dir, monkeypatch):
+    truth, n_persons = _true_boxes(synth_dir)
+    assert n_persons >= 2
+
+    class Oracle:  # knows the image from its pixels' order in the shard
+        def __init__(self, shift=0.0):
+            self.shift, self.calls = shift, 0
+
+        def __call__(self, image, frame_index=None):
+            name = sorted(truth)[self.calls % len(truth)]
+            self.calls += 1
+            b = truth[name] + np.array([self.shift, 0, self.shift, 0], np.float32)
+            return Detections(b, np.ones(len(b), np.float32))
+
+    class Blind:
+        def __call__(self, image, frame_index=None):
+            return Detections.empty()
+
+    dets = {"oracle": Oracle(), "blind": Blind(), "shifted": Oracle(shift=1e6)}
+    monkeypatch.setattr(bench_detect, "offline_detectors", lambda passes: dets)
+    rows = {r["detector"]: r for r in bench_detect.run([str(synth_dir)], "none", None,
+                                                      min_box_px=0)}  # fmt: skip
+    assert rows["oracle"]["persons"] == n_persons
+    assert rows["oracle"]["found_pct"] == 100 and rows["oracle"]["iou_median"] == 1.0
+    assert rows["blind"]["found_pct"] == 0 and rows["shifted"]["found_pct"] == 0
+    assert "pa_mpjpe_det" not in rows["oracle"]  # no checkpoint, no mesh cost
+    md = bench_detect.to_markdown(list(rows.values()))
+    assert f"| oracle | {n_persons} | 100% | 1.00 |" in md
+
+
+def test_cli_writes_the_table_and_refuses_a_folder_without_data(synth_dir, tmp_path, capsys):
+    out = tmp_path / "b"
+    assert bench_detect.main(["--data", str(synth_dir), "--checkpoint", "none", "--out",
+                              str(out), "--max-images", "2"]) == 0  # fmt: skip
+    rows = json.loads((out / "bench_detect.json").read_text())["rows"]
+    assert rows and rows[0]["detector"] == "hog" and "cpu" in capsys.readouterr().out
+    assert (out / "bench_detect.md").read_text().startswith("| data | detector |")
+    assert bench_detect.main(["--data", str(tmp_path / "empty"), "--checkpoint", "none",
+                              "--out", str(out)]) == 2  # fmt: skip
