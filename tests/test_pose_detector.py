@@ -144,17 +144,34 @@ def detector() -> BlazePoseDetector:
         pytest.skip("MediaPipe's pose_detection.tflite is not here (make setup fetches it)")
 
 
-def test_converted_detector_matches_the_tflite_interpreter(detector):
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_converted_detector_matches_the_tflite_interpreter(detector, runtime):
     """Scores and regressions of the converted graph on a real photo (the astronaut,
-    letterboxed) equal the TensorFlow Lite interpreter's (recorded with ai-edge-litert 2.3.0)."""
+    letterboxed) equal the TensorFlow Lite interpreter's (recorded with ai-edge-litert 2.3.0),
+    in torch and exported to onnxruntime (the live loop's default on a CPU)."""
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    det = BlazePoseDetector(download=False, runtime=runtime)
+    assert det.runtime == runtime
     ref = np.load(REFERENCE)
     x = ref["input_rgb_u8"].astype(np.float32) / 127.5 - 1.0
-    logits, raw = detector.raw(x[None])
-    assert logits.shape == (1, NUM_ANCHORS) and raw.shape == (1, NUM_ANCHORS, 12)
-    assert np.abs(logits[0] - ref["scores_logit"]).max() < 0.01
-    assert np.abs(raw[0] - ref["regressors"]).max() < 0.01  # px of 224
+    logits, raw = det.raw(np.stack([x, x]))  # a batch of two
+    assert logits.shape == (2, NUM_ANCHORS) and raw.shape == (2, NUM_ANCHORS, 12)
+    assert np.abs(logits - ref["scores_logit"]).max() < 0.01
+    assert np.abs(raw - ref["regressors"]).max() < 0.01  # px of 224
     assert 1 / (1 + np.exp(-ref["scores_logit"].max())) > 0.8  # the photo has a person
-    assert isinstance(detector.net, GraphNet) and not detector.net.training
+    assert isinstance(det.net, GraphNet) and not det.net.training
+    assert detector.runtime == ("onnxruntime" if _has_ort() else "torch")  # auto on a CPU
+    with pytest.raises(ValueError, match="runtime must be"):
+        BlazePoseDetector(download=False, runtime="tensorflow")
+
+
+def _has_ort() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _photos() -> dict[str, np.ndarray]:
