@@ -320,7 +320,9 @@ def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detect
     if kind == "blazepose":
         from realtime.pose_detector import BlazePoseDetector
 
-        return BlazePoseDetector(device=cfg.device)  # a missing file: BlazePoseWeightsError
+        # never fetched on the fly (like YOLO's weights); a missing file: BlazePoseWeightsError,
+        # which says how to fetch it (make setup does)
+        return BlazePoseDetector(device=cfg.device, download=False)
     weights = find_yolo_weights(cfg.weights)
     if weights is None:
         fetch = (f"fetch them once with: python -c \"from ultralytics import YOLO; "
