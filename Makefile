@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	@# MediaPipe's BlazePose weights (pretrained backbone blazepose_full) from the package
-	@# registry into ~/.cache/multiroi; optional: without them that backbone starts random.
+	@# MediaPipe's wheel from the package registry into ~/.cache/multiroi: BlazePose's weights
+	@# (pretrained backbone blazepose_full) and the pose detector (the live loop's offline person
+	@# detector); optional: without them that backbone starts random and HOG detects alone.
 	$(PY) -m multiroi.model.blazepose || echo "note: BlazePose weights not fetched (see above)"
 	touch $(STAMP)
 
