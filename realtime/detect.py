@@ -92,6 +92,8 @@ class HogDetector:
     def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
         import cv2
 
+        if min(image_bgr.shape[:2]) * self.scale < 128:  # smaller than HOG's 64x128 window
+            return Detections.empty()
         small = cv2.resize(image_bgr, None, fx=self.scale, fy=self.scale)
         if min(small.shape[:2]) < 128:
             return Detections.empty()

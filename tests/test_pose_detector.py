@@ -216,6 +216,14 @@ def test_finds_people_seen_from_the_waist_up_in_real_photos(detector):
     assert len(detector(np.zeros((480, 640, 3), np.uint8))) == 0
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 500, 3), (2000, 3000, 3)])
+def test_odd_frame_sizes_find_nobody_and_do_not_raise(detector, shape, tmp_path):
+    """A 1x1 frame used to crash the HOG detector (an empty resize); both now return nothing."""
+    frame = np.full(shape, 128, np.uint8)
+    assert len(detector(frame)) == 0
+    assert len(HogDetector()(frame)) == 0
+
+
 def test_auto_detector_offline_finds_the_portrait(detector, tmp_path):
     photo = _photos()["astronaut"]
     auto = create_detector(DetectorConfig(kind="auto", weights=str(tmp_path / "no.pt")))
