@@ -5,11 +5,13 @@
 For every detector (OpenCV's HOG; MediaPipe's pose detector with one pass and with the live
 loop's passes; both merged, the live loop's offline default) and every data folder (a
 ``python -m train.synth`` output): the share of persons found (a detection overlapping the
-person's visible box by IoU >= 0.3; persons at least 48 px tall, as in training), the median
-IoU of those found, and the median milliseconds per image, all measured in this run on the same
-images. With a checkpoint (default: the shipped default model), also what the boxes cost the
-mesh: PA-MPJPE and the median depth error of the persons found, cut from the detector's box
-and from the true box. Writes ``OUT/bench_detect.md`` and ``.json``; prints the table.
+person's visible box by IoU >= 0.3, each detection matched to one person at most; persons at
+least 48 px tall, as in training), the median IoU of those found, and the median milliseconds
+per image, all measured in this run on the same images (HOG on OpenCV's threads, the pose
+detector in onnxruntime with one thread, as in the live loop). With a checkpoint (default:
+the shipped default model), also what the boxes cost the mesh: PA-MPJPE and the median depth
+error of the persons found, cut from the detector's box and from the true box. Writes
+``OUT/bench_detect.md`` and ``.json``; prints the table.
 """
 
 from __future__ import annotations
@@ -41,7 +43,22 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
-def offline_detectors(max_passes: int = 3) -> dict[str, Any]:
+def match_one_to_one(iou: np.ndarray, min_iou: float = MATCH_IOU) -> np.ndarray:
+    """For each true person (rows of ``iou``) the detection (column) it is matched to, or -1:
+    greedy by IoU, each detection matched at most once, pairs below ``min_iou`` never."""
+    match = np.full(iou.shape[0], -1, np.int64)
+    taken: set[int] = set()
+    for flat in np.argsort(-iou, axis=None):
+        p, j = np.unravel_index(flat, iou.shape)
+        if iou[p, j] < min_iou:
+            break
+        if match[p] < 0 and int(j) not in taken:
+            match[p] = j
+            taken.add(int(j))
+    return match
+
+
+def offline_detectors(max_passes: int = 3, runtime: str = "auto") -> dict[str, Any]:
     """The detectors to compare (MediaPipe's ones only where its file is here)."""
     from multiroi.model.blazepose import BlazePoseWeightsError
     from realtime.detect import HogDetector, MergedDetector
@@ -49,8 +66,8 @@ def offline_detectors(max_passes: int = 3) -> dict[str, Any]:
 
     dets: dict[str, Any] = {"hog": HogDetector()}
     try:
-        one = BlazePoseDetector(max_passes=1, download=False)
-        live = BlazePoseDetector(max_passes=max_passes, download=False)
+        one = BlazePoseDetector(max_passes=1, download=False, runtime=runtime)
+        live = BlazePoseDetector(max_passes=max_passes, download=False, runtime=runtime)
     except BlazePoseWeightsError as exc:
         logger.warning("MediaPipe's pose detector left out: %s", exc)
         return dets
@@ -94,14 +111,16 @@ def _record(image: dict, person: dict, box: np.ndarray) -> Any:
                         True, True, vis)  # fmt: skip
 
 
-def run(data: list[str], checkpoint: str | None, max_images: int | None,
-        max_passes: int = 3, min_box_px: float = MIN_BOX_PX) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    data: list[str], checkpoint: str | None, max_images: int | None, max_passes: int = 3,
+    min_box_px: float = MIN_BOX_PX, runtime: str = "auto",
+) -> list[dict[str, Any]]:  # fmt: skip
     """One row per (data folder, detector): see the module doc. ``checkpoint`` "none": no
     mesh cost."""
     import cv2
     from tqdm import tqdm
 
-    dets = offline_detectors(max_passes)
+    dets = offline_detectors(max_passes, runtime)
     model = body = None
     if checkpoint != "none":
         from multiroi.body import load_body_model
@@ -121,11 +140,11 @@ def run(data: list[str], checkpoint: str | None, max_images: int | None,
                 got = det(frame).boxes_xyxy
                 stats[name]["ms"].append(1000 * (time.perf_counter() - t0))
                 iou = iou_matrix(gt, got) if len(got) else np.zeros((len(gt), 0))
+                match = match_one_to_one(iou)
                 for p, person in enumerate(image["persons"]):
-                    j = int(np.argmax(iou[p])) if iou.shape[1] else -1
-                    hit = j >= 0 and iou[p, j] >= MATCH_IOU
-                    stats[name]["found"].append(hit)
-                    if hit:
+                    j = match[p]
+                    stats[name]["found"].append(j >= 0)
+                    if j >= 0:
                         stats[name]["iou"].append(iou[p, j])
                         stats[name]["det"].append(_record(image, person, got[j]))
                         stats[name]["gt"].append(_record(image, person, gt[p]))
@@ -179,8 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--passes", type=int, default=3, help="the live loop's detector passes")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the live loop's "
-                   "detector shares a core with the other stages)")  # fmt: skip
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="the pose detector's runtime (auto: onnxruntime on a CPU, one thread)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch's CPU threads (the pose "
+                   "detector in torch, the mesh cost); HOG uses OpenCV's own")  # fmt: skip
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -190,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        rows = run(args.data, args.checkpoint, args.max_images, args.passes)
+        rows = run(args.data, args.checkpoint, args.max_images, args.passes,
+                   runtime=args.runtime)  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2

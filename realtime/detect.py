@@ -1,9 +1,9 @@
 """Person detectors: ``detector(image_bgr, frame_index=None) -> Detections`` (person class only).
 
 * :class:`YoloDetector` - ultralytics YOLO (weights file must be on disk; never downloads here).
-* :class:`realtime.pose_detector.BlazePoseDetector` - MediaPipe's pose detector run in PyTorch
-  (offline; its file comes from MediaPipe's wheel, fetched by ``make setup``): finds people
-  seen from the waist up, by the face.
+* :class:`realtime.pose_detector.BlazePoseDetector` - MediaPipe's pose detector converted to
+  PyTorch, run in onnxruntime on a CPU (offline; its file comes from MediaPipe's wheel, fetched
+  by ``make setup``): finds people seen from the waist up, by the face.
 * :class:`HogDetector` - OpenCV's built-in HOG people detector (OpenCV 4.x; no download):
   whole standing people only.
 * :class:`MergedDetector` - one detector's boxes plus another's that overlap none of them.
@@ -92,11 +92,9 @@ class HogDetector:
     def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
         import cv2
 
-        if min(image_bgr.shape[:2]) * self.scale < 128:  # smaller than HOG's 64x128 window
+        if min(image_bgr.shape[:2]) * self.scale < 128:  # too small (and a 0x0 resize raises)
             return Detections.empty()
         small = cv2.resize(image_bgr, None, fx=self.scale, fy=self.scale)
-        if min(small.shape[:2]) < 128:
-            return Detections.empty()
         rects, weights = self._hog.detectMultiScale(small, winStride=(8, 8), scale=1.05)
         if len(rects) == 0:
             return Detections.empty()
@@ -347,15 +345,15 @@ def _offline_detector(cfg: Any) -> tuple[Detector, str]:
     from realtime.pose_detector import BlazePoseDetector
 
     fallback = _hog_or_motion(cfg)
+    if isinstance(fallback, HogDetector):
+        name = "OpenCV's HOG people detector, which finds whole standing people only"
+    else:
+        name = "the motion (background) detector, which needs a static camera"
     try:
         blazepose = BlazePoseDetector(device=cfg.device, path=None, download=False)
     except (BlazePoseWeightsError, TFLiteGraphError) as exc:
-        why = f"MediaPipe's pose detector is not usable here: {exc}"
-        return (
-            fallback,
-            f"OpenCV's HOG people detector, which finds whole standing people only ({why})",
-        )
-    both = "MediaPipe's pose detector (finds people from the waist up) merged with OpenCV's HOG"
+        return fallback, f"{name} (MediaPipe's pose detector is not usable here: {exc})"
+    both = f"MediaPipe's pose detector (finds people from the waist up) merged with {name}"
     return MergedDetector(blazepose, fallback), both
 
 

@@ -162,6 +162,7 @@ class Pipeline:
         self.join_timeout_s = join_timeout_s
         self.max_consecutive_errors = max(1, int(max_consecutive_errors))
         self._failures: dict[str, int] = {}  # stage -> failures in a row
+        self._warned: dict[str, float] = {}  # stage -> when its last failure was logged
         if getattr(infer, "timer", False) is None:
             infer.timer = self.stats.add_time  # sub-stage timings (rois, model, body)
         self._stop = threading.Event()
@@ -193,8 +194,10 @@ class Pipeline:
             self.stats.add_dropped(f"failed:{stage}")
             if n >= self.max_consecutive_errors:
                 raise
-            if n == 1:  # once per run of failures; --verbose shows the traceback
-                verbose = logger.isEnabledFor(logging.DEBUG)
+            now = time.monotonic()
+            if n == 1 and now - self._warned.get(stage, -1e9) >= 5.0:  # at most every 5 s
+                self._warned[stage] = now
+                verbose = logger.isEnabledFor(logging.DEBUG)  # --verbose: the traceback
                 logger.warning("stage %s failed on a frame (%s: %s); frame skipped", stage,
                                type(exc).__name__, exc, exc_info=verbose)  # fmt: skip
             return _SKIP
@@ -348,7 +351,7 @@ class Pipeline:
 
     def _deliver(self, item: Result) -> None:
         t0 = time.perf_counter()
-        keep_going = True
+        keep_going, shown = True, None
         if self.renderer is not None:
             if hasattr(self.renderer, "set_status"):
                 self.renderer.set_status(self.stats.live_text())
@@ -362,7 +365,8 @@ class Pipeline:
             self.recorder.add(item.frame.index, item.frame.t_capture_s, t_done, item.people,
                               image_wh=item.frame.size_wh)  # fmt: skip
         t_ref = item.frame.t_capture_s if self.drop else item.t_start_s  # see module docstring
-        self.stats.frame_done(t_ref, len(item.people), t_done)
+        if shown is not _SKIP:  # a frame the renderer failed on is counted as failed, not shown
+            self.stats.frame_done(t_ref, len(item.people), t_done)
         self.stats.set_dropped("source", int(getattr(self.source, "dropped", 0)))
         self.stats.maybe_log(t_done)
         if not keep_going:

@@ -1,5 +1,6 @@
-"""MediaPipe's BlazePose person detector, run in PyTorch: an offline detector that finds people
-seen from the waist up (a webcam's user), which OpenCV's HOG detector cannot.
+"""MediaPipe's BlazePose person detector converted to PyTorch (and run in onnxruntime on a CPU):
+an offline detector that finds people seen from the waist up (a webcam's user), which OpenCV's
+HOG detector cannot.
 
 MediaPipe's wheel (PyPI, Apache-2.0; fetched by ``make setup`` for the BlazePose backbone)
 carries ``pose_detection.tflite``, the first stage of MediaPipe Pose: an SSD on a 224 x 224
@@ -161,9 +162,10 @@ def _mask_faces(image: np.ndarray, face_boxes: np.ndarray, grow: float = MASK_GR
     h, w = image.shape[:2]
     for b in face_boxes:
         c, half = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]) * grow / 2
-        x1, y1 = np.floor(np.maximum(c - half, 0)).astype(int)
-        x2, y2 = np.ceil(np.minimum(c + half + [0, b[3] - b[1]], [w, h])).astype(int)
-        image[y1:y2, x1:x2] = 0
+        lo = np.clip(np.floor(c - half), 0, [w, h]).astype(int)
+        hi = np.clip(np.ceil(c + half + [0, b[3] - b[1]]), 0, [w, h]).astype(int)
+        if (hi > lo).all():  # a box outside the image masks nothing
+            image[lo[1] : hi[1], lo[0] : hi[0]] = 0
     return image
 
 
@@ -226,26 +228,25 @@ class BlazePoseDetector:
         logger.info("person detector: MediaPipe's pose detector from %s (%s)", path, self.runtime)
 
     def _onnx_session(self, threads: int, required: bool) -> object | None:
-        """The heads exported to ONNX (a temporary file) in an onnxruntime CPU session; None
+        """The heads exported to ONNX (in memory) in an onnxruntime CPU session; None
         (torch runs it) when onnxruntime is missing or the export fails, unless ``required``."""
-        import tempfile
+        import io
         import warnings
 
         try:
             import onnxruntime as ort
 
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="multiroi-posedet-")
-            onnx_path = Path(self._tmpdir.name) / "pose_detection.onnx"
+            buf = io.BytesIO()  # in memory: no file is left behind
             dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, device=self.device)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings
-                torch.onnx.export(self.net, (dummy,), str(onnx_path), input_names=["image"],
+                torch.onnx.export(self.net, (dummy,), buf, input_names=["image"],
                                   dynamic_axes={"image": {0: "n"}}, opset_version=17,
                                   dynamo=False)  # fmt: skip
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = max(1, int(threads))
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            return ort.InferenceSession(str(onnx_path), opts,
+            return ort.InferenceSession(buf.getvalue(), opts,
                                         providers=["CPUExecutionProvider"])  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - any failure: torch runs it instead
             if required:

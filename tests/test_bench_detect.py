@@ -32,7 +32,7 @@ def test_scores_an_oracle_a_blind_and_a_shifted_detector(synth_dir, monkeypatch)
     truth, n_persons = _true_boxes(synth_dir)
     assert n_persons >= 2
 
-    class Oracle:  # knows the image from its pixels' order in the shard
+    class Oracle:  # knows the image by the order of the calls: the images in shard order
         def __init__(self, shift=0.0):
             self.shift, self.calls = shift, 0
 
@@ -47,7 +47,7 @@ def test_scores_an_oracle_a_blind_and_a_shifted_detector(synth_dir, monkeypatch)
             return Detections.empty()
 
     dets = {"oracle": Oracle(), "blind": Blind(), "shifted": Oracle(shift=1e6)}
-    monkeypatch.setattr(bench_detect, "offline_detectors", lambda passes: dets)
+    monkeypatch.setattr(bench_detect, "offline_detectors", lambda passes, runtime: dets)
     rows = {r["detector"]: r for r in bench_detect.run([str(synth_dir)], "none", None,
                                                       min_box_px=0)}  # fmt: skip
     assert rows["oracle"]["persons"] == n_persons
@@ -56,6 +56,12 @@ def test_scores_an_oracle_a_blind_and_a_shifted_detector(synth_dir, monkeypatch)
     assert "pa_mpjpe_det" not in rows["oracle"]  # no checkpoint, no mesh cost
     md = bench_detect.to_markdown(list(rows.values()))
     assert f"| oracle | {n_persons} | 100% | 1.00 |" in md
+
+
+def test_one_detection_finds_one_person_at_most():
+    iou = np.array([[0.9, 0.2], [0.8, 0.1], [0.5, 0.6], [0.1, 0.2]])
+    assert bench_detect.match_one_to_one(iou).tolist() == [0, -1, 1, -1]
+    assert bench_detect.match_one_to_one(np.zeros((2, 0))).tolist() == [-1, -1]
 
 
 def test_cli_writes_the_table_and_refuses_a_folder_without_data(synth_dir, tmp_path, capsys):

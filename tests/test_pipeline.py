@@ -178,6 +178,14 @@ def test_one_bad_frame_is_skipped_and_a_failing_stage_ends_the_loop(tmp_path, to
     assert err.value.stage == "render" and len(broken.calls) == 10  # ten frames in a row
     assert no_stage_threads()
 
+    # a frame the renderer fails on once is counted as failed, not as shown
+    once = FakeRenderer(raise_at=4)
+    once.raise_at_exc = RuntimeError("one bad draw")
+    summary = make_pipeline(VideoFileSource(write_video(tmp_path / "o.avi", 8)), toy_body_model,
+                            renderer=once).run()  # fmt: skip
+    assert len(once.calls) == 8 and summary.frames == 7 and summary.failed == 1
+    assert no_stage_threads()
+
 
 def test_window_close_and_ctrl_c_stop_cleanly(tmp_path, toy_body_model):
     src = VideoFileSource(write_video(tmp_path / "v.avi", 40))
