@@ -3,7 +3,7 @@
     python -m realtime.bench_detect --data runs/close/val runs/front/val --out out/bench_detect
 
 For every detector (OpenCV's HOG; MediaPipe's pose detector with one pass and with the live
-loop's passes; both merged, the live loop's offline default) and every data folder (a
+loop's passes, its offline default; both merged) and every data folder (a
 ``python -m train.synth`` output): the share of persons found (a detection overlapping the
 person's visible box by IoU >= 0.3, each detection matched to one person at most; persons at
 least 48 px tall, as in training), the median IoU of those found, and the median milliseconds
@@ -62,7 +62,7 @@ def offline_detectors(max_passes: int = 3, runtime: str = "auto") -> dict[str, A
     """The detectors to compare (MediaPipe's ones only where its file is here)."""
     from multiroi.model.blazepose import BlazePoseWeightsError
     from realtime.detect import HogDetector, MergedDetector
-    from realtime.pose_detector import BlazePoseDetector
+    from realtime.pose_detector import MAX_PASSES, BlazePoseDetector
 
     dets: dict[str, Any] = {"hog": HogDetector()}
     try:
@@ -72,8 +72,9 @@ def offline_detectors(max_passes: int = 3, runtime: str = "auto") -> dict[str, A
         logger.warning("MediaPipe's pose detector left out: %s", exc)
         return dets
     dets["blazepose, 1 pass"] = one
-    dets[f"blazepose, {max_passes} passes"] = live
-    dets["blazepose + hog (auto)"] = MergedDetector(live, dets["hog"])
+    live_loop = " (the live loop's)" if max_passes == MAX_PASSES else ""
+    dets[f"blazepose, {max_passes} passes{live_loop}"] = live
+    dets["blazepose + hog"] = MergedDetector(live, dets["hog"])
     return dets
 
 

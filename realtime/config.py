@@ -38,8 +38,8 @@ class SourceConfig:
 @dataclass
 class DetectorConfig:
     """Person detection. kind "auto" = YOLO when its weights are at hand, else the offline
-    detector: MediaPipe's pose detector ("blazepose", finds people from the waist up) merged
-    with OpenCV's HOG people detector, or HOG alone when MediaPipe's file is missing. every_n:
+    detector: MediaPipe's pose detector ("blazepose", finds people from the waist up), or
+    OpenCV's HOG people detector when MediaPipe's file is missing. every_n:
     run the detector on every n-th frame, carry boxes forward between."""
 
     kind: str = "auto"

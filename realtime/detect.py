@@ -6,7 +6,8 @@
   by ``make setup``): finds people seen from the waist up, by the face.
 * :class:`HogDetector` - OpenCV's built-in HOG people detector (OpenCV 4.x; no download):
   whole standing people only.
-* :class:`MergedDetector` - one detector's boxes plus another's that overlap none of them.
+* :class:`MergedDetector` - one detector's boxes plus another's that overlap none of them
+  (realtime.bench_detect compares BlazePose + HOG with BlazePose alone).
 * :class:`MotionDetector` - background subtraction blobs; the last-resort offline fallback
   (static camera) when this OpenCV build has no HOG (OpenCV 5 moved it to contrib).
 * :class:`MediaPipeDetector` - MediaPipe's bundled pose detector (optional extra).
@@ -14,8 +15,8 @@
 * :class:`EveryNDetector` - runs an inner detector every n-th frame and carries boxes between.
 
 :func:`create_detector` picks one from a :class:`realtime.config.DetectorConfig`, falling back
-(with one warning line) to the offline detectors (BlazePose merged with HOG) when YOLO's
-weights are not at hand.
+(with one warning line) to an offline detector (BlazePose; HOG when MediaPipe's file is
+missing) when YOLO's weights are not at hand.
 """
 
 from __future__ import annotations
@@ -338,23 +339,23 @@ def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detect
 
 
 def _offline_detector(cfg: Any) -> tuple[Detector, str]:
-    """The best detector that needs no download now: MediaPipe's pose detector merged with HOG
-    (or motion), else HOG (or motion) alone; and a description for the log."""
+    """The best detector that needs no download now: MediaPipe's pose detector, else HOG (or
+    motion); and a description for the log. HOG merged with the pose detector found no person
+    it had missed on held-out renders (docs/benchmarks.md), so it is not merged in."""
     from multiroi.model.blazepose import BlazePoseWeightsError
     from multiroi.model.tflite_graph import TFLiteGraphError
     from realtime.pose_detector import BlazePoseDetector
 
-    fallback = _hog_or_motion(cfg)
-    if isinstance(fallback, HogDetector):
-        name = "OpenCV's HOG people detector, which finds whole standing people only"
-    else:
-        name = "the motion (background) detector, which needs a static camera"
     try:
         blazepose = BlazePoseDetector(device=cfg.device, path=None, download=False)
     except (BlazePoseWeightsError, TFLiteGraphError) as exc:
+        fallback = _hog_or_motion(cfg)
+        if isinstance(fallback, HogDetector):
+            name = "OpenCV's HOG people detector, which finds whole standing people only"
+        else:
+            name = "the motion (background) detector, which needs a static camera"
         return fallback, f"{name} (MediaPipe's pose detector is not usable here: {exc})"
-    both = f"MediaPipe's pose detector (finds people from the waist up) merged with {name}"
-    return MergedDetector(blazepose, fallback), both
+    return blazepose, "MediaPipe's pose detector (offline; finds people from the waist up)"
 
 
 def _hog_or_motion(cfg: Any) -> Detector:

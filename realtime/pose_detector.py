@@ -62,6 +62,7 @@ BODY_UP = 1.0
 BODY_DOWN = 1.0
 BODY_SIDE = 0.35
 PERSON_NMS_IOU = 0.6  # person boxes overlapping more are one person found in two passes
+MAX_PASSES = 3  # at most this many persons per frame (one per pass); the live loop's
 
 
 def find_pose_detection_tflite(download: bool = True) -> Path:
@@ -206,7 +207,7 @@ class BlazePoseDetector:
 
     def __init__(
         self, path: str | Path | None = None, min_score: float = 0.5, nms_iou: float = 0.3,
-        min_box_px: float = 16.0, max_passes: int = 3, device: str = "cpu",
+        min_box_px: float = 16.0, max_passes: int = MAX_PASSES, device: str = "cpu",
         download: bool = True, runtime: str = "auto", threads: int = 1,
     ) -> None:  # fmt: skip
         from multiroi.model.tflite_graph import GraphNet, read_tflite

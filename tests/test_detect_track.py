@@ -11,12 +11,12 @@ from realtime.detect import (
     EveryNDetector,
     GivenBoxesDetector,
     HogDetector,
-    MergedDetector,
     MotionDetector,
     create_detector,
     hog_available,
     nms_xyxy,
 )
+from realtime.pose_detector import BlazePoseDetector
 from realtime.track import PersonTracker
 
 
@@ -69,8 +69,7 @@ def test_motion_detector_finds_a_moving_blob():
 
 def test_yolo_without_weights_warns_once_and_falls_back_unless_asked_for(tmp_path, caplog):
     det = create_detector(DetectorConfig(kind="auto", weights=str(tmp_path / "nope.pt")))
-    offline = det.secondary if isinstance(det, MergedDetector) else det  # + MediaPipe's, if here
-    assert isinstance(offline, (HogDetector, MotionDetector))
+    assert isinstance(det, (BlazePoseDetector, HogDetector, MotionDetector))  # MediaPipe's if here
     warnings = [r for r in caplog.records if "YOLO weights" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
     assert isinstance(det(np.zeros((240, 320, 3), np.uint8)), Detections)

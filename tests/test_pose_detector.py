@@ -241,6 +241,6 @@ def test_odd_frame_sizes_find_nobody_and_do_not_raise(detector, shape):
 def test_auto_detector_offline_finds_the_portrait(detector, tmp_path):
     photo = _photos()["astronaut"]
     auto = create_detector(DetectorConfig(kind="auto", weights=str(tmp_path / "no.pt")))
-    assert isinstance(auto, MergedDetector)
+    assert isinstance(auto, BlazePoseDetector)
     assert len(auto(photo)) == 1
     assert len(HogDetector()(photo)) == 0  # the HOG detector alone finds nobody here

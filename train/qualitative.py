@@ -5,8 +5,8 @@ zidane.jpg, scikit-image's astronaut): the network's meshes drawn over each phot
 
 The person boxes of these three photos are given by hand (below), so that every person is
 scored; pass ``--detect`` to use the live loop's detector instead (offline: MediaPipe's pose
-detector merged with HOG, which finds 5 of the 7 people; HOG alone draws one box, half on a
-walker of bus.jpg, and finds nobody in the other two).
+detector, which finds 5 of the 7 people; OpenCV's HOG draws one box, half on a walker of
+bus.jpg, and finds nobody in the other two).
 """
 
 from __future__ import annotations
