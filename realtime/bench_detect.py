@@ -31,18 +31,6 @@ MATCH_IOU = 0.3
 MIN_BOX_PX = 48.0
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU f64[len(a), len(b)] of boxes xyxy."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), -1)
-
-    def area(x: np.ndarray) -> np.ndarray:
-        return np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), -1)
-
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
-
-
 def match_one_to_one(iou: np.ndarray, min_iou: float = MATCH_IOU) -> np.ndarray:
     """For each true person (rows of ``iou``) the detection (column) it is matched to, or -1:
     greedy by IoU, each detection matched at most once, pairs below ``min_iou`` never."""
@@ -121,6 +109,8 @@ def run(
     import cv2
     from tqdm import tqdm
 
+    from realtime.detect import box_iou
+
     dets = offline_detectors(max_passes, runtime)
     model = body = None
     if checkpoint != "none":
@@ -140,7 +130,7 @@ def run(
                 t0 = time.perf_counter()
                 got = det(frame).boxes_xyxy
                 stats[name]["ms"].append(1000 * (time.perf_counter() - t0))
-                iou = iou_matrix(gt, got) if len(got) else np.zeros((len(gt), 0))
+                iou = box_iou(gt, got)
                 match = match_one_to_one(iou)
                 for p, person in enumerate(image["persons"]):
                     j = match[p]

@@ -43,25 +43,38 @@ def _as_detections(boxes_xyxy: Any, scores: Any) -> Detections:
     return Detections(boxes, np.asarray(scores, np.float32).reshape(-1))
 
 
+def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas f64[len(a), len(b)] of boxes xyxy f[N,4] and f[M,4]."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    return np.prod(np.clip(rb - lt, 0, None), -1)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Areas f64[N] of boxes xyxy f[N,4] (0 for an inverted box)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), -1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU f64[len(a), len(b)] of boxes xyxy f[N,4] and f[M,4]."""
+    inter = box_intersection(a, b)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
 def nms_xyxy(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_thresh: float = 0.5) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices i64[K], best score first."""
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(
-        boxes[:, 3] - boxes[:, 1], 0, None
-    )
     keep: list[int] = []
     while order.size:
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
-        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= iou_thresh]
+        order = rest[box_iou(boxes[i : i + 1], boxes[rest])[0] <= iou_thresh]
     return np.asarray(keep, np.int64)
 
 
@@ -210,16 +223,9 @@ class MergedDetector:
             return a
         if not len(a):
             return b
-        lt = np.maximum(b.boxes_xyxy[:, None, :2], a.boxes_xyxy[None, :, :2])
-        rb = np.minimum(b.boxes_xyxy[:, None, 2:], a.boxes_xyxy[None, :, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), -1)
-
-        def area(x: np.ndarray) -> np.ndarray:
-            return np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), -1)
-
-        area_b = np.maximum(area(b.boxes_xyxy), 1e-9)
-        iou = inter / np.maximum(area_b[:, None] + area(a.boxes_xyxy)[None] - inter, 1e-9)
-        inside = inter / area_b[:, None]
+        inside = box_intersection(b.boxes_xyxy, a.boxes_xyxy)
+        inside /= np.maximum(box_area(b.boxes_xyxy), 1e-9)[:, None]
+        iou = box_iou(b.boxes_xyxy, a.boxes_xyxy)
         new = ~((iou > self.iou_thresh) | (inside > self.contain_thresh)).any(1)
         return Detections(np.concatenate([a.boxes_xyxy, b.boxes_xyxy[new]]),
                           np.concatenate([a.scores, b.scores[new]]))  # fmt: skip

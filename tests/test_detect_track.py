@@ -12,6 +12,7 @@ from realtime.detect import (
     GivenBoxesDetector,
     HogDetector,
     MotionDetector,
+    box_iou,
     create_detector,
     hog_available,
     nms_xyxy,
@@ -36,6 +37,10 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], np.float32)
     keep = nms_xyxy(boxes, np.array([0.5, 0.9, 0.8]), 0.5)
     assert keep.tolist() == [1, 2]
+    iou = box_iou(boxes, boxes[:2])
+    assert iou.shape == (3, 2) and np.allclose(np.diag(iou), 1) and iou[2].max() == 0
+    assert np.isclose(iou[0, 1], 81 / (100 + 100 - 81))
+    assert box_iou(boxes, np.zeros((0, 4))).shape == (3, 0)
 
 
 def test_given_boxes_by_frame_index_and_npz(tmp_path):

@@ -13,7 +13,13 @@ from multiroi.model.blazepose import BlazePoseWeightsError
 from multiroi.model.tflite_graph import GraphNet
 from multiroi.types import Detections
 from realtime.config import DetectorConfig
-from realtime.detect import HogDetector, MergedDetector, MotionDetector, create_detector
+from realtime.detect import (
+    HogDetector,
+    MergedDetector,
+    MotionDetector,
+    box_iou,
+    create_detector,
+)
 from realtime.pose_detector import (
     BODY_SIDE,
     NUM_ANCHORS,
@@ -204,9 +210,7 @@ def _photos() -> dict[str, np.ndarray]:
 
 
 def _iou(a, b) -> float:
-    lt, rb = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
-    inter = float(np.prod(np.clip(rb - lt, 0, None)))
-    return inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
+    return float(box_iou(a, b)[0, 0])
 
 
 def test_finds_people_seen_from_the_waist_up_in_real_photos(detector):
