@@ -42,7 +42,8 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
         infer = build_inference_stage(cfg, stats.add_time, getattr(source, "camera", None))
         if not source.is_live and not cfg.source.realtime:
             infer.media_fps = source.fps  # smooth over media time, not read time
-        detector = create_detector(cfg.detector, getattr(source, "gt_path", None))
+        detector = create_detector(cfg.detector, getattr(source, "gt_path", None),
+                                   infer.box_extent)  # fmt: skip
         tracker = create_tracker(cfg.tracker)
         size = source.size_wh if source.size_wh[0] > 0 else (cfg.source.width, cfg.source.height)
         camera = infer.cameras(size)
@@ -92,6 +93,10 @@ def _carry_hook(detector: Any, infer: Any) -> Any:
 
     def hook(frame: Any, people: list) -> None:
         boxes = projected_boxes(people, infer.cameras(frame.size_wh))
+        if infer.box_extent == "visible":  # the boxes the model expects: the visible part
+            w, h = frame.size_wh
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         detector.carry(Detections(boxes, np.full(len(boxes), 0.9, np.float32)), frame.index)
 
     return hook

@@ -12,6 +12,11 @@ detector in onnxruntime with one thread, as in the live loop). With a checkpoint
 the shipped default model), also what the boxes cost the mesh: PA-MPJPE and the median depth
 error of the persons found, cut from the detector's box and from the true box. Writes
 ``OUT/bench_detect.md`` and ``.json``; prints the table.
+
+A checkpoint trained on whole-body boxes (``ModelConfig.box_extent`` "amodal") gets the pose
+detector's whole-body boxes and the true whole-body box; persons are still matched by the
+detection clipped to the image against the visible box, and the table adds the median IoU of
+the whole-body boxes.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ def match_one_to_one(iou: np.ndarray, min_iou: float = MATCH_IOU) -> np.ndarray:
     return match
 
 
-def offline_detectors(max_passes: int = 3, runtime: str = "auto") -> dict[str, Any]:
+def offline_detectors(
+    max_passes: int = 3, runtime: str = "auto", box_extent: str = "visible"
+) -> dict[str, Any]:
     """The detectors to compare (MediaPipe's ones only where its file is here)."""
     from multiroi.model.blazepose import BlazePoseWeightsError
     from realtime.detect import HogDetector, MergedDetector
@@ -54,8 +61,9 @@ def offline_detectors(max_passes: int = 3, runtime: str = "auto") -> dict[str, A
 
     dets: dict[str, Any] = {"hog": HogDetector()}
     try:
-        one = BlazePoseDetector(max_passes=1, download=False, runtime=runtime)
-        live = BlazePoseDetector(max_passes=max_passes, download=False, runtime=runtime)
+        kw = dict(download=False, runtime=runtime, box_extent=box_extent)
+        one = BlazePoseDetector(max_passes=1, **kw)
+        live = BlazePoseDetector(max_passes=max_passes, **kw)
     except BlazePoseWeightsError as exc:
         logger.warning("MediaPipe's pose detector left out: %s", exc)
         return dets
@@ -79,8 +87,8 @@ def _persons(root: Path, min_box_px: float = MIN_BOX_PX) -> list[dict[str, Any]]
                        & (lab["joints2d"][idx, :, 2].sum(1) >= 6)]  # fmt: skip
             images.append({"path": lab_path.parent / str(name), "K": lab["K"][k],
                            "persons": [{key: lab[key][p] for key in
-                                        ("box_xyxy", "joints2d", "joints3d", "pose", "betas",
-                                         "transl")} for p in keep]})  # fmt: skip
+                                        ("box_xyxy", "box_amodal", "joints2d", "joints3d",
+                                         "pose", "betas", "transl")} for p in keep]})  # fmt: skip
     if not images:
         raise ValueError(f"no shards (shard_*/labels.npz) under {root}; run python -m train.synth")
     return images
@@ -111,7 +119,6 @@ def run(
 
     from realtime.detect import box_iou
 
-    dets = offline_detectors(max_passes, runtime)
     model = body = None
     if checkpoint != "none":
         from multiroi.body import load_body_model
@@ -119,31 +126,47 @@ def run(
 
         model, _ = load_checkpoint(checkpoint or default_checkpoint_path())
         body = load_body_model(None)
+    whole = model is not None and model.cfg.box_extent == "amodal"
+    dets = offline_detectors(max_passes, runtime, "amodal" if whole else "visible")
     rows = []
     for root in data:
         images = _persons(Path(root), min_box_px)[:max_images]
-        stats = {n: {"found": [], "iou": [], "ms": [], "det": [], "gt": []} for n in dets}
+        stats = {n: {"found": [], "iou": [], "iou_whole": [], "ms": [], "det": [], "gt": []}
+                 for n in dets}  # fmt: skip
         for image in tqdm(images, desc=f"detect {Path(root).name}"):
             frame = cv2.imread(str(image["path"]), cv2.IMREAD_COLOR)
-            gt = np.array([p["box_xyxy"] for p in image["persons"]], np.float32).reshape(-1, 4)
+            h, w = frame.shape[:2]
+
+            gt, gt_whole = (np.array([p[key] for p in image["persons"]], np.float32).reshape(-1, 4)
+                            for key in ("box_xyxy", "box_amodal"))  # fmt: skip
             for name, det in dets.items():
                 t0 = time.perf_counter()
                 got = det(frame).boxes_xyxy
                 stats[name]["ms"].append(1000 * (time.perf_counter() - t0))
-                iou = box_iou(gt, got)
+                seen = got.copy()  # the part in the image, matched against the visible box
+                seen[:, [0, 2]] = seen[:, [0, 2]].clip(0, w)
+                seen[:, [1, 3]] = seen[:, [1, 3]].clip(0, h)
+                iou = box_iou(gt, seen)
                 match = match_one_to_one(iou)
                 for p, person in enumerate(image["persons"]):
                     j = match[p]
                     stats[name]["found"].append(j >= 0)
                     if j >= 0:
                         stats[name]["iou"].append(iou[p, j])
+                        stats[name]["iou_whole"].append(
+                            box_iou(gt_whole[p : p + 1], got[j : j + 1])[0, 0]
+                        )
                         stats[name]["det"].append(_record(image, person, got[j]))
-                        stats[name]["gt"].append(_record(image, person, gt[p]))
+                        truth = gt_whole[p] if whole else gt[p]
+                        stats[name]["gt"].append(_record(image, person, truth))
         for name, s in stats.items():
             row = {"data": str(root), "detector": name, "persons": len(s["found"]),
                    "found_pct": 100 * float(np.mean(s["found"])) if s["found"] else 0.0,
                    "iou_median": float(np.median(s["iou"])) if s["iou"] else float("nan"),
                    "ms_median": float(np.median(s["ms"]))}  # fmt: skip
+            if whole:
+                row["iou_whole_median"] = (float(np.median(s["iou_whole"])) if s["iou_whole"]
+                                           else float("nan"))  # fmt: skip
             if model is not None and s["det"]:
                 row.update(_mesh_cost(model, body, s["det"], s["gt"]))
             rows.append(row)
@@ -152,6 +175,8 @@ def run(
 
 
 def _mesh_cost(model: Any, body: Any, det: list, gt: list) -> dict[str, float]:
+    """PA-MPJPE and median depth error of the same persons from the detector's and the true
+    boxes (records whose base box is already the model's kind of box)."""
     from train.datasets import PersonDataset
     from train.eval import evaluate
 
@@ -166,7 +191,10 @@ def _mesh_cost(model: Any, body: Any, det: list, gt: list) -> dict[str, float]:
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| data | detector | persons | found | IoU (median) | ms per image (median) "
             "| PA-MPJPE, detector box / true box (mm) | depth error, median (mm) |")  # fmt: skip
-    lines = [head, "|" + "---|" * 8]
+    whole = any("iou_whole_median" in r for r in rows)
+    if whole:
+        head += " whole-body IoU (median) |"
+    lines = [head, "|" + "---|" * (9 if whole else 8)]
     for r in rows:
         mesh = depth = "-"
         if "pa_mpjpe_det" in r:
@@ -175,6 +203,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {Path(r['data']).parent.name}/{Path(r['data']).name} | {r['detector']} "
                      f"| {r['persons']} | {r['found_pct']:.0f}% | {r['iou_median']:.2f} "
                      f"| {r['ms_median']:.1f} | {mesh} | {depth} |")  # fmt: skip
+        if whole:
+            lines[-1] += f" {r.get('iou_whole_median', float('nan')):.2f} |"
     return "\n".join(lines) + "\n"
 
 

@@ -236,7 +236,10 @@ class GivenBoxesDetector:
     rows (or rows of ``valid`` False) for absent persons. ``frame_index`` picks the row; without
     it an internal counter is used. Frames past the end give no detections."""
 
-    def __init__(self, boxes_xyxy: np.ndarray, valid: np.ndarray | None = None) -> None:
+    def __init__(
+        self, boxes_xyxy: np.ndarray, valid: np.ndarray | None = None, box_extent: str = "visible"
+    ) -> None:
+        self.box_extent = box_extent  # what the boxes are: the visible part or whole bodies
         boxes = np.asarray(boxes_xyxy, np.float32)
         if boxes.ndim != 3 or boxes.shape[2] != 4:
             raise ValueError(f"given boxes must be f32[T,P,4], got shape {boxes.shape}")
@@ -247,15 +250,17 @@ class GivenBoxesDetector:
         self._counter = 0
 
     @classmethod
-    def from_npz(cls, path: str | os.PathLike) -> GivenBoxesDetector:
-        """Read the demo clip's ground truth: ``box_xyxy`` (or ``boxes_xyxy``) f32[T,P,4] and an
-        optional ``visible``/``valid`` bool[T,P]."""
+    def from_npz(cls, path: str | os.PathLike, box_extent: str = "visible") -> GivenBoxesDetector:
+        """Read the demo clip's ground truth: ``box_xyxy`` (or ``boxes_xyxy``) f32[T,P,4], or
+        with ``box_extent`` "amodal" the whole bodies' ``box_amodal``, and an optional
+        ``visible``/``valid`` bool[T,P]."""
+        names = ("box_amodal",) if box_extent == "amodal" else ("box_xyxy", "boxes_xyxy")
         with np.load(path, allow_pickle=False) as data:
-            key = next((k for k in ("box_xyxy", "boxes_xyxy") if k in data), None)
+            key = next((k for k in names if k in data), None)
             if key is None:
-                raise ValueError(f"{path} has no box_xyxy array (keys: {sorted(data.keys())})")
+                raise ValueError(f"{path} has no {names[0]} array (keys: {sorted(data.keys())})")
             vkey = next((k for k in ("visible", "valid") if k in data), None)
-            return cls(data[key], None if vkey is None else data[vkey])
+            return cls(data[key], None if vkey is None else data[vkey], box_extent)
 
     def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
         t = self._counter if frame_index is None else int(frame_index)
@@ -305,19 +310,48 @@ class EveryNDetector:
             return self._last
 
 
-def create_detector(cfg: Any, gt_path: str | os.PathLike | None = None) -> Detector:
+def create_detector(
+    cfg: Any, gt_path: str | os.PathLike | None = None, box_extent: str = "visible"
+) -> Detector:
     """A detector from a :class:`realtime.config.DetectorConfig` ("auto" = YOLO, else the
-    offline fallback with one warning). ``gt_path`` feeds the "given" detector."""
-    det = _create_base_detector(cfg, gt_path)
+    offline fallback with one warning). ``gt_path`` feeds the "given" detector. box_extent: the
+    boxes the model was trained on (``ModelConfig.box_extent``): "amodal" asks MediaPipe's pose
+    detector and the given boxes for whole bodies; the other detectors find the visible part,
+    which :class:`realtime.pose_detector.WholeBodyBoxes` extends to the whole body."""
+    det = _create_base_detector(cfg, gt_path, box_extent)
+    if box_extent == "amodal" and not getattr(det, "box_extent", None) == "amodal":
+        det = _whole_body_boxes(det, cfg)
     return EveryNDetector(det, cfg.every_n) if cfg.every_n > 1 else det
 
 
-def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detector:
+def _whole_body_boxes(det: Detector, cfg: Any) -> Detector:
+    """``det`` (visible boxes) turned into whole-body boxes by MediaPipe's pose detector (for a
+    model trained on them), or ``det`` with one warning when MediaPipe's file is missing."""
+    from multiroi.model.blazepose import BlazePoseWeightsError
+    from multiroi.model.tflite_graph import TFLiteGraphError
+    from realtime.pose_detector import BlazePoseDetector, WholeBodyBoxes
+
+    try:
+        pose = BlazePoseDetector(device=cfg.device, download=False, box_extent="amodal")
+    except (BlazePoseWeightsError, TFLiteGraphError) as exc:
+        logger.warning("this model was trained on whole-body boxes; %s gives the visible part "
+                       "only, so a person cut by the image border gets a squeezed body "
+                       "(MediaPipe's pose detector, which estimates whole bodies, is not usable "
+                       "here: %s)", type(det).__name__, exc)  # fmt: skip
+        return det
+    logger.info("whole-body boxes: MediaPipe's pose detector inside each %s box",
+                type(det).__name__)  # fmt: skip
+    return WholeBodyBoxes(det, pose)
+
+
+def _create_base_detector(
+    cfg: Any, gt_path: str | os.PathLike | None, box_extent: str = "visible"
+) -> Detector:
     kind = cfg.kind
     if kind == "given":
         if gt_path is None:
             raise ValueError("--detector given needs known boxes: use it with --source demo")
-        return GivenBoxesDetector.from_npz(gt_path)
+        return GivenBoxesDetector.from_npz(gt_path, box_extent)
     if kind == "mediapipe":
         return MediaPipeDetector()
     if kind == "motion":
@@ -329,7 +363,7 @@ def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detect
 
         # never fetched on the fly (like YOLO's weights); a missing file: BlazePoseWeightsError,
         # which says how to fetch it (make setup does)
-        return BlazePoseDetector(device=cfg.device, download=False)
+        return BlazePoseDetector(device=cfg.device, download=False, box_extent=box_extent)
     weights = find_yolo_weights(cfg.weights)
     if weights is None:
         fetch = (f"fetch them once with: python -c \"from ultralytics import YOLO; "
@@ -337,14 +371,14 @@ def _create_base_detector(cfg: Any, gt_path: str | os.PathLike | None) -> Detect
         if kind == "yolo":
             msg = f"--detector yolo: the YOLO weights {cfg.weights} are not on this machine"
             raise FileNotFoundError(f"{msg} (never downloaded on the fly); {fetch}")
-        detector, name = _offline_detector(cfg)
+        detector, name = _offline_detector(cfg, box_extent)
         logger.warning("YOLO weights %s are not on this machine (never downloaded on the fly; "
                        "%s); using %s", cfg.weights, fetch, name)  # fmt: skip
         return detector
     return YoloDetector(weights, conf=cfg.conf, device=cfg.device, imgsz=cfg.imgsz)
 
 
-def _offline_detector(cfg: Any) -> tuple[Detector, str]:
+def _offline_detector(cfg: Any, box_extent: str = "visible") -> tuple[Detector, str]:
     """The best detector that needs no download now: MediaPipe's pose detector, else HOG (or
     motion); and a description for the log. HOG merged with the pose detector found no person
     it had missed on held-out renders (docs/benchmarks.md), so it is not merged in."""
@@ -353,7 +387,8 @@ def _offline_detector(cfg: Any) -> tuple[Detector, str]:
     from realtime.pose_detector import BlazePoseDetector
 
     try:
-        blazepose = BlazePoseDetector(device=cfg.device, path=None, download=False)
+        blazepose = BlazePoseDetector(device=cfg.device, path=None, download=False,
+                                      box_extent=box_extent)  # fmt: skip
     except (BlazePoseWeightsError, TFLiteGraphError) as exc:
         fallback = _hog_or_motion(cfg)
         if isinstance(fallback, HogDetector):

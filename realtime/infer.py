@@ -132,6 +132,8 @@ class InferenceStage:
         max_depth_m: float = 100.0,
     ) -> None:
         self.backend = backend
+        # the person boxes the model was trained on (ModelConfig.box_extent): the detector's
+        self.box_extent = getattr(backend, "box_extent", "visible")
         self.max_depth_m = max_depth_m
         self.media_fps = media_fps
         self.body_model = body_model

@@ -16,7 +16,8 @@ length ``r``; the body spans ``BODY_UP * r`` towards the head, ``BODY_DOWN * r``
 feet and ``BODY_SIDE * r`` to each side of the axis, united with the face box and clipped to
 the image (set on the real photos of tests/test_pose_detector.py; on held-out renders the
 best-fitting factors match the true boxes better by 0.01 IoU only). A person cut by the image
-border gets the box of what is in the image, as the network was trained on.
+border gets the box of what is in the image, for networks trained on such boxes; for those
+trained on whole-body boxes (``ModelConfig.box_extent`` "amodal") the box is not clipped.
 
 The network finds the most prominent person of an image; the others score near zero. So it
 runs again on the image with the faces found blacked out, until a pass finds nobody
@@ -166,11 +167,12 @@ def _mask_faces(image: np.ndarray, face_boxes: np.ndarray, grow: float = MASK_GR
 
 def person_boxes(
     face_boxes: np.ndarray, keypoints: np.ndarray, image_wh: tuple[int, int],
-    up: float = BODY_UP, down: float = BODY_DOWN, side: float = BODY_SIDE,
+    up: float = BODY_UP, down: float = BODY_DOWN, side: float = BODY_SIDE, clip: bool = True,
 ) -> np.ndarray:  # fmt: skip
-    """Boxes f32[K,4] of the visible persons from the face boxes f32[K,4] and body keypoints
-    f32[K,4,2] (image px): the body's rectangle along its axis (see the module doc), united with
-    the face box, clipped to the image."""
+    """Boxes f32[K,4] of the persons from the face boxes f32[K,4] and body keypoints f32[K,4,2]
+    (image px): the body's rectangle along its axis (see the module doc), united with the face
+    box; clipped to the image (the visible part), or not (``clip`` False: the whole body, parts
+    outside the image included)."""
     hip, top = keypoints[:, 0], keypoints[:, 1]
     axis = top - hip
     r = np.linalg.norm(axis, axis=1, keepdims=True)
@@ -182,8 +184,9 @@ def person_boxes(
     hi = np.maximum(corners.max(1), face_boxes[:, 2:])
     w, h = image_wh
     box = np.concatenate([lo, hi], 1)
-    box[:, [0, 2]] = box[:, [0, 2]].clip(0, w)
-    box[:, [1, 3]] = box[:, [1, 3]].clip(0, h)
+    if clip:
+        box[:, [0, 2]] = box[:, [0, 2]].clip(0, w)
+        box[:, [1, 3]] = box[:, [1, 3]].clip(0, h)
     return box.astype(np.float32)
 
 
@@ -197,15 +200,21 @@ class BlazePoseDetector:
     missing file may be fetched (MediaPipe's wheel from the package registry); runtime:
     "onnxruntime" (exported at start; 1.8x torch's speed on a CPU core), "torch", or "auto"
     (onnxruntime on the CPU when installed, else torch); threads: onnxruntime's CPU threads
-    (the live loop's detector shares a core with the other stages)."""
+    (the live loop's detector shares a core with the other stages); box_extent: "visible"
+    (boxes clipped to the image) or "amodal" (the whole body's box, for models trained on it,
+    ``ModelConfig.box_extent``)."""
 
     def __init__(
         self, path: str | Path | None = None, min_score: float = 0.5, nms_iou: float = 0.3,
         min_box_px: float = 16.0, max_passes: int = MAX_PASSES, device: str = "cpu",
         download: bool = True, runtime: str = "auto", threads: int = 1,
+        box_extent: str = "visible",
     ) -> None:  # fmt: skip
         from multiroi.model.tflite_graph import GraphNet, read_tflite
 
+        if box_extent not in ("visible", "amodal"):
+            raise ValueError(f"box_extent must be visible or amodal, got {box_extent!r}")
+        self.box_extent = box_extent
         path = Path(path) if path is not None else find_pose_detection_tflite(download)
         spec, weights = read_tflite(path, HEAD_TENSORS)
         self.net = GraphNet(spec).eval().to(device)
@@ -268,7 +277,9 @@ class BlazePoseDetector:
         reg = torch.cat([flat(t, 12) for t in heads[3:]], 1)
         return cls.float().cpu().numpy(), reg.float().cpu().numpy()
 
-    def detect(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect(
+        self, image_bgr: np.ndarray, max_passes: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores f32[K], face boxes f32[K,4], body keypoints f32[K,4,2]) in image pixels.
 
         The network finds the most prominent person of an image (others score near zero), so
@@ -278,7 +289,7 @@ class BlazePoseDetector:
         but loses Zidane in zidane.jpg (score 0.51) and 1 in 112 close-ups."""
         image = image_bgr
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for _ in range(self.max_passes):
+        for _ in range(self.max_passes if max_passes is None else max(1, int(max_passes))):
             x, scale, left, top = letterbox(image)
             cls, reg = self.raw(x[None])
             scores, boxes, kps = decode(cls[0], reg[0], self.anchors, self.min_score)
@@ -300,8 +311,60 @@ class BlazePoseDetector:
         scores, faces, kps = self.detect(image_bgr)
         if not len(scores):
             return Detections.empty()
-        boxes = person_boxes(faces, kps, (w, h))
+        boxes = person_boxes(faces, kps, (w, h), clip=self.box_extent == "visible")
         ok = np.flatnonzero((boxes[:, 3] - boxes[:, 1] >= self.min_box_px)
                             & (boxes[:, 2] > boxes[:, 0]))  # fmt: skip
         keep = ok[nms_xyxy(boxes[ok], scores[ok], PERSON_NMS_IOU)]  # a person found twice
         return Detections(boxes[keep], scores[keep])
+
+
+WINDOW_GROW = 1.6  # the square searched around a visible box, this many times its longer side
+MATCH_IOU = 0.3  # a whole-body box, clipped to the image, must overlap the visible box this much
+
+
+class WholeBodyBoxes:
+    """Whole-body boxes for a detector that finds the visible part (YOLO, HOG), for models
+    trained on whole-body boxes (``ModelConfig.box_extent`` "amodal"): for each box of
+    ``inner``, MediaPipe's pose detector (``pose``, a :class:`BlazePoseDetector`) runs once on
+    the square around it (``WINDOW_GROW`` times the box's longer side) and its body keypoints
+    give the whole body's box, unclipped; a box it finds nobody in, or nobody overlapping it
+    (IoU of the clipped box > ``MATCH_IOU``), stays as it is. One pass of 15 ms per person on a
+    CPU core. ``WholeBodyBoxes(inner, pose)(image_bgr, frame_index) -> Detections``."""
+
+    box_extent = "amodal"
+
+    def __init__(self, inner, pose: BlazePoseDetector) -> None:
+        self.inner, self.pose = inner, pose
+
+    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
+        dets = self.inner(image_bgr, frame_index)
+        if not len(dets):
+            return dets
+        h, w = image_bgr.shape[:2]
+        boxes = np.array(dets.boxes_xyxy, np.float32, copy=True)
+        for i, box in enumerate(dets.boxes_xyxy):
+            whole = self.whole_body(image_bgr, box)
+            if whole is not None:
+                boxes[i] = whole
+        return Detections(boxes, dets.scores)
+
+    def whole_body(self, image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """The whole-body box f32[4] of the person in the visible ``box``, or None."""
+        h, w = image_bgr.shape[:2]
+        centre = (box[:2] + box[2:]) / 2
+        half = WINDOW_GROW * float(max(box[2] - box[0], box[3] - box[1])) / 2
+        lo = np.clip(np.floor(centre - half), 0, [w, h]).astype(int)
+        hi = np.clip(np.ceil(centre + half), 0, [w, h]).astype(int)
+        if (hi - lo < 2).any():
+            return None
+        window = image_bgr[lo[1] : hi[1], lo[0] : hi[0]]
+        _, faces, kps = self.pose.detect(window, max_passes=1)
+        if not len(faces):
+            return None
+        offset = lo.astype(np.float32)
+        faces = (faces.reshape(-1, 2, 2) + offset).reshape(-1, 4)
+        whole = person_boxes(faces, kps + offset, (w, h), clip=False)
+        seen = person_boxes(faces, kps + offset, (w, h), clip=True)
+        iou = box_iou(np.asarray(box, np.float32)[None], seen)[0]
+        best = int(np.argmax(iou))
+        return whole[best] if iou[best] > MATCH_IOU else None

@@ -219,3 +219,31 @@ def test_live_loop_rejects_a_precision_the_backend_lacks(backend, precision, dev
         infer.choose_backend(cfg, threads=1)
     with pytest.raises(ValueError, match="--precision"):
         InferenceConfig(precision="int4")
+
+
+def test_backends_report_the_boxes_the_network_was_trained_on(tmp_path):
+    """ModelConfig.box_extent reaches the live loop's detector through every backend: torch,
+    onnxruntime from a checkpoint and from an exported file (its metadata); "visible" for
+    models made before it."""
+    import onnx
+
+    from export.metadata import ExportMetadata, write_onnx_metadata
+    from multiroi.backends.base import box_extent_of
+    from multiroi.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from multiroi.backends.torch_backend import TorchBackend
+    from multiroi.checkpoint import save_checkpoint
+
+    cfg = ModelConfig(num_rois=1, box_extent="amodal", **LIGHT)
+    net = MultiRoINet(cfg).eval()
+    ckpt = save_checkpoint(tmp_path / "m.pt", net, cfg, body_model_id="toy-v1")
+    assert TorchBackend(ckpt).box_extent == "amodal"
+    from_ckpt = OnnxRuntimeBackend(ckpt)
+    assert from_ckpt.box_extent == "amodal"
+    model = onnx.load(str(from_ckpt.model_path))  # as python -m export onnx writes it
+    write_onnx_metadata(model, ExportMetadata(1, cfg.backbone, "toy-v1", "0", 17,
+                                              model_config=cfg.to_dict()))  # fmt: skip
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    assert OnnxRuntimeBackend(str(tmp_path / "m.onnx")).box_extent == "amodal"
+    assert TorchBackend(net=light_net(1)).box_extent == "visible"
+    assert box_extent_of(None) == box_extent_of({"num_rois": 5}) == "visible"
+    assert box_extent_of('{"box_extent": "amodal"}') == "amodal"

@@ -47,7 +47,9 @@ def test_scores_an_oracle_a_blind_and_a_shifted_detector(synth_dir, monkeypatch)
             return Detections.empty()
 
     dets = {"oracle": Oracle(), "blind": Blind(), "shifted": Oracle(shift=1e6)}
-    monkeypatch.setattr(bench_detect, "offline_detectors", lambda passes, runtime: dets)
+    monkeypatch.setattr(
+        bench_detect, "offline_detectors", lambda passes, runtime, box_extent="visible": dets
+    )
     rows = {r["detector"]: r for r in bench_detect.run([str(synth_dir)], "none", None,
                                                       min_box_px=0)}  # fmt: skip
     assert rows["oracle"]["persons"] == n_persons

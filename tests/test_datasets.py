@@ -109,3 +109,27 @@ def test_min_box_px_leaves_out_small_persons(synth_dir):
     heights = np.array([r.box_size for r in every.records])  # base box sizes track the boxes
     tall = open_dataset(str(synth_dir), 2, min_box_px=float(np.median(heights)))
     assert 0 < len(tall) < len(every)
+
+
+def test_amodal_boxes_hold_the_whole_body(synth_dir):
+    """box_extent "amodal": the base box is around every projected vertex, so every joint lies
+    in the crop window, cut by the image border or not; "visible" (method.md 1.1) is around
+    the visible pixels only. The same persons either way (the filters use the visible box)."""
+    from multiroi.rois import CROP_ASPECT_W_OVER_H
+    from train.datasets import synth_records
+
+    visible = synth_records(synth_dir)
+    amodal = synth_records(synth_dir, box_extent="amodal")
+    assert [r.image_path for r in visible] == [r.image_path for r in amodal]
+
+    def outside(rec) -> bool:  # a joint outside the base crop window
+        d = np.abs(rec.kp2d[:, :2] - rec.box_center) / rec.box_size
+        return bool(((d[:, 0] > CROP_ASPECT_W_OVER_H / 2) | (d[:, 1] > 0.5)).any())
+
+    assert not any(outside(r) for r in amodal)
+    cut = [i for i, r in enumerate(visible) if outside(r)]
+    assert cut, "the fixture should have a person cut by the border or hidden in part"
+    for i in cut:
+        assert amodal[i].box_size > visible[i].box_size
+    with pytest.raises(ValueError, match="box_extent"):
+        synth_records(synth_dir, box_extent="whole")

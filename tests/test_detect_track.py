@@ -56,6 +56,13 @@ def test_given_boxes_by_frame_index_and_npz(tmp_path):
     with pytest.raises(ValueError, match="box_xyxy"):
         np.savez(tmp_path / "bad.npz", other=boxes)
         GivenBoxesDetector.from_npz(tmp_path / "bad.npz")
+    # a model trained on whole-body boxes reads the whole bodies' boxes (the demo clip has both)
+    np.savez(path, box_xyxy=boxes, box_amodal=boxes * 2, visible=np.ones((5, 3), bool))
+    whole = GivenBoxesDetector.from_npz(path, box_extent="amodal")
+    assert whole.box_extent == "amodal" and det.box_extent == "visible"
+    assert np.allclose(whole(None, frame_index=3).boxes_xyxy, 2 * moving_boxes(3))
+    with pytest.raises(ValueError, match="box_amodal"):
+        GivenBoxesDetector.from_npz(tmp_path / "bad.npz", box_extent="amodal")
 
 
 def test_motion_detector_finds_a_moving_blob():

@@ -90,6 +90,11 @@ def test_a_cache_of_other_weights_or_without_a_frozen_backbone_is_refused(
     cfg3.model.num_rois = 1
     with pytest.raises(ValueError, match="2 RoIs"):
         Trainer(cfg3)
+    cfg4 = tiny_config(synth_dir, toy_body_model_path, tmp_path / "z", steps=1)
+    cfg4.data.train, cfg4.run.init, cfg4.optim.freeze = str(cache), ckpt, "backbone"
+    cfg4.model.box_extent = "amodal"  # the cache was made around the visible parts
+    with pytest.raises(ValueError, match="--box-extent amodal"):
+        Trainer(cfg4)
 
 
 def test_an_existing_output_is_not_overwritten(synth_dir, source):

@@ -185,7 +185,7 @@ def test_the_map_is_fit_on_whole_persons_and_cut_ones_are_scored(cut_sampler):
     assert scores["pa_mpjpe_mm"] < scores["pa_mpjpe_all_mm"]  # the cut persons are harder
 
 
-def _fake_cache(root, sampler, n: int, backbone: str = "blazepose_full"):
+def _fake_cache(root, sampler, n: int, backbone: str = "blazepose_full", **meta_extra):
     """A feature cache folder (train.feature_cache layout) of stand-in rendered persons."""
     r = _rendered_from_sampler(sampler, n, seed=9)
     centres = np.full((n, 2, 2), 64.0, np.float32)
@@ -202,7 +202,8 @@ def _fake_cache(root, sampler, n: int, backbone: str = "blazepose_full"):
              kp3d=kp3d.astype(np.float32), has_smpl=np.ones(n, np.float32))  # fmt: skip
     meta = {"kind": "multiroi-feature-cache", "backbone": backbone, "num_rois": 2, "persons": n,
             "draws": 1, "feature_dim": D, "augment": {"rot_prob": 0.0, "rot_deg": 0.0},
-            "source_meta": {"scene": {"yaw_deg": [-60, 60], "distance_m": [2, 6]}}}  # fmt: skip
+            "source_meta": {"scene": {"yaw_deg": [-60, 60], "distance_m": [2, 6]}},
+            **meta_extra}  # fmt: skip
     (root / "meta.json").write_text(json.dumps(meta))
     return root
 
@@ -212,7 +213,7 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
     from multiroi.checkpoint import load_checkpoint, read_checkpoint_file
     from train.lifter import main
 
-    cache = _fake_cache(tmp_path / "cache", sampler, 300)
+    cache = _fake_cache(tmp_path / "cache", sampler, 300, box_extent="amodal")
     out = tmp_path / "lifter.pt"
     argv = [
         "--cache",
@@ -232,6 +233,7 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
     assert main(argv) == 0
     model, meta = load_checkpoint(out)
     assert model.cfg.lifter and model.cfg.num_rois == 2
+    assert model.cfg.box_extent == "amodal"  # the caches' boxes: the network's from now on
     assert torch.count_nonzero(model.lifter.landmark_map) > 0
     scores = read_checkpoint_file(out)["extra"]["lifter"]["scores"]
     assert scores["pa_mpjpe_mm"] < scores["pa_mpjpe_mean_pose_mm"]
@@ -249,6 +251,11 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
 
 def test_a_cache_of_another_backbone_is_refused_in_one_line(sampler, tmp_path, caplog):
     from train.lifter import main
+
+    a = _fake_cache(tmp_path / "a", sampler, 10, box_extent="amodal")
+    b = _fake_cache(tmp_path / "b", sampler, 10)
+    assert main(["--cache", f"{a},{b}", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "different person boxes ['amodal', 'visible']" in caplog.text
 
     cache = _fake_cache(tmp_path / "cache", sampler, 10, backbone="resnet18")
     assert main(["--cache", str(cache), "--out", str(tmp_path / "x.pt")]) == 2

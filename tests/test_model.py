@@ -266,6 +266,7 @@ def test_config_round_trip_and_errors():
         ("backbone", ""),
         ("proj_dim", 0),
         ("contrastive", "yes"),
+        ("box_extent", "whole"),
     ],
 )
 def test_config_validation(field, value):

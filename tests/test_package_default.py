@@ -130,3 +130,6 @@ def test_card_data_of_several_sources_and_of_a_feature_cache(tmp_path):
     assert any("facing the camera within -60" in x for x in limitations([{}], scene, 5))
     no_cc = limitations([{"loss": {"cc": 0, "kp2d": 1}}], scene, 5)
     assert any("camera-consistency" in x for x in no_cc)
+    # the person boxes the model wants: a squeezed body from visible ones, or a detector
+    assert any("squeezed" in x for x in limitations([{}], scene, 5, "visible"))
+    assert any("MediaPipe's pose detector" in x for x in limitations([{}], scene, 5, "amodal"))

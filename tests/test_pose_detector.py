@@ -21,6 +21,7 @@ from realtime.detect import (
     create_detector,
 )
 from realtime.pose_detector import (
+    BODY_DOWN,
     BODY_SIDE,
     NUM_ANCHORS,
     BlazePoseDetector,
@@ -84,6 +85,10 @@ def test_person_box_spans_the_body_along_its_axis_and_is_clipped():
     cut = np.array([[[320, 600], [320, 100], [320, 300], [320, 80]]], np.float32)
     box = person_boxes(np.array([[290, 110, 350, 190]], np.float32), cut, (640, 480))[0]
     assert box[1] == 100 and box[3] == 480 and box[0] == 320 - 500 * BODY_SIDE
+    # for a model trained on whole-body boxes: not clipped, the legs below the image included
+    whole = person_boxes(np.array([[290, 110, 350, 190]], np.float32), cut, (640, 480),
+                         clip=False)[0]  # fmt: skip
+    assert whole[1] == 100 and whole[3] == 600 + 500 * BODY_DOWN
 
 
 def test_mask_blacks_out_the_grown_face_and_neck_only_inside_the_image():
@@ -248,3 +253,59 @@ def test_auto_detector_offline_finds_the_portrait(detector, tmp_path):
     assert isinstance(auto, BlazePoseDetector)
     assert len(auto(photo)) == 1
     assert len(HogDetector()(photo)) == 0  # the HOG detector alone finds nobody here
+    # a model trained on whole-body boxes gets the portrait's whole body: below the photo,
+    # about as wide, and the same box where it lies in the photo
+    whole = create_detector(DetectorConfig(kind="auto", weights=str(tmp_path / "no.pt")),
+                            box_extent="amodal")(photo).boxes_xyxy  # fmt: skip
+    seen = auto(photo).boxes_xyxy
+    assert len(whole) == 1 and whole[0, 3] > 1.5 * photo.shape[0]
+    clipped = whole.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, photo.shape[1])
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, photo.shape[0])
+    np.testing.assert_allclose(clipped, seen, atol=1e-3)
+
+
+def test_visible_boxes_of_other_detectors_become_whole_bodies(detector):
+    """For a model trained on whole-body boxes, YOLO's or HOG's boxes (here: the hand-drawn
+    ones) become the whole body's: the men cut at the waist reach below the photo, their
+    clipped boxes still on them; a box on nobody stays as it was."""
+    from realtime.pose_detector import WholeBodyBoxes
+    from train.qualitative import PHOTO_BOXES
+
+    photo = _photos()["zidane"]
+    hand = np.array(PHOTO_BOXES["zidane"], np.float32)
+    empty = np.array([[1180, 20, 1270, 140]], np.float32)  # the wall at the top right
+
+    class Fixed:
+        def __call__(self, image, frame_index=None):
+            boxes = np.concatenate([hand, empty])
+            return Detections(boxes, np.ones(len(boxes), np.float32))
+
+    got = WholeBodyBoxes(Fixed(), detector)(photo).boxes_xyxy
+    h, w = photo.shape[:2]
+    assert (got[:2, 3] > 1.3 * h).all(), got.round()
+    for box, mine in zip(hand, got[:2], strict=True):
+        seen = mine.copy()
+        seen[[0, 2]], seen[[1, 3]] = seen[[0, 2]].clip(0, w), seen[[1, 3]].clip(0, h)
+        assert _iou(box, seen) > 0.45, (box, mine.round())
+    np.testing.assert_array_equal(got[2], empty[0])
+
+
+def test_other_detectors_get_whole_body_boxes_or_one_warning(detector, monkeypatch, caplog):
+    import logging
+
+    from realtime.pose_detector import WholeBodyBoxes
+
+    assert isinstance(create_detector(DetectorConfig(kind="hog"), box_extent="amodal"),
+                      WholeBodyBoxes)  # fmt: skip
+    assert isinstance(create_detector(DetectorConfig(kind="hog")), HogDetector)
+    monkeypatch.setenv("MULTIROI_POSE_DETECTOR_TFLITE", "/nonexistent/pose_detection.tflite")
+    with caplog.at_level(logging.WARNING):
+        det = create_detector(DetectorConfig(kind="hog"), box_extent="amodal")
+    assert isinstance(det, HogDetector)
+    warned = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "whole-body boxes" in r.getMessage()
+    ]
+    assert len(warned) == 1 and "squeezed body" in warned[0].getMessage()

@@ -156,11 +156,19 @@ def _default_K(w: int, h: int) -> np.ndarray:
     return np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]], np.float32)
 
 
+BOX_EXTENTS = ("visible", "amodal")
+
+
 def synth_records(
-    root: str | Path, min_visible_joints: int = 6, min_box_px: float = 16.0
-) -> list[PersonRecord]:
+    root: str | Path, min_visible_joints: int = 6, min_box_px: float = 16.0,
+    box_extent: str = "visible",
+) -> list[PersonRecord]:  # fmt: skip
     """Persons of all shards under ``root`` (a ``train.synth`` output folder), filtered: at least
-    ``min_visible_joints`` visible joints and a visible box at least ``min_box_px`` tall."""
+    ``min_visible_joints`` visible joints and a visible box at least ``min_box_px`` tall.
+    box_extent: the base box around the person's visible pixels ("visible", method.md 1.1) or
+    around the whole body, parts outside the image or hidden included ("amodal")."""
+    if box_extent not in BOX_EXTENTS:
+        raise ValueError(f"box_extent must be one of {BOX_EXTENTS}, got {box_extent!r}")
     root = Path(root)
     shards = sorted(root.glob("shard_*/labels.npz"))
     if not shards:
@@ -174,7 +182,7 @@ def synth_records(
             vis = lab["joints2d"][p, :, 2]
             if vis.sum() < min_visible_joints or box[3] - box[1] < min_box_px:
                 continue
-            c, b = base_boxes(box[None])
+            c, b = base_boxes((box if box_extent == "visible" else lab["box_amodal"][p])[None])
             kp2d = lab["joints2d"][p].copy()
             kp2d[:, 2] = 1.0  # synthetic 2D joints are exact even where occluded
             kp3d = np.concatenate([lab["joints3d"][p], np.ones((24, 1), np.float32)], 1)
@@ -227,15 +235,16 @@ def npz_records(npz_path: str | Path, image_root: str | Path) -> list[PersonReco
 
 def open_dataset(
     spec: str, num_rois: int, augment: aug.AugmentConfig | None = None, seed: int = 0,
-    image_root: str | None = None, min_box_px: float = 16.0,
+    image_root: str | None = None, min_box_px: float = 16.0, box_extent: str = "visible",
 ) -> PersonDataset:  # fmt: skip
     """A synthetic folder, or an ``.npz`` file (with ``image_root``, default: its folder).
-    min_box_px: synthetic persons whose visible box is shorter are left out."""
+    min_box_px: synthetic persons whose visible box is shorter are left out. box_extent: see
+    :func:`synth_records` (an ``.npz`` brings its own boxes)."""
     p = Path(spec)
     if p.suffix == ".npz":
         records = npz_records(p, image_root or p.parent)
     elif p.is_dir():
-        records = synth_records(p, min_box_px=min_box_px)
+        records = synth_records(p, min_box_px=min_box_px, box_extent=box_extent)
     else:
         raise ValueError(f"data {spec!r} is neither a synthetic folder nor a SPIN/CLIFF .npz file")
     return PersonDataset(records, num_rois, augment, seed)

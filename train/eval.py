@@ -124,17 +124,19 @@ def evaluate(
 def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, image_root: str | None = None,
     body_model: str | None = None, batch_size: int = 16, device: str = "cpu",
-    max_persons: int | None = None,
+    max_persons: int | None = None, box_extent: str | None = None,
 ) -> tuple[dict[str, float], int, int]:  # fmt: skip
     """:func:`evaluate` of a checkpoint file on a synthetic folder or ``.npz`` (crops cut for the
-    checkpoint's RoI count). Returns (metrics, the checkpoint's step, persons evaluated)."""
+    checkpoint's RoI count, around the boxes it was trained on unless ``box_extent`` says
+    "visible" or "amodal"). Returns (metrics, the checkpoint's step, persons evaluated)."""
     from multiroi.body import load_body_model
     from multiroi.checkpoint import load_checkpoint
     from train.datasets import open_dataset
 
     model, meta = load_checkpoint(checkpoint, map_location=device)
     body = load_body_model(body_model, device=device)
-    dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root)
+    dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root,
+                           box_extent=box_extent or model.cfg.box_extent)  # fmt: skip
     metrics = evaluate(model, body, dataset, batch_size, device, max_persons, progress=True)
     return metrics, meta.step, min(len(dataset), max_persons or len(dataset))
 
@@ -157,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-persons", type=int, default=0, help="0: all")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--box-extent", choices=["visible", "amodal"], default=None,
+                   help="synthetic data: the person boxes (default: those the model was trained "
+                        "on)")  # fmt: skip
     p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
     args = p.parse_args(argv)
     from multiroi.checkpoint import CheckpointError
@@ -164,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics, step, persons = evaluate_checkpoint(
             args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
-            args.device, args.max_persons or None,
+            args.device, args.max_persons or None, args.box_extent,
         )  # fmt: skip
-    except CheckpointError as exc:
+    except (CheckpointError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
     print(format_table(metrics, f"{args.checkpoint} (step {step}) on {args.data}"))

@@ -115,6 +115,13 @@ def check_cache_for_model(cache: FeatureDataset, model, freeze: list[str]) -> No
             f"{cache.num_rois} RoIs; the model is {model.cfg.backbone} with "
             f"{model.cfg.num_rois} RoIs: make a cache for this model"
         )
+    boxes = meta.get("box_extent", "visible")  # caches before box_extent: visible boxes
+    if boxes != model.cfg.box_extent:
+        raise ValueError(
+            f"feature cache {cache.root} has {boxes} boxes; the model is trained on "
+            f"{model.cfg.box_extent} boxes (--model.box_extent): make the cache with "
+            f"--box-extent {model.cfg.box_extent}"
+        )
     mine = backbone_fingerprint(model.backbone)
     if meta["fingerprint"] != mine:
         raise ValueError(
@@ -146,6 +153,7 @@ def write_cache(
     data: str, out: str | Path, *, backbone: str, num_rois: int, draws: int, init: str,
     seed: int = 0, min_box_px: float = 16.0, batch_size: int = 32, num_workers: int = 1,
     augment: aug.AugmentConfig | None = None, image_root: str | None = None,
+    box_extent: str = "visible",
 ) -> Path:  # fmt: skip
     """Compute and write the cache (see the module doc); returns its folder."""
     from tqdm import tqdm
@@ -156,7 +164,7 @@ def write_cache(
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or choose another --out")
     augment = augment or aug.AugmentConfig()
-    ds = open_dataset(data, num_rois, augment, seed, image_root, min_box_px)
+    ds = open_dataset(data, num_rois, augment, seed, image_root, min_box_px, box_extent)
     n = len(ds)
     bb = build_backbone_for_cache(backbone, init).eval()
     amp, dtype = amp_mode(True, torch.device("cpu"))
@@ -198,7 +206,7 @@ def write_cache(
     meta = {
         "kind": KIND, "backbone": backbone, "num_rois": num_rois, "persons": n, "draws": draws,
         "fingerprint": fingerprint, "init": init, "source": str(data), "seed": seed,
-        "min_box_px": min_box_px, "augment": dataclasses.asdict(augment),
+        "min_box_px": min_box_px, "box_extent": box_extent, "augment": dataclasses.asdict(augment),
         "feature_dim": int(bb.num_features),
     }  # fmt: skip
     source_meta = Path(data) / "meta.json"
@@ -225,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the training's --run.seed")
     parser.add_argument("--min-box-px", type=float, default=16.0)
     parser.add_argument("--image-root", default=None)
+    parser.add_argument(
+        "--box-extent",
+        default="visible",
+        choices=["visible", "amodal"],
+        help="base box around the visible pixels or the whole body (amodal)",
+    )
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         write_cache(args.data, args.out, backbone=args.backbone, num_rois=args.num_rois,
                     draws=args.draws, init=args.init, seed=args.seed,
                     min_box_px=args.min_box_px, num_workers=args.workers,
-                    image_root=args.image_root)  # fmt: skip
+                    image_root=args.image_root, box_extent=args.box_extent)  # fmt: skip
     except (ValueError, FileExistsError, OSError) as exc:
         logger.error("%s", exc)
         return 1

@@ -18,7 +18,8 @@
 3. The MLP learns 2D (plus an error vector from the pool) -> root-relative 3D joints (L1).
 4. The network: ``--init``'s weights (the mesh decoder widened by zero columns for the lifted
    joints, so it starts exactly where ``--init`` stopped), ``model.lifter`` on, the lifter
-   trained; written atomically to ``--out``. A tenth of the rendered persons is held out of
+   trained, ``model.box_extent`` that of the caches (``train.feature_cache --box-extent``);
+   written atomically to ``--out``. A tenth of the rendered persons is held out of
    steps 1 and 3 and scores the lifter (PA-MPJPE), on those wholly in their crops and on all
    (cut-off persons included), in the log and in the checkpoint.
 """
@@ -75,6 +76,10 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
             j2.append(uv[keep].astype(np.float32))
             j3.append((kp3d - kp3d[:, :1])[keep].astype(np.float32))
             whole.append(in_crop(torch.as_tensor(uv[keep])).all(1).numpy())
+    extents = {m.get("box_extent", "visible") for m in metas}
+    if len(extents) != 1:
+        raise ValueError(f"the caches have different person boxes {sorted(extents)}; make "
+                         "them all with the same --box-extent")  # fmt: skip
     out = Rendered(np.concatenate(ins), np.concatenate(j2), np.concatenate(j3),
                    np.concatenate(whole))  # fmt: skip
     if out.whole.sum() < 200:
@@ -281,13 +286,17 @@ def main(argv: list[str] | None = None) -> int:
         num_rois = {int(m["num_rois"]) for m in metas}
         if len(num_rois) != 1:
             raise ValueError(f"the caches have different RoI counts {sorted(num_rois)}")
+        box_extent = metas[0].get("box_extent", "visible")  # one for all (read_rendered)
         stages: list[dict] = []
         if args.init:
             payload = read_checkpoint_file(args.init)
-            cfg = ModelConfig.from_dict(dict(payload["model_config"], lifter=True))
+            cfg = ModelConfig.from_dict(
+                dict(payload["model_config"], lifter=True, box_extent=box_extent)
+            )
             stages = earlier_stages(payload, args.init)
         else:
-            cfg = ModelConfig(backbone="blazepose_full", num_rois=num_rois.pop(), lifter=True)
+            cfg = ModelConfig(backbone="blazepose_full", num_rois=num_rois.pop(), lifter=True,
+                              box_extent=box_extent)  # fmt: skip
         model = MultiRoINet(cfg, allow_random_init=True)
         if args.init:
             warm_start(payload, args.init, model)

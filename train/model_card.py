@@ -62,10 +62,24 @@ def _range(v: Any, unit: str) -> str:
     return f"{v[0]:g} to {v[1]:g} {unit}" if isinstance(v, (list, tuple)) and len(v) == 2 else "?"
 
 
-def limitations(train_cfgs: list[dict], scene: dict | None, num_rois: int) -> list[str]:
+def limitations(
+    train_cfgs: list[dict], scene: dict | None, num_rois: int, box_extent: str | None = None
+) -> list[str]:
     """What a user should not expect of this model, from the recipes of its training stages
-    (oldest first) and its data."""
+    (oldest first), its data and the person boxes it was trained on."""
     out = []
+    if box_extent == "visible":
+        out.append(
+            "Trained on boxes of the visible part of each person: a person cut by the image "
+            "border (a webcam's user seen from the waist up) gets a whole body squeezed into "
+            "the visible part."
+        )
+    elif box_extent == "amodal":
+        out.append(
+            "Trained on whole-body boxes, parts outside the image included: the live loop gets "
+            "them from MediaPipe's pose detector (YOLO's and HOG's boxes are extended by it); "
+            "a box of the visible part only makes a cut-off person too small and too far."
+        )
     camera = [c.get("loss", {}).get(k, 0) for c in train_cfgs for k in ("kp2d", "kp3d")]
     if train_cfgs and not any(camera):
         out.append(
@@ -217,7 +231,7 @@ def model_card(
     else:
         lines.append("- Not evaluated (package with `--check DATA`).")
     recipes = [st.get("train_config") for st in extra.get("stages") or []] + [train_cfg]
-    lim = limitations([c for c in recipes if c], scene, cfg.num_rois)
+    lim = limitations([c for c in recipes if c], scene, cfg.num_rois, cfg.box_extent)
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in lim or ["None recorded."]]
     lic = licence_lines(meta.body_model_id)
     if cfg.backbone == "blazepose_full":

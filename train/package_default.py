@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         from train.eval import evaluate
 
         body = load_body_model(None)
-        data = open_dataset(args.check, packed.cfg.num_rois, None, 0, None)
+        data = open_dataset(args.check, packed.cfg.num_rois, None, 0, None,
+                            box_extent=packed.cfg.box_extent)  # fmt: skip
         persons = min(len(data), args.check_persons)
         for name, net in (("source", load_checkpoint(args.checkpoint)[0]), ("packaged", packed)):
             metrics = evaluate(net, body, data, 16, "cpu", max_persons=args.check_persons)

@@ -217,7 +217,8 @@ class Trainer:
         self.data_metas = data_metas(cfg.data.train)  # recorded now: paths may be relative
         self.val = None
         if cfg.data.val and self.dist.main:
-            self.val = open_dataset(cfg.data.val, cfg.model.num_rois, None, 0, cfg.data.image_root)
+            self.val = open_dataset(cfg.data.val, cfg.model.num_rois, None, 0, cfg.data.image_root,
+                                    box_extent=cfg.model.box_extent)  # fmt: skip
         self.writer = None
         if self.dist.main:
             cfg.save(self.out / "config.json")
@@ -245,7 +246,8 @@ class Trainer:
                             src, part.n, part.draws)  # fmt: skip
             else:
                 part = open_dataset(src, cfg.model.num_rois, cfg.augment, cfg.run.seed,
-                                    cfg.data.image_root, cfg.data.min_box_px)  # fmt: skip
+                                    cfg.data.image_root, cfg.data.min_box_px,
+                                    cfg.model.box_extent)  # fmt: skip
             parts.append(part)
         return parts[0] if len(parts) == 1 else KeyedConcat(parts)
 

@@ -6,7 +6,8 @@ One small class per runtime (torch, onnxruntime, later TensorRT) implements :cla
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import json
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,7 +23,9 @@ class Backend(Protocol):
     """Runs the Multi-RoI network on all persons x R RoIs of one frame in one call.
 
     name: registry name ("torch", "onnxruntime", ...); num_rois: R the model expects;
-    device: where it runs ("cpu", "cuda:0").
+    device: where it runs ("cpu", "cuda:0"); box_extent: the person boxes the model was trained
+    on, "visible" or "amodal" (``ModelConfig.box_extent``; read it with
+    ``getattr(backend, "box_extent", "visible")``, backends of other packages may lack it).
     ``__call__(batch)``: batch.crops f32[M,R,3,256,192], batch.box_info f32[M,R,3] ->
     HmrOutput(rotmat f32[M,24,3,3], betas f32[M,10], cam_local f32[M,R,3]), numpy.
     M = 0 gives empty arrays of those shapes.
@@ -35,6 +38,18 @@ class Backend(Protocol):
     def __call__(self, batch: RoiBatch) -> HmrOutput: ...
 
     def close(self) -> None: ...
+
+
+def box_extent_of(model_config: Any) -> str:
+    """``ModelConfig.box_extent`` from a model config dict (or its JSON text, as an ONNX file's
+    metadata holds it); "visible" when it is missing (models made before box_extent)."""
+    if isinstance(model_config, str):
+        try:
+            model_config = json.loads(model_config)
+        except ValueError:
+            model_config = None
+    value = model_config.get("box_extent") if isinstance(model_config, dict) else None
+    return value if value in ("visible", "amodal") else "visible"
 
 
 def check_batch(batch: RoiBatch, num_rois: int) -> None:

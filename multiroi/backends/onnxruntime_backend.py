@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from multiroi.backends.base import BackendError, check_batch, empty_output
+from multiroi.backends.base import BackendError, box_extent_of, check_batch, empty_output
 from multiroi.types import HmrOutput, RoiBatch
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class OnnxRuntimeBackend:
             raise BackendError("the onnxruntime backend needs: pip install onnxruntime") from exc
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self._net_body_model_id: str | None = None
+        self._net_box_extent: str | None = None
         if net is not None:
             num_rois = int(net.cfg.num_rois)
         path = self._model_path(checkpoint, num_rois, net, backbone)
@@ -114,6 +115,9 @@ class OnnxRuntimeBackend:
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
         self.num_rois = self._read_num_rois(num_rois)
+        self.box_extent = self._net_box_extent or box_extent_of(
+            self.metadata.get("multiroi.model_config")
+        )
 
     def _model_path(self, checkpoint: Any, num_rois: int | None, net: Any, backbone: Any) -> Path:
         if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
@@ -124,6 +128,7 @@ class OnnxRuntimeBackend:
 
         net = net if net is not None else load_network(checkpoint, num_rois, backbone)
         self._net_body_model_id = getattr(net, "body_model_id", None)
+        self._net_box_extent = net.cfg.box_extent
         self._tmpdir = tempfile.TemporaryDirectory(prefix="multiroi-ort-")
         path = Path(self._tmpdir.name) / "model.onnx"
         logger.info("exporting the network to ONNX for onnxruntime (%s)", path)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from multiroi.backends.base import BackendError, check_batch, empty_output
+from multiroi.backends.base import BackendError, box_extent_of, check_batch, empty_output
 from multiroi.types import HmrOutput, RoiBatch
 
 logger = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ class TensorRTBackend:
             )
         self.context = self.engine.create_execution_context()
         self.num_rois = int(self.meta.num_rois)
+        self.box_extent = box_extent_of((self.meta.onnx or {}).get("model_config"))
         self.max_persons = int(self.meta.persons_max)
         self.stream = torch.cuda.Stream(device=dev)
         self._buffers = self._allocate(trt, torch, dev)

@@ -92,6 +92,7 @@ class TorchBackend:
         self.body_model_id: str | None = getattr(self.net, "body_model_id", None)
         self.net = self.net.eval().to(device)
         self.num_rois = int(self.net.cfg.num_rois)
+        self.box_extent = self.net.cfg.box_extent
         self.device = device
         self.fp16 = device.startswith("cuda") if fp16 is None else fp16
         self.bf16 = bool(bf16) and device == "cpu"

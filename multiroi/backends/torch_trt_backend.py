@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from multiroi.backends.base import BackendError, check_batch, empty_output
+from multiroi.backends.base import BackendError, box_extent_of, check_batch, empty_output
 from multiroi.backends.tensorrt_backend import (
     check_engine_file,
     check_engine_runtime,
@@ -57,6 +57,7 @@ class TorchTRTBackend:
         check_engine_runtime(self.meta, self.path, trt.__version__, gpu_identity(dev.index or 0))
         self.module = torch.jit.load(str(self.path), map_location=dev).eval()
         self.num_rois = int(self.meta.num_rois)
+        self.box_extent = box_extent_of((self.meta.onnx or {}).get("model_config"))
         self.max_persons = int(self.meta.persons_max)
 
     def __call__(self, batch: RoiBatch) -> HmrOutput:

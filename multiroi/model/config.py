@@ -9,6 +9,7 @@ VALID_NUM_ROIS = (1, 2, 3, 4, 5, 9)
 VALID_FUSION = ("raf", "none", "raf_mlp")
 VALID_POS_ENC = ("relative", "absolute", "none")
 VALID_RELATIVE_MODE = ("pe_diff", "diff_pe")
+VALID_BOX_EXTENT = ("visible", "amodal")
 
 
 @dataclass
@@ -46,6 +47,12 @@ class ModelConfig:
     feature_dropout: training only: the probability that a person's fused feature is zeroed
       for the mesh decoder, so that it learns to pose from the lifter's joints alone too; the
       camera decoder keeps the image (0: off).
+    box_extent: the person box the network was trained on, and so must be given: "visible"
+      (the visible part, method.md 1.1; what YOLO and HOG give) or "amodal" (the whole body,
+      parts cut off by the image border or hidden included; MediaPipe's pose detector
+      estimates it, ``realtime.pose_detector``). With "amodal" a person seen from the waist up
+      gets a crop in which the whole body would fit, as BlazePose was trained on, instead of a
+      whole body squeezed into the visible part (docs/training.md, run K).
     """
 
     backbone: str = "resnet18"
@@ -64,6 +71,7 @@ class ModelConfig:
     pool: str = "avg"
     lifter: bool = False
     feature_dropout: float = 0.0
+    box_extent: str = "visible"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -129,6 +137,12 @@ class ModelConfig:
             "a number in [0, 1)",
         )
         _check(
+            self.box_extent in VALID_BOX_EXTENT,
+            "box_extent",
+            self.box_extent,
+            f"one of {VALID_BOX_EXTENT}",
+        )
+        _check(
             not self.lifter or self.backbone == "blazepose_full",
             "lifter",
             self.lifter,
@@ -160,7 +174,8 @@ class ModelConfig:
         pool = ", spatial pooling" if self.pool == "spatial" else ""
         rois = f"{self.num_rois} RoI" + ("s" if self.num_rois != 1 else "")
         lifter = ", keypoint lifter" if self.lifter else ""
-        return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}{lifter}"
+        boxes = ", whole-body boxes" if self.box_extent == "amodal" else ""
+        return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}{lifter}{boxes}"
 
 
 def _is_int(value: object) -> bool:

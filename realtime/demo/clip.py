@@ -7,10 +7,11 @@ folder renamed into place), so an interrupted run never leaves a half-written cl
 
 Ground truth (``demo_gt.npz``, loads with ``allow_pickle=False``), N frames x P persons:
 ``track_ids`` i64[P], ``box_xyxy`` f32[N,P,4] px (projected mesh bbox, clipped to the image),
-``visible`` bool[N,P] (box not empty after clipping), ``in_frame_fraction`` f32[N,P] (share of
-projected vertices inside the image), ``rotmat`` f32[N,P,24,3,3] (joint 0 = global orientation in
-the camera frame), ``betas`` f32[N,P,10], ``transl`` f32[N,P,3] m (body-model translation, camera
-frame), ``joints`` f32[N,P,24,3] m (camera frame), ``K`` f64[3,3], ``image_wh`` i64[2], ``fps``,
+``box_amodal`` f32[N,P,4] px (the same, not clipped: the whole body), ``visible`` bool[N,P]
+(box not empty after clipping), ``in_frame_fraction`` f32[N,P] (share of projected vertices
+inside the image), ``rotmat`` f32[N,P,24,3,3] (joint 0 = global orientation in the camera
+frame), ``betas`` f32[N,P,10], ``transl`` f32[N,P,3] m (body-model translation, camera frame),
+``joints`` f32[N,P,24,3] m (camera frame), ``K`` f64[3,3], ``image_wh`` i64[2], ``fps``,
 ``model_id``, ``generator_version``.
 """
 
@@ -33,7 +34,7 @@ from realtime.demo.scene import CAMERA_HEIGHT_M, R_TILT, clothing_colors, defaul
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: box_amodal in the ground truth
 VIDEO_NAME, GT_NAME = "demo.mp4", "demo_gt.npz"
 
 
@@ -148,14 +149,16 @@ def simulate_people(model, scripts, num_frames: int, fps: float) -> _People:
 
 
 def projected_boxes(
-    vertices: np.ndarray, K: np.ndarray, size_wh: tuple[int, int]
+    vertices: np.ndarray, K: np.ndarray, size_wh: tuple[int, int], clip: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices f[...,V,3] (camera) -> (box_xyxy f32[...,4] clipped to the image, share of
-    vertices inside the image f32[...])."""
+    """Vertices f[...,V,3] (camera) -> (box_xyxy f32[...,4] clipped to the image, or with
+    ``clip`` False the whole body's box; share of vertices inside the image f32[...])."""
     w, h = size_wh
     uv = (vertices @ np.asarray(K).T)[..., :2] / np.maximum(vertices[..., 2:], 1e-6)
     lo, hi = uv.min(-2), uv.max(-2)
-    box = np.concatenate([np.clip(lo, 0, [w, h]), np.clip(hi, 0, [w, h])], -1)
+    if clip:
+        lo, hi = np.clip(lo, 0, [w, h]), np.clip(hi, 0, [w, h])
+    box = np.concatenate([lo, hi], -1)
     inside = (uv[..., 0] >= 0) & (uv[..., 0] <= w) & (uv[..., 1] >= 0) & (uv[..., 1] <= h)
     return box.astype(np.float32), inside.mean(-1).astype(np.float32)
 
@@ -193,9 +196,11 @@ def generate_clip(
         writer.release()
         renderer.close()
     box, frac = projected_boxes(people.vertices, camera.K, (w, h))
+    amodal, _ = projected_boxes(people.vertices, camera.K, (w, h), clip=False)
     np.savez(
         out_dir / GT_NAME, track_ids=np.array([s.person_id for s in scripts], np.int64),
-        box_xyxy=box, visible=(box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1]),
+        box_xyxy=box, box_amodal=amodal,
+        visible=(box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1]),
         in_frame_fraction=frac, rotmat=people.rotmat, betas=people.betas, transl=people.transl,
         joints=people.joints, K=camera.K, image_wh=np.array([w, h], np.int64),
         fps=np.float64(fps), frame_index=np.arange(num_frames, dtype=np.int64),
