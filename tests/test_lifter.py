@@ -45,10 +45,10 @@ def test_the_lifter_needs_blazepose_features():
         ModelConfig(backbone="resnet18", lifter=True)
 
 
-def _net(lifter: bool, seed: int = 0) -> MultiRoINet:
+def _net(lifter: bool, seed: int = 0, refine: bool = False) -> MultiRoINet:
     torch.manual_seed(seed)
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, lifter=lifter, dropout=0.0,
-                      contrastive=False)  # fmt: skip
+                      contrastive=False, lifter_refine=refine)  # fmt: skip
     return MultiRoINet(cfg, allow_random_init=True).eval()
 
 
@@ -93,6 +93,35 @@ def test_a_frozen_lifter_must_come_from_the_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=r"cannot freeze lifter: lifter\.\w+"):
         warm_start(read_checkpoint_file(path), path, dst, frozen=("backbone", "lifter"))
     assert warm_start(read_checkpoint_file(path), path, dst, frozen=("backbone",)) > 0
+
+
+def test_a_refined_lifter_is_not_frozen_into_a_network_without_the_refiner(tmp_path):
+    """Dropping the checkpoint's 2D refiner would silently change the lifted joints."""
+    from multiroi.checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint
+    from train.warm_start import warm_start
+
+    src = _net(True, refine=True)
+    path = save_checkpoint(tmp_path / "src.pt", src, src.cfg, body_model_id="toy")
+    with pytest.raises(
+        CheckpointError, match=r"cannot freeze lifter: .*lifter\.refiner\..* lacks"
+    ):
+        warm_start(read_checkpoint_file(path), path, _net(True), frozen=("backbone", "lifter"))
+    assert warm_start(read_checkpoint_file(path), path, _net(True, refine=True),
+                      frozen=("backbone", "lifter")) > 0  # fmt: skip
+
+
+def test_a_fresh_refiner_changes_nothing_and_needs_the_lifter():
+    net = _net(True, refine=True)
+    lm = np.random.default_rng(2).random((3, 39, 5)).astype(np.float32)
+    net.lifter.landmark_map.normal_()
+    feats = _features(lm)
+    with torch.no_grad():
+        assert torch.allclose(net.lifter.joints_2d(feats), net.lifter.mapped_2d(feats))
+        net.lifter.refiner.mlp[-1].bias.fill_(0.1)
+        assert torch.allclose(net.lifter.joints_2d(feats), net.lifter.mapped_2d(feats) + 0.1)
+    assert "keypoint lifter (2D refined)" in net.cfg.describe()
+    with pytest.raises(ValueError, match="lifter_refine"):
+        ModelConfig(backbone="blazepose_full", lifter=False, lifter_refine=True)
 
 
 def test_the_trainer_refuses_to_freeze_a_lifter_it_cannot_load(tmp_path, caplog):
@@ -185,6 +214,43 @@ def test_the_map_is_fit_on_whole_persons_and_cut_ones_are_scored(cut_sampler):
     assert scores["pa_mpjpe_mm"] < scores["pa_mpjpe_all_mm"]  # the cut persons are harder
 
 
+def test_the_refiner_corrects_what_the_landmarks_miss(sampler):
+    """Stand-in: for half the persons BlazePose's landmarks swap left and right, which only the
+    rest of its feature shows (the feature map); the linear map cannot undo it, the refiner
+    does, and the lifter then scores better than with the landmark map alone."""
+    from train.lifter import Rendered, train_lifter
+
+    n = 1500
+    base = _rendered_from_sampler(sampler, n, seed=5)
+    rng = np.random.default_rng(7)
+    swapped = rng.random(n) < 0.5
+    pairs = [(1, 2), (4, 5), (7, 8), (10, 11), (13, 14), (16, 17), (18, 19), (20, 21), (22, 23)]
+    order = np.arange(24)
+    for a, b in pairs:
+        order[a], order[b] = b, a
+    seen = base.inputs[:, :48].reshape(n, 24, 2)
+    seen = np.where(swapped[:, None, None], seen[:, order], seen)
+    inputs = base.inputs.copy()
+    inputs[:, :48] = seen.reshape(n, -1)
+    feats = np.zeros((n, D), np.float32)
+    feats[:, 0] = np.where(swapped, 1.0, -1.0)  # the feature map "sees" the swap
+    feats[:, LANDMARK_OFFSET : LANDMARK_OFFSET + 48] = seen.reshape(n, -1)
+    rendered = Rendered(inputs, base.joints_2d, base.joints_3d, base.whole,
+                        feats.astype(np.float16))  # fmt: skip
+    scores = {}
+    for refine in (False, True):
+        torch.manual_seed(0)
+        lifter = KeypointLifter(width=128, refine=refine)
+        scores[refine] = train_lifter(lifter, rendered, sampler, samples=8000, steps=300,
+                                      batch=128, lr=2e-3, seed=0, progress=False,
+                                      refine_steps=600)  # fmt: skip
+    plain, refined = scores[False], scores[True]
+    assert refined["refined_2d"] and not plain["refined_2d"]
+    assert refined["ridge_2d_error_all_box"] == pytest.approx(plain["map_2d_error_all_box"])
+    assert refined["map_2d_error_all_box"] < 0.7 * plain["map_2d_error_all_box"], scores
+    assert refined["pa_mpjpe_all_mm"] < plain["pa_mpjpe_all_mm"], scores
+
+
 def _fake_cache(root, sampler, n: int, backbone: str = "blazepose_full", **meta_extra):
     """A feature cache folder (train.feature_cache layout) of stand-in rendered persons."""
     r = _rendered_from_sampler(sampler, n, seed=9)
@@ -226,6 +292,8 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
         "200",
         "--batch",
         "128",
+        "--refine-steps",
+        "200",
         "--body-model",
         str(toy_body_model_path),
         "--no-progress",
@@ -234,6 +302,8 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
     model, meta = load_checkpoint(out)
     assert model.cfg.lifter and model.cfg.num_rois == 2
     assert model.cfg.box_extent == "amodal"  # the caches' boxes: the network's from now on
+    assert model.cfg.lifter_refine and model.lifter.refiner is not None  # the default
+    assert torch.count_nonzero(model.lifter.refiner.feat_std - 1.0) > 0  # standardisation set
     assert torch.count_nonzero(model.lifter.landmark_map) > 0
     scores = read_checkpoint_file(out)["extra"]["lifter"]["scores"]
     assert scores["pa_mpjpe_mm"] < scores["pa_mpjpe_mean_pose_mm"]
@@ -247,6 +317,7 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
         "6,000 pose-prior pairs, 200 steps" in text and f"{scores['pa_mpjpe_mm']:.1f} mm" in text
     )
     assert f"all {scores['held_out_persons_all']} held-out" in text
+    assert "2D joints refined from BlazePose's whole feature (200 steps)" in text
 
 
 def test_a_cache_of_another_backbone_is_refused_in_one_line(sampler, tmp_path, caplog):

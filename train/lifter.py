@@ -11,6 +11,10 @@
    2D errors it leaves (a pool of whole-body error vectors), and where the base box lies around
    the joints. Persons cut off by their box are only scored (BlazePose places even their
    visible joints three times worse; docs/training.md, run I).
+   With ``--refine`` (the default): the lifter's ``Refiner2D``, an MLP from BlazePose's whole
+   feature adding a correction to that map, trained on the rendered persons (cut-off ones
+   included); a tenth of them is kept out of its training and gives the error pool instead
+   (errors on the persons it was trained on would be too small).
 2. Poses from the pose prior with shapes, facing directions, distances, fields of view, tilt
    and roll from the caches' scene ranges and the caches' in-plane rotation: 3D joints and
    their projection into a box placed as around a rendered person. No rendering: hundreds of
@@ -34,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from multiroi.model.lifter import NUM_JOINTS, KeypointLifter, in_crop, landmark_inputs
+from multiroi.model.lifter import NUM_JOINTS, KeypointLifter, Refiner2D, in_crop, landmark_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +49,21 @@ RIDGE = 1e-2
 class Rendered:
     """Rendered persons with labelled joints. inputs f32[N,100] (landmark_inputs); joints_2d
     f32[N,24,2] box heights from the crop centre; joints_3d f32[N,24,3] m, root-relative,
-    camera axes; whole bool[N]: all 24 joints inside the crop window."""
+    camera axes; whole bool[N]: all 24 joints inside the crop window; features f16[N,1464]:
+    the base RoI's whole feature (for the refiner; None: not read)."""
 
     inputs: np.ndarray
     joints_2d: np.ndarray
     joints_3d: np.ndarray
     whole: np.ndarray
+    features: np.ndarray | None = None
 
 
 def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
     """The rendered persons of feature caches (base RoI, every draw) and the caches' metas."""
     from train.feature_cache import FeatureDataset
 
-    ins, j2, j3, whole, metas = [], [], [], [], []
+    ins, j2, j3, whole, feats, metas = [], [], [], [], [], []
     for root in cache_dirs:
         cache = FeatureDataset(root)
         if cache.meta.get("backbone") != "blazepose_full":
@@ -73,6 +79,7 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
             keep = seen & (lab["has_smpl"] > 0)
             kp3d = lab["kp3d"][:, :, :3]
             ins.append(landmark_inputs(f0).numpy()[keep])
+            feats.append(f0.numpy()[keep].astype(np.float16))
             j2.append(uv[keep].astype(np.float32))
             j3.append((kp3d - kp3d[:, :1])[keep].astype(np.float32))
             whole.append(in_crop(torch.as_tensor(uv[keep])).all(1).numpy())
@@ -81,7 +88,7 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
         raise ValueError(f"the caches have different person boxes {sorted(extents)}; make "
                          "them all with the same --box-extent")  # fmt: skip
     out = Rendered(np.concatenate(ins), np.concatenate(j2), np.concatenate(j3),
-                   np.concatenate(whole))  # fmt: skip
+                   np.concatenate(whole), np.concatenate(feats))  # fmt: skip
     if out.whole.sum() < 200:
         raise ValueError(f"only {out.whole.sum()} rendered persons lie wholly inside their crop; "
                          "the lifter needs at least 200: cache more data")  # fmt: skip
@@ -186,11 +193,48 @@ def box_placement(joints_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (lo + hi), (hi - lo).max(1)
 
 
+def train_refiner(
+    refiner: Refiner2D, features: np.ndarray, residuals: np.ndarray, *, steps: int, seed: int,
+    batch: int = 256, lr: float = 1e-3, progress: bool = True,
+) -> None:  # fmt: skip
+    """Train ``refiner`` to predict ``residuals`` f32[N,24,2] (true 2D joints minus the landmark
+    map's) from ``features`` [N,1464]; its standardisation is set from ``features``."""
+    from tqdm import tqdm
+
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(residuals, dtype=torch.float32)
+    refiner.feat_mean.copy_(x.mean(0))
+    refiner.feat_std.copy_(x.std(0) + 1e-3)
+    opt = torch.optim.AdamW(refiner.parameters(), lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed + 1)
+    refiner.train()
+    bar = tqdm(range(steps), desc="2D refiner", unit="step", disable=not progress)
+    for _ in bar:
+        i = torch.randint(0, len(x), (batch,), generator=gen)
+        loss = (refiner(x[i]) - y[i]).norm(dim=-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(err_box=f"{loss.item():.4f}", refresh=False)
+    refiner.eval()
+
+
+def _refined(refiner: Refiner2D, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    with torch.no_grad():
+        parts = [refiner(torch.as_tensor(features[i : i + chunk], dtype=torch.float32)).numpy()
+                 for i in range(0, len(features), chunk)]  # fmt: skip
+    return np.concatenate(parts).astype(np.float32)
+
+
 def train_lifter(
     lifter: KeypointLifter, rendered: Rendered, sampler: PairSampler, *, samples: int,
     steps: int, batch: int, lr: float, seed: int, progress: bool = True,
+    refine_steps: int = 6000,
 ) -> dict:  # fmt: skip
-    """Fit ``landmark_map`` and train the MLP (module doc). Returns scores in mm."""
+    """Fit ``landmark_map``, train the refiner (when the lifter has one) and the MLP (module
+    doc). Returns scores in mm (2D errors in box heights)."""
     from tqdm import tqdm
 
     from multiroi.metrics import pa_mpjpe
@@ -199,12 +243,26 @@ def train_lifter(
     torch.manual_seed(seed)
     n = len(rendered.inputs)
     held = rng.permutation(n)[: max(n // 10, 1)]
-    fit = np.setdiff1d(np.arange(n), held)
-    fit = fit[rendered.whole[fit]]  # the map and its errors: persons wholly in their crops
+    rest = np.setdiff1d(np.arange(n), held)
+    fit = rest[rendered.whole[rest]]  # the map and its errors: persons wholly in their crops
     lmap = fit_landmark_map(rendered.inputs[fit], rendered.joints_2d[fit])
     lifter.landmark_map.copy_(torch.as_tensor(lmap))
     mapped = (rendered.inputs @ lmap).reshape(n, NUM_JOINTS, 2).astype(np.float32)
-    errors = torch.as_tensor(mapped[fit] - rendered.joints_2d[fit])
+    ridge_mapped = mapped
+    pool = fit
+    if lifter.refiner is not None:
+        if rendered.features is None:
+            raise ValueError("the lifter's 2D refiner needs the rendered persons' features")
+        kept_out = rng.permutation(rest)[: max(len(rest) // 9, 1)]  # another tenth: the pool
+        train_refiner(lifter.refiner, rendered.features[np.setdiff1d(rest, kept_out)],
+                      (rendered.joints_2d - mapped)[np.setdiff1d(rest, kept_out)],
+                      steps=refine_steps, seed=seed, progress=progress)  # fmt: skip
+        mapped = mapped + _refined(lifter.refiner, rendered.features)
+        pool = kept_out[rendered.whole[kept_out]]
+        if len(pool) == 0:
+            raise ValueError("no rendered person wholly in its crop was kept out of the 2D "
+                             "refiner's training: cache more data")  # fmt: skip
+    errors = torch.as_tensor(mapped[pool] - rendered.joints_2d[pool])
     t0 = time.time()
     uv, j3 = [], []
     for start in tqdm(range(0, samples, 5000), desc="pose prior", unit="x5000",
@@ -246,12 +304,19 @@ def train_lifter(
         "pa_mpjpe_all_mean_pose_mm": float(err_mean.mean()),
         "map_2d_error_box": float(np.median(np.linalg.norm(
             mapped[held][whole] - rendered.joints_2d[held][whole], axis=-1))),
+        "map_2d_error_all_box": float(np.median(np.linalg.norm(
+            mapped[held] - rendered.joints_2d[held], axis=-1))),
+        "ridge_2d_error_all_box": float(np.median(np.linalg.norm(
+            ridge_mapped[held] - rendered.joints_2d[held], axis=-1))),
+        "refined_2d": lifter.refiner is not None,
     }  # fmt: skip
     logger.info("lifter on held-out rendered persons, PA-MPJPE (the prior's mean pose): %d wholly "
-                "in their crops %.1f mm (%.1f), all %d %.1f mm (%.1f); 2D map median error %.3f "
-                "box heights", whole.sum(), scores["pa_mpjpe_mm"],
+                "in their crops %.1f mm (%.1f), all %d %.1f mm (%.1f); 2D median error %.4f "
+                "box heights on those wholly in their crops, %.4f on all (the landmark map "
+                "alone: %.4f)", whole.sum(), scores["pa_mpjpe_mm"],
                 scores["pa_mpjpe_mean_pose_mm"], len(held), scores["pa_mpjpe_all_mm"],
-                scores["pa_mpjpe_all_mean_pose_mm"], scores["map_2d_error_box"])  # fmt: skip
+                scores["pa_mpjpe_all_mean_pose_mm"], scores["map_2d_error_box"],
+                scores["map_2d_error_all_box"], scores["ridge_2d_error_all_box"])  # fmt: skip
     return scores
 
 
@@ -266,6 +331,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train a 2D refiner from BlazePose's whole feature (default: on)",
+    )
+    p.add_argument("--refine-steps", type=int, default=6000, help="the 2D refiner's steps")
     p.add_argument("--body-model", default=None, help="body model file (default: the free model)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -291,12 +363,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.init:
             payload = read_checkpoint_file(args.init)
             cfg = ModelConfig.from_dict(
-                dict(payload["model_config"], lifter=True, box_extent=box_extent)
+                dict(
+                    payload["model_config"],
+                    lifter=True,
+                    lifter_refine=args.refine,
+                    box_extent=box_extent,
+                )
             )
             stages = earlier_stages(payload, args.init)
         else:
             cfg = ModelConfig(backbone="blazepose_full", num_rois=num_rois.pop(), lifter=True,
-                              box_extent=box_extent)  # fmt: skip
+                              lifter_refine=args.refine, box_extent=box_extent)  # fmt: skip
         model = MultiRoINet(cfg, allow_random_init=True)
         if args.init:
             warm_start(payload, args.init, model)
@@ -308,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     sampler = PairSampler(body, scene_ranges(metas), offsets, extents)
     scores = train_lifter(model.lifter, rendered, sampler, samples=args.samples,
                           steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                          progress=not args.no_progress)  # fmt: skip
+                          progress=not args.no_progress,
+                          refine_steps=args.refine_steps)  # fmt: skip
     recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
     save_checkpoint(args.out, model, cfg, body_model_id=body.model_id, step=0,
                     extra={"stages": stages, "lifter": {"recipe": recipe,

@@ -155,6 +155,11 @@ def _lifter_recipe(info: dict) -> list[str]:
     lines = [f"- Keypoint lifter (`python -m train.lifter`): {r.get('samples', 0):,} pose-prior "
              f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
              f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
+    if sc.get("refined_2d"):
+        lines.append(f"- Its 2D joints refined from BlazePose's whole feature "
+                     f"({r.get('refine_steps', 0):,} steps): median 2D error on the held-out "
+                     f"persons {sc.get('map_2d_error_all_box', 0):.4f} box heights, the "
+                     f"landmark map alone {sc.get('ridge_2d_error_all_box', 0):.4f}")  # fmt: skip
     if sc:
         base = sc.get("pa_mpjpe_mean_pose_mm")
         lines.append(f"- On {sc.get('held_out_persons', '?')} held-out rendered persons wholly "

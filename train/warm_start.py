@@ -61,6 +61,13 @@ def warm_start(
             f"shape: {src_cfg.describe()}), so it would stay random; train it, or give the "
             "model options that match the checkpoint"
         )
+    unused = [k for k in src if k not in copied and k.split(".")[0] in frozen]
+    if unused:  # e.g. a lifter with a 2D refiner frozen into a network built without one
+        raise CheckpointError(
+            f"cannot freeze {unused[0].split('.')[0]}: {p} has {unused[0]}, which this network "
+            f"lacks ({src_cfg.describe()}; this run: {cfg.describe()}); give the model options "
+            "that match the checkpoint"
+        )
     model.load_state_dict(copied, strict=False)
     if fresh:
         logger.warning("warm start: %d tensors not in %s (or of another shape) keep their "

@@ -44,6 +44,9 @@ class ModelConfig:
     lifter: add the keypoint lifter (ours, multiroi.model.lifter): BlazePose's landmarks of the
       base RoI lifted to 24 3D joints, an extra input of the mesh decoder. Needs the
       ``blazepose_full`` backbone; its weights come from ``python -m train.lifter``.
+    lifter_refine: the lifter's 2D joints also read BlazePose's whole feature (an MLP adding a
+      correction to the landmarks' linear map, trained on rendered persons by
+      ``python -m train.lifter``); needs ``lifter``.
     feature_dropout: training only: the probability that a person's fused feature is zeroed
       for the mesh decoder, so that it learns to pose from the lifter's joints alone too; the
       camera decoder keeps the image (0: off).
@@ -70,6 +73,7 @@ class ModelConfig:
     downsample: int = 1
     pool: str = "avg"
     lifter: bool = False
+    lifter_refine: bool = False
     feature_dropout: float = 0.0
     box_extent: str = "visible"
 
@@ -131,6 +135,12 @@ class ModelConfig:
         _check(self.pool in ("avg", "spatial"), "pool", self.pool, "'avg' or 'spatial'")
         _check(isinstance(self.lifter, bool), "lifter", self.lifter, "True or False")
         _check(
+            isinstance(self.lifter_refine, bool) and (self.lifter or not self.lifter_refine),
+            "lifter_refine",
+            self.lifter_refine,
+            "True or False, and True only with lifter=True",
+        )
+        _check(
             isinstance(self.feature_dropout, (int, float)) and 0.0 <= self.feature_dropout < 1.0,
             "feature_dropout",
             self.feature_dropout,
@@ -174,6 +184,7 @@ class ModelConfig:
         pool = ", spatial pooling" if self.pool == "spatial" else ""
         rois = f"{self.num_rois} RoI" + ("s" if self.num_rois != 1 else "")
         lifter = ", keypoint lifter" if self.lifter else ""
+        lifter += " (2D refined)" if self.lifter_refine else ""
         boxes = ", whole-body boxes" if self.box_extent == "amodal" else ""
         return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}{lifter}{boxes}"
 

@@ -8,6 +8,7 @@ pairs in minutes), with the 2D errors BlazePose makes on rendered persons added 
     landmarks f32[N,39,5] of the base crop (x/256, y/256, z/256, visibility, presence)
       -> 33 body landmarks: x, y in box heights from the crop centre, visibility (+ 1)
       -> ``landmark_map`` (a ridge regression fit on rendered persons) -> 24 joints f32[N,24,2]
+         (+ with ``refine``: a correction from the whole feature, ``Refiner2D``)
       -> MLP (``width``, ``blocks`` residual blocks) -> joints f32[N,24,3] m, root-relative,
          axes of the crop's camera.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from multiroi.model.blazepose import NUM_LANDMARKS
+from multiroi.model.blazepose import NUM_FEATURES, NUM_LANDMARKS
 from multiroi.rois import CROP_ASPECT_W_OVER_H
 
 BODY_LANDMARKS = 33  # BlazePose's 33 body landmarks; the last 6 are its crop helpers
@@ -28,6 +29,7 @@ LANDMARK_OFFSET = 288 * 4  # where the landmarks start in a blazepose_full featu
 LANDMARK_INPUTS = BODY_LANDMARKS * 3 + 1  # x, y, visibility per landmark, and a constant 1
 NUM_JOINTS = 24
 LIFTED_DIM = NUM_JOINTS * 3
+FEATURE_DIM = NUM_FEATURES  # 1464, a blazepose_full feature
 # The letterboxed 256x256 input is one box height wide and tall, centred on the crop.
 _CENTRE = 0.5
 # the crop window (one box height tall, 0.75 wide) in box heights from its centre
@@ -60,19 +62,50 @@ class _Block(nn.Module):
         return h + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(h))))
 
 
+class Refiner2D(nn.Module):
+    """forward(features f32[N,1464]) -> f32[N,24,2] box heights: a correction to the landmark
+    map's 2D joints from BlazePose's whole feature (its feature map pooled, landmarks, world
+    landmarks), trained on rendered persons (train.lifter). The linear map alone reads only the
+    landmarks' positions; the feature map also tells, for example, which side is which.
+    The features are standardised with the training set's mean and spread (buffers)."""
+
+    def __init__(self, in_dim: int = FEATURE_DIM, width: int = 512, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(in_dim))
+        self.register_buffer("feat_std", torch.ones(in_dim))
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(in_dim, width), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(width, width), nn.GELU(),
+            nn.Linear(width, NUM_JOINTS * 2),
+        )  # fmt: skip
+        nn.init.zeros_(self.mlp[-1].weight)  # starts as no correction
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features - self.feat_mean) / self.feat_std
+        return self.mlp(x).reshape(-1, NUM_JOINTS, 2)
+
+
 class KeypointLifter(nn.Module):
     """forward(features f32[N,1464]) -> joints f32[N,24,3] m (see the module doc).
-    ``joints_2d(features)`` -> f32[N,24,2], the mapped 2D joints the MLP reads."""
+    ``joints_2d(features)`` -> f32[N,24,2], the mapped (and with ``refine`` corrected) 2D
+    joints the MLP reads."""
 
-    def __init__(self, width: int = 512, blocks: int = 2) -> None:
+    def __init__(self, width: int = 512, blocks: int = 2, refine: bool = False) -> None:
         super().__init__()
         self.register_buffer("landmark_map", torch.zeros(LANDMARK_INPUTS, NUM_JOINTS * 2))
+        self.refiner = Refiner2D() if refine else None
         self.inp = nn.Linear(NUM_JOINTS * 2, width)
         self.blocks = nn.ModuleList([_Block(width) for _ in range(blocks)])
         self.out = nn.Linear(width, LIFTED_DIM)
 
-    def joints_2d(self, features: torch.Tensor) -> torch.Tensor:
+    def mapped_2d(self, features: torch.Tensor) -> torch.Tensor:
+        """The landmark map's 2D joints f32[N,24,2], without the refiner's correction."""
         return (landmark_inputs(features) @ self.landmark_map).reshape(-1, NUM_JOINTS, 2)
+
+    def joints_2d(self, features: torch.Tensor) -> torch.Tensor:
+        joints = self.mapped_2d(features)
+        return joints if self.refiner is None else joints + self.refiner(features)
 
     def lift(self, joints_2d: torch.Tensor) -> torch.Tensor:
         """f32[N,24,2] (box heights from the crop centre) -> f32[N,24,3] m."""
