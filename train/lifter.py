@@ -193,32 +193,46 @@ def box_placement(joints_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (lo + hi), (hi - lo).max(1)
 
 
+def _optimise(
+    module: torch.nn.Module, batch_loss, *, steps: int, lr: float, weight_decay: float,
+    desc: str, shown, progress: bool, pct_start: float = 0.3,
+) -> None:  # fmt: skip
+    """AdamW with a one-cycle schedule on ``module``: ``steps`` steps of ``batch_loss()`` (a
+    fresh batch each call), progress bar ``desc`` showing ``shown(loss)``; ends in eval()."""
+    from tqdm import tqdm
+
+    opt = torch.optim.AdamW(module.parameters(), lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=pct_start)
+    module.train()
+    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
+    for _ in bar:
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix_str(shown(loss.item()), refresh=False)
+    module.eval()
+
+
 def train_refiner(
     refiner: Refiner2D, features: np.ndarray, residuals: np.ndarray, *, steps: int, seed: int,
     batch: int = 256, lr: float = 1e-3, progress: bool = True,
 ) -> None:  # fmt: skip
     """Train ``refiner`` to predict ``residuals`` f32[N,24,2] (true 2D joints minus the landmark
     map's) from ``features`` [N,1464]; its standardisation is set from ``features``."""
-    from tqdm import tqdm
-
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(residuals, dtype=torch.float32)
     refiner.feat_mean.copy_(x.mean(0))
     refiner.feat_std.copy_(x.std(0) + 1e-3)
-    opt = torch.optim.AdamW(refiner.parameters(), lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     gen = torch.Generator().manual_seed(seed + 1)
-    refiner.train()
-    bar = tqdm(range(steps), desc="2D refiner", unit="step", disable=not progress)
-    for _ in bar:
+
+    def batch_loss() -> torch.Tensor:
         i = torch.randint(0, len(x), (batch,), generator=gen)
-        loss = (refiner(x[i]) - y[i]).norm(dim=-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.set_postfix(err_box=f"{loss.item():.4f}", refresh=False)
-    refiner.eval()
+        return (refiner(x[i]) - y[i]).norm(dim=-1).mean()
+
+    _optimise(refiner, batch_loss, steps=steps, lr=lr, weight_decay=1e-2, desc="2D refiner",
+              shown=lambda v: f"err_box={v:.4f}", progress=progress)  # fmt: skip
 
 
 def _refined(refiner: Refiner2D, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -254,9 +268,10 @@ def train_lifter(
         if rendered.features is None:
             raise ValueError("the lifter's 2D refiner needs the rendered persons' features")
         kept_out = rng.permutation(rest)[: max(len(rest) // 9, 1)]  # another tenth: the pool
-        train_refiner(lifter.refiner, rendered.features[np.setdiff1d(rest, kept_out)],
-                      (rendered.joints_2d - mapped)[np.setdiff1d(rest, kept_out)],
-                      steps=refine_steps, seed=seed, progress=progress)  # fmt: skip
+        taught = np.setdiff1d(rest, kept_out)
+        train_refiner(lifter.refiner, rendered.features[taught],
+                      (rendered.joints_2d - mapped)[taught], steps=refine_steps, seed=seed,
+                      progress=progress)  # fmt: skip
         mapped = mapped + _refined(lifter.refiner, rendered.features)
         pool = kept_out[rendered.whole[kept_out]]
         if len(pool) == 0:
@@ -273,21 +288,16 @@ def train_lifter(
     uv_t, j3_t = torch.as_tensor(np.concatenate(uv)), torch.as_tensor(np.concatenate(j3))
     logger.info("lifter: %d pose-prior pairs in %.0f s; %d rendered persons (%d held out)",
                 len(uv_t), time.time() - t0, n, len(held))  # fmt: skip
-    opt = torch.optim.AdamW(lifter.parameters(), lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
-    lifter.train()
     gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(steps), desc="lifter", unit="step", disable=not progress)
-    for _ in bar:
+
+    def batch_loss() -> torch.Tensor:
         i = torch.randint(0, len(uv_t), (batch,), generator=gen)
         e = torch.randint(0, len(errors), (batch,), generator=gen)
-        loss = (lifter.lift(uv_t[i] + errors[e]) - j3_t[i]).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss_mm=f"{loss.item() * 1000:.0f}", refresh=False)
-    lifter.eval()
+        return (lifter.lift(uv_t[i] + errors[e]) - j3_t[i]).abs().mean()
+
+    _optimise(lifter, batch_loss, steps=steps, lr=lr, weight_decay=1e-4, desc="lifter",
+              shown=lambda v: f"loss_mm={v * 1000:.0f}", progress=progress,
+              pct_start=0.05)  # fmt: skip
     with torch.no_grad():
         x = torch.as_tensor(mapped[held])
         pred = lifter.lift(x).numpy()
