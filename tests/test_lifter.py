@@ -319,6 +319,16 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
     assert f"all {scores['held_out_persons_all']} held-out" in text
     assert "2D joints refined from BlazePose's whole feature (200 steps)" in text
 
+    # more rendered persons from a base-RoI-only cache: --init's network keeps its 2 RoIs
+    one = _fake_cache(tmp_path / "one", sampler, 100, box_extent="amodal", num_rois=1)
+    again = tmp_path / "again.pt"
+    argv2 = [a if a != str(cache) else f"{cache},{one}" for a in argv]
+    assert main([*argv2[:2], "--out", str(again), "--init", str(out), *argv2[4:]]) == 0
+    model2, _ = load_checkpoint(again)
+    assert model2.cfg.num_rois == 2 and model2.cfg.lifter_refine
+    scores2 = read_checkpoint_file(again)["extra"]["lifter"]["scores"]
+    assert scores2["held_out_persons_all"] == 40  # a tenth of the 400 persons of both caches
+
 
 def test_a_cache_of_another_backbone_is_refused_in_one_line(sampler, tmp_path, caplog):
     from train.lifter import main
@@ -331,6 +341,12 @@ def test_a_cache_of_another_backbone_is_refused_in_one_line(sampler, tmp_path, c
     cache = _fake_cache(tmp_path / "cache", sampler, 10, backbone="resnet18")
     assert main(["--cache", str(cache), "--out", str(tmp_path / "x.pt")]) == 2
     assert "needs a blazepose_full feature cache" in caplog.text
+
+    # caches of other RoI counts mix only when --init's network sets the count
+    two = _fake_cache(tmp_path / "two", sampler, 150)
+    one = _fake_cache(tmp_path / "one", sampler, 150, num_rois=1)
+    assert main(["--cache", f"{two},{one}", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "different RoI counts [1, 2]; give --init" in caplog.text
     assert not (tmp_path / "x.pt").exists()
 
 

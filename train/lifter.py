@@ -220,9 +220,13 @@ def train_refiner(
     batch: int = 256, lr: float = 1e-3, progress: bool = True,
 ) -> None:  # fmt: skip
     """Train ``refiner`` to predict ``residuals`` f32[N,24,2] (true 2D joints minus the landmark
-    map's) from ``features`` [N,1464]; its standardisation is set from ``features``."""
+    map's) from ``features`` [N,1464], from fresh weights; its standardisation is set from
+    ``features``."""
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(residuals, dtype=torch.float32)
+    # from scratch: weights warm-started from --init saw persons that may now be held out
+    torch.manual_seed(seed + 1)
+    refiner.reset()
     refiner.feat_mean.copy_(x.mean(0))
     refiner.feat_std.copy_(x.std(0) + 1e-3)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -365,9 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         rendered, metas = read_rendered(split_list(args.cache))
-        num_rois = {int(m["num_rois"]) for m in metas}
-        if len(num_rois) != 1:
-            raise ValueError(f"the caches have different RoI counts {sorted(num_rois)}")
+        num_rois = {int(m["num_rois"]) for m in metas}  # only the base RoI is read
+        if len(num_rois) != 1 and not args.init:
+            raise ValueError(f"the caches have different RoI counts {sorted(num_rois)}; give "
+                             "--init, whose network sets the count")  # fmt: skip
         box_extent = metas[0].get("box_extent", "visible")  # one for all (read_rendered)
         stages: list[dict] = []
         if args.init:

@@ -78,7 +78,14 @@ class Refiner2D(nn.Module):
             nn.Dropout(dropout), nn.Linear(width, width), nn.GELU(),
             nn.Linear(width, NUM_JOINTS * 2),
         )  # fmt: skip
-        nn.init.zeros_(self.mlp[-1].weight)  # starts as no correction
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh weights that make no correction (the last layer zero)."""
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
