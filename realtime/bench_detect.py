@@ -117,7 +117,7 @@ def run(
     import cv2
     from tqdm import tqdm
 
-    from realtime.detect import box_iou
+    from realtime.boxes import box_iou
 
     model = body = None
     if checkpoint != "none":

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from multiroi.types import Detections
-from realtime.detect import box_iou, nms_xyxy
+from realtime.boxes import box_iou, nms_xyxy
 
 logger = logging.getLogger(__name__)
 

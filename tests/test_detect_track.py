@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 
 from multiroi.types import Detections
+from realtime.boxes import box_iou, nms_xyxy
 from realtime.config import DetectorConfig
 from realtime.detect import (
     EveryNDetector,
     GivenBoxesDetector,
     HogDetector,
     MotionDetector,
-    box_iou,
     create_detector,
     hog_available,
-    nms_xyxy,
 )
 from realtime.pose_detector import BlazePoseDetector
 from realtime.track import PersonTracker

@@ -161,7 +161,7 @@ RANGES = {"yaw_deg": (-60.0, 60.0), "distance_m": (2.0, 6.0), "fov_deg": (40.0, 
 
 @pytest.fixture(scope="module")
 def sampler(toy_body_model):
-    from train.lifter import PairSampler
+    from train.lifter_pairs import PairSampler
 
     return PairSampler(toy_body_model, RANGES, np.zeros((1, 2), np.float32),
                        np.full(1, 0.8, np.float32))  # fmt: skip
@@ -170,7 +170,7 @@ def sampler(toy_body_model):
 @pytest.fixture(scope="module")
 def cut_sampler(toy_body_model):
     """Half the boxes hold only the upper body, as around a person cut by the image's bottom."""
-    from train.lifter import PairSampler
+    from train.lifter_pairs import PairSampler
 
     offsets = np.array([[0.0, 0.0], [0.0, 0.35]], np.float32)
     return PairSampler(toy_body_model, RANGES, offsets, np.array([0.8, 1.6], np.float32))
@@ -382,3 +382,24 @@ def test_feature_dropout_keeps_the_cameras():
     a = torch.randn(2, 2, D)
     with torch.no_grad():
         assert not torch.allclose(net(a, info).cam_local, net(a + 1.0, info).cam_local)
+
+
+def test_refiner_training_starts_from_fresh_weights():
+    """Weights a warm start brought in (they may have seen the persons now held out) are
+    replaced before training: one step at a negligible learning rate ends next to a fresh
+    refiner, not next to the warm-started one."""
+    from multiroi.model.lifter import Refiner2D
+    from train.lifter import train_refiner
+
+    refiner = Refiner2D(in_dim=16, width=8)
+    with torch.no_grad():
+        for p in refiner.mlp.parameters():
+            p.fill_(0.5)  # "warm-started"
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(64, 16)).astype(np.float32)
+    res = rng.normal(size=(64, 24, 2)).astype(np.float32)
+    train_refiner(refiner, feats, res, steps=1, seed=0, batch=8, lr=1e-9, progress=False)
+    last = refiner.mlp[-1]
+    assert last.weight.abs().max() < 1e-6 and last.bias.abs().max() < 1e-6  # no correction yet
+    first = refiner.mlp[1].weight
+    assert (first - 0.5).abs().max() > 0.1 and first.std() > 0.01

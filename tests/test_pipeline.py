@@ -5,98 +5,26 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from pipeline_fakes import (
+    UPRIGHT,
+    WH,
+    FakeBackend,
+    FakeRenderer,
+    make_pipeline,
+    no_stage_threads,
+    person_boxes,
+    write_video,
+)
 
-from multiroi.types import Detections, Frame, HmrOutput, Tracks
+from multiroi.types import Detections, Frame
 from realtime.detect import GivenBoxesDetector
-from realtime.infer import InferenceStage
-from realtime.pipeline import Pipeline, PipelineError, StageQueue
+from realtime.pipeline import PipelineError, StageQueue
 from realtime.recording import Recorder
 from realtime.sources import ImageSource, LiveSource, VideoFileSource
-from realtime.track import PersonTracker
-
-WH = (160, 120)
-UPRIGHT = np.diag([1.0, -1.0, -1.0]).astype(np.float32)  # body y-up -> camera y-down
-
-
-def person_boxes(t: int) -> np.ndarray:
-    """Two persons; the second one half outside the right border."""
-    return np.array([[20 + t, 20, 60 + t, 110], [130, 10, 190, 115]], np.float32)
-
-
-def write_video(path: Path, n: int) -> Path:
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, WH)
-    for t in range(n):
-        img = np.full((WH[1], WH[0], 3), 40, np.uint8)
-        for b in person_boxes(t).astype(int):
-            cv2.rectangle(img, tuple(b[:2]), tuple(b[2:]), (200, 180, 160), -1)
-        w.write(img)
-    w.release()
-    return path
-
-
-class FakeBackend:
-    """Upright mean pose, zero betas, s = 0.9 for every RoI; NaN for persons left of
-    ``nan_left_of_px`` (RoI 0 centre x)."""
-
-    name, device = "fake", "cpu"
-
-    def __init__(self, num_rois: int = 2, nan_left_of_px: float = -1.0, fail_at: int = -1):
-        self.num_rois, self.nan_left_of_px, self.fail_at, self.calls = (
-            num_rois,
-            nan_left_of_px,
-            fail_at,
-            0,
-        )
-
-    def __call__(self, batch):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise RuntimeError("backend exploded")
-        m = len(batch)
-        rotmat = np.tile(np.eye(3, dtype=np.float32), (m, 24, 1, 1))
-        rotmat[:, 0] = UPRIGHT
-        cam = np.tile(np.array([0.9, 0.0, 0.0], np.float32), (m, self.num_rois, 1))
-        bad = batch.centers[:, 0, 0] < self.nan_left_of_px
-        rotmat[bad] = np.nan
-        return HmrOutput(rotmat, np.zeros((m, 10), np.float32), cam)
-
-    def close(self):
-        pass
-
-
-class FakeRenderer:
-    def __init__(self, close_after: int | None = None, delay_s: float = 0.0, raise_at=None):
-        self.calls, self.threads, self.close_after, self.delay_s = [], set(), close_after, delay_s
-        self.raise_at, self.status = raise_at, ""
-
-    def set_status(self, text: str) -> None:
-        self.status = text
-
-    def update(self, frame: Frame, people) -> bool:
-        self.threads.add(threading.current_thread().name)
-        self.calls.append((frame.index, [p.track_id for p in people], frame.size_wh))
-        if self.raise_at is not None and len(self.calls) == self.raise_at:
-            raise self.raise_at_exc
-        time.sleep(self.delay_s)
-        return self.close_after is None or len(self.calls) < self.close_after
-
-    def close(self) -> None:
-        pass
-
-
-def make_pipeline(source, toy_body_model, backend=None, detector=None, renderer=None, **kw):
-    det = detector or GivenBoxesDetector(np.stack([person_boxes(t) for t in range(500)]))
-    infer = InferenceStage(backend or FakeBackend(), toy_body_model, min_box_px=8)
-    return Pipeline(source, det, PersonTracker(max_persons=4), infer, renderer, **kw)
-
-
-def no_stage_threads() -> bool:
-    return not any(t.name.startswith(("multiroi-", "reader-")) for t in threading.enumerate())
 
 
 def test_file_every_frame_in_order_with_recording(tmp_path, toy_body_model):
@@ -279,22 +207,6 @@ def test_zero_persons_tiny_boxes_and_size_changes(tmp_path, toy_body_model):
     assert [c[2] for c in ren.calls] == [(160, 120), (160, 120), (320, 240), (100, 100)]
 
 
-def test_inference_stage_output_placement(toy_body_model):
-    """The mesh lands in front of the camera, roughly under its box."""
-    stage = InferenceStage(FakeBackend(), toy_body_model)
-    img = np.zeros((WH[1], WH[0], 3), np.uint8)
-    tracks = Tracks(np.array([5]), person_boxes(0)[:1], np.ones(1, np.float32))
-    (p,) = stage(Frame(0, 0.0, img), tracks)
-    assert p.track_id == 5 and p.vertices_m.shape == (toy_body_model.num_vertices, 3)
-    cam = stage.cameras(WH)
-    uv = p.vertices_m[:, :2] / p.vertices_m[:, 2:] * cam.focal + np.array(cam.principal)
-    box = person_boxes(0)[0]
-    assert box[0] - 10 < uv[:, 0].mean() < box[2] + 10 and box[1] < uv[:, 1].mean() < box[3]
-    assert stage(Frame(1, 0.1, img), Tracks.empty()) == []
-    assert len(stage(Frame(2, 0.2, img), Tracks(np.array([1]), np.full((1, 4), np.nan),
-                                                  np.ones(1)))) == 0  # fmt: skip
-
-
 def test_detections_none_is_treated_as_empty(tmp_path, toy_body_model):
     src = VideoFileSource(write_video(tmp_path / "v.avi", 4))
     ren = FakeRenderer()
@@ -331,63 +243,6 @@ def test_latency_is_from_first_stage_for_files_and_from_capture_when_dropping(to
     assert "latency (capture -> shown)" in live.describe()
 
 
-class ScaleBackend(FakeBackend):
-    """RoI scale s for persons whose RoI-0 centre is left of 100 px: -0.9 (a diverged network)
-    or 0.0025 (a collapsed scale, seen in trained networks on small boxes: kilometres away)."""
-
-    def __init__(self, scale: float):
-        super().__init__()
-        self.scale = scale
-
-    def __call__(self, batch):
-        out = super().__call__(batch)
-        out.cam_local[batch.centers[:, 0, 0] < 100, :, 0] = self.scale
-        return out
-
-
-def _two_people(stage):
-    img = np.zeros((WH[1], WH[0], 3), np.uint8)
-    tracks = Tracks(np.array([1, 2]), person_boxes(0), np.ones(2, np.float32))
-    return stage(Frame(0, 0.0, img), tracks)
-
-
-def test_negative_scale_person_is_skipped_not_placed_far_away(toy_body_model):
-    stage = InferenceStage(ScaleBackend(-0.9), toy_body_model)
-    people = _two_people(stage)
-    assert [p.track_id for p in people] == [2]  # person 1 (centre x 40 px) had s < 0
-    assert 0 < people[0].transl_m[2] < 100 and stage.skipped_nan == 1
-
-
-def test_person_placed_kilometres_away_is_skipped(toy_body_model):
-    stage = InferenceStage(ScaleBackend(0.0025), toy_body_model)
-    people = _two_people(stage)
-    assert [p.track_id for p in people] == [2] and stage.skipped_nan == 1
-    far = InferenceStage(ScaleBackend(0.0025), toy_body_model, max_depth_m=1e6)
-    people = _two_people(far)  # the bound is what skipped person 1
-    assert [p.track_id for p in people] == [1, 2] and people[0].transl_m[2] > 100
-
-
-def test_recording_stores_the_camera_that_placed_the_meshes(tmp_path, toy_body_model):
-    """The recorder was built with a guessed size (a camera's asked-for 640x480); the stored K
-    is the inference camera of the frames' real size."""
-    from multiroi.geometry.camera import Camera
-    from realtime.config import CameraConfig
-    from realtime.infer import CameraProvider
-
-    cameras = CameraProvider(CameraConfig(fov_deg=90.0))
-    rec = Recorder(tmp_path / "rec.npz", cameras=cameras)
-    rec.set_camera(Camera.from_fov(90.0, (640, 480)).K, (640, 480))  # the guess
-    det = GivenBoxesDetector(np.stack([person_boxes(t) for t in range(5)]))
-    infer = InferenceStage(FakeBackend(), toy_body_model, cameras, min_box_px=8)
-    src = VideoFileSource(write_video(tmp_path / "v.avi", 5))
-    Pipeline(src, det, PersonTracker(max_persons=4), infer, recorder=rec).run()
-    rec.close()
-    with np.load(tmp_path / "rec.npz", allow_pickle=False) as data:
-        assert data["image_wh"].tolist() == list(WH)
-        np.testing.assert_array_equal(data["K"], cameras(WH).K)
-        assert abs(data["K"][0, 0] - WH[0] / 2) < 1e-9  # 90 deg across 160 px: f = 80 px
-
-
 def test_a_failed_start_closes_the_source_and_renderer(monkeypatch, tmp_path):
     """build_pipeline: if a step after opening the source fails, nothing is left open."""
     import realtime
@@ -412,16 +267,3 @@ def test_a_failed_start_closes_the_source_and_renderer(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="no backend"):
         realtime.build_pipeline(cfg)
     assert closed == ["source"]
-
-
-def test_a_given_focal_follows_a_change_of_frame_size():
-    """--focal is in pixels of the frames first delivered; the same lens at twice the width
-    has twice the focal in pixels."""
-    from realtime.config import CameraConfig
-    from realtime.infer import CameraProvider
-
-    cameras = CameraProvider(CameraConfig(focal_px=500.0))
-    assert cameras((640, 480)).focal == pytest.approx(500.0)
-    assert cameras((1280, 960)).focal == pytest.approx(1000.0)
-    assert cameras((320, 240)).focal == pytest.approx(250.0)
-    assert cameras((640, 480)).focal == pytest.approx(500.0)  # cached, unchanged

@@ -12,12 +12,12 @@ import pytest
 from multiroi.model.blazepose import BlazePoseWeightsError
 from multiroi.model.tflite_graph import GraphNet
 from multiroi.types import Detections
+from realtime.boxes import box_iou
 from realtime.config import DetectorConfig
 from realtime.detect import (
     HogDetector,
     MergedDetector,
     MotionDetector,
-    box_iou,
     create_detector,
 )
 from realtime.pose_detector import (

@@ -62,7 +62,7 @@ def whole_body_boxes(
 ) -> np.ndarray:
     """f32[M,4]: for each hand-drawn (visible) box, the detected whole-body box f32[K,4] that,
     clipped to the image, overlaps it most (IoU > ``min_iou``), else the hand-drawn box."""
-    from realtime.detect import box_iou
+    from realtime.boxes import box_iou
 
     out = np.array(hand, np.float32, copy=True)
     if len(detected) and len(out):
