@@ -155,7 +155,7 @@ def _lifter_recipe(info: dict) -> list[str]:
     lines = [f"- Keypoint lifter (`python -m train.lifter`): {r.get('samples', 0):,} pose-prior "
              f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
              f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
-    caches = [c for c in str(r.get("cache") or "").split(",") if c]
+    caches = split_list(str(r.get("cache") or ""))
     if caches:  # the rendered persons of the 2D stage: more data than the decoders' stages
         lines.append(f"- Rendered persons from {len(caches)} feature cache(s): "
                      + ", ".join(f"`{run_file_name(c)}`" for c in caches))  # fmt: skip
