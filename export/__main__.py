@@ -27,6 +27,12 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--body-model", default=None, help="body-model .npz (default resolution)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
     p.add_argument("--atol", type=float, default=1e-4, help="max abs diff allowed in verify")
+    p.add_argument(
+        "--flip-test",
+        choices=("on", "off"),
+        default=None,
+        help="the lifter's test-time flip in the graph (default: the checkpoint's)",
+    )
 
 
 def _add_trt(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -78,6 +84,7 @@ def _run_onnx(args: argparse.Namespace) -> str:
         num_rois=args.rois, opset=args.opset, exporter=args.exporter,
         with_body_model=args.with_body_model, body_model=args.body_model,
         verify=not args.no_verify, atol=args.atol,
+        flip_test=None if args.flip_test is None else args.flip_test == "on",
     )  # fmt: skip
     if args.checkpoint:
         return str(export_checkpoint(args.checkpoint, args.out, cfg).path)

@@ -42,7 +42,8 @@ class OnnxExportConfig:
     opset: ONNX opset; exporter: "dynamo" (torch.export based) or "torchscript" (legacy, faster
     to run); with_body_model: vertices/joints in the graph; body_model: path of the body-model
     file (None: the default resolution); verify: check against PyTorch after export;
-    atol: max abs difference allowed (fp32)."""
+    atol: max abs difference allowed (fp32); flip_test: the test-time flip of the lifter in the
+    graph (``ModelConfig.flip_test``; None: as the checkpoint says)."""
 
     num_rois: int | None = None
     opset: int = 18
@@ -51,6 +52,7 @@ class OnnxExportConfig:
     body_model: str | None = None
     verify: bool = True
     atol: float = 1e-4
+    flip_test: bool | None = None
 
     def validate(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -197,6 +199,8 @@ def export_checkpoint(
 ) -> ExportResult:
     """``python -m export onnx``: load a checkpoint (multiroi.checkpoint) and export it."""
     from multiroi.checkpoint import load_checkpoint
+    from multiroi.model.network import set_flip_test
 
     net, meta = load_checkpoint(checkpoint)
+    set_flip_test(net, (cfg or OnnxExportConfig()).flip_test)
     return export_onnx(net, out_path, cfg, body_model_id=meta.body_model_id)

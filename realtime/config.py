@@ -102,7 +102,10 @@ class InferenceConfig:
     precision: "auto" (torch: fp16 on CUDA, bf16 on a CPU with AMX / AVX512-BF16, else fp32),
     "fp32", "fp16" (CUDA) or "bf16" (CPU). With backend "auto" and a PyTorch checkpoint on a
     CPU without fast bf16, the network runs in onnxruntime (exported at start; on 2 cores
-    3.6-6.0x faster than torch fp32 for the network, docs/benchmarks.md)."""
+    3.6-6.0x faster than torch fp32 for the network, docs/benchmarks.md).
+    flip_test: the lifter also reads each person's mirrored base crop (``ModelConfig.flip_test``;
+    one more backbone call per person); None: as the checkpoint says. PyTorch checkpoints only
+    (an export keeps the setting it was exported with)."""
 
     backend: str = "auto"
     checkpoint: str | None = None
@@ -114,6 +117,7 @@ class InferenceConfig:
     min_box_px: float = 16.0
     threads: int = 0
     precision: str = "auto"
+    flip_test: bool | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -178,6 +182,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
       ".engine/.plan, .ts); default: the shipped default model")  # fmt: skip
     a("--backend", default="auto", help="torch | onnxruntime | ... (default: from checkpoint)")
     a("--device", default="cpu", help="cpu or cuda[:N]")
+    a("--flip-test", choices=("on", "off"), default=None,
+      help="the lifter also reads the mirrored base crop: a little more accurate, one more "
+      "backbone call per person (default: as the checkpoint says)")  # fmt: skip
     a(
         "--rois",
         type=int,
@@ -248,6 +255,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             smooth=0.0 if args.no_smooth else args.smooth,
             threads=args.threads,
             precision=args.precision,
+            flip_test=None if args.flip_test is None else args.flip_test == "on",
         ),
         output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out),
         max_frames=args.max_frames,

@@ -346,6 +346,7 @@ def build_inference_stage(
     from multiroi.backends import create_backend, resolve_backend_name
     from multiroi.backends.torch_backend import load_network
     from multiroi.body import load_body_model
+    from multiroi.model.network import set_flip_test
     from realtime.config import cpu_threads
     from realtime.smoothing import TrackSmoothers
 
@@ -357,6 +358,12 @@ def build_inference_stage(
         # a PyTorch checkpoint (or none): load it once, here, so the choice of runtime can see
         # its backbone; the torch and onnxruntime backends both take the loaded network
         net = load_network(inf.checkpoint, inf.num_rois, inf.backbone)
+        set_flip_test(net, inf.flip_test)
+    elif inf.flip_test is not None:
+        raise ValueError(
+            f"--flip-test applies to PyTorch checkpoints (.pt); {inf.checkpoint} keeps the "
+            "setting it was exported with: leave --flip-test out"
+        )
     name, extra = choose_backend(inf, threads, net.cfg.backbone if net is not None else None)
     if net is not None and name in ("torch", "onnxruntime"):
         extra = {k: v for k, v in extra.items() if k != "backbone"} | {"net": net}

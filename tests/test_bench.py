@@ -66,3 +66,27 @@ def test_bench_builds_the_asked_for_backbone_resolution_and_pooling():
     assert (args.downsample, args.pool) == (2, "spatial")
     net = _build_net(BenchConfig(backbone="resnet18", hidden=16, downsample=2, pool="spatial"), 2)
     assert net.cfg.downsample == 2 and net.backbone.pool == "spatial" and net.feature_dim == 768
+
+
+def test_bench_flip_times_the_default_model_with_the_flip_off_and_on(tmp_path):
+    from multiroi.checkpoint import DEFAULT_CHECKPOINT
+    from realtime import bench_flip
+
+    assert bench_flip.main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--persons", "1",
+                            "--runtimes", "torch", "--iters", "1", "--warmup", "0",
+                            "--out", str(tmp_path)]) == 0  # fmt: skip
+    table = (tmp_path / "bench_flip.md").read_text()
+    row = [line for line in table.splitlines() if line.startswith("| torch | 1 |")]
+    assert len(row) == 1 and float(row[0].split("|")[5]) > 0
+
+
+def test_bench_flip_refuses_a_network_without_the_lifter(tmp_path, caplog):
+    from multiroi.checkpoint import save_checkpoint
+    from multiroi.model import ModelConfig, MultiRoINet
+    from realtime import bench_flip
+
+    net = MultiRoINet(ModelConfig(backbone="resnet18", num_rois=1, contrastive=False))
+    ckpt = save_checkpoint(tmp_path / "m.pt", net, net.cfg, body_model_id="toy")
+    args = ["--checkpoint", str(ckpt), "--runtimes", "torch", "--out", str(tmp_path / "b")]
+    assert bench_flip.main(args) == 2
+    assert "keypoint lifter" in caplog.text

@@ -141,17 +141,18 @@ def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
     assert bb.num_features == NUM_FEATURES
 
 
-@pytest.mark.parametrize("lifter", [False, True, "refined"])
+@pytest.mark.parametrize("lifter", [False, True, "refined", "flip_test"])
 def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter):
     ort = pytest.importorskip("onnxruntime")
     from tests.test_onnx_parity import export_onnx
 
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False,
-                      lifter=bool(lifter), lifter_refine=lifter == "refined")  # fmt: skip
+                      lifter=bool(lifter), lifter_refine=lifter in ("refined", "flip_test"),
+                      flip_test=lifter == "flip_test")  # fmt: skip
     net = MultiRoINet(cfg)
     if lifter:  # the landmarks reach the mesh through the lifter
         net.lifter.landmark_map.normal_()
-    if lifter == "refined":  # and the rest of the feature through the refiner
+    if cfg.lifter_refine:  # and the rest of the feature through the refiner
         torch.nn.init.normal_(net.lifter.refiner.mlp[-1].weight, std=0.1)
     net.eval()
     export_onnx(net, tmp_path / "bp.onnx", (256, 192))

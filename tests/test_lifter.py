@@ -3,6 +3,8 @@ test_train_lifter.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,93 @@ def test_feature_dropout_keeps_the_cameras():
     a = torch.randn(2, 2, D)
     with torch.no_grad():
         assert not torch.allclose(net(a, info).cam_local, net(a + 1.0, info).cam_local)
+
+
+def test_mirror_2d_swaps_sides_negates_x_and_is_its_own_inverse():
+    from multiroi.body.files import SMPL_JOINT_NAMES as N
+    from multiroi.model.lifter import mirror_2d
+
+    j = torch.randn(3, 24, 2)
+    m = mirror_2d(j)
+    lw, rw = N.index("left_wrist"), N.index("right_wrist")
+    assert torch.equal(m[:, lw, 0], -j[:, rw, 0]) and torch.equal(m[:, lw, 1], j[:, rw, 1])
+    assert torch.equal(mirror_2d(m), j)
+
+
+def test_flip_test_lifts_the_mean_of_the_crop_and_its_mirror_image():
+    from multiroi.model.lifter import mirror_2d
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, lifter=True, lifter_refine=True,
+                      flip_test=True, dropout=0.0, contrastive=False)  # fmt: skip
+    net = MultiRoINet(cfg, allow_random_init=True).eval()
+    with torch.no_grad():  # a map and a refiner that make 2D joints (fresh ones make zeros)
+        net.lifter.landmark_map.normal_(std=0.1)
+        torch.nn.init.normal_(net.lifter.refiner.mlp[-1].weight, std=0.01)
+    seen = []
+    lift = net.lifter.lift
+    net.lifter.lift = lambda joints: (seen.append(joints), lift(joints))[1]
+    crops, info = torch.rand(2, 2, 3, 256, 192), torch.randn(2, 2, 3)
+    with torch.no_grad():
+        net(crops, info)
+        net(torch.flip(crops, dims=[-1]), info)
+        base, mirrored = net.backbone(crops[:, 0]), net.backbone(torch.flip(crops[:, 0], [-1]))
+        mean = 0.5 * (net.lifter.joints_2d(base) + mirror_2d(net.lifter.joints_2d(mirrored)))
+        net.cfg = dataclasses.replace(cfg, flip_test=False)
+        net(crops, info)
+    assert torch.allclose(seen[0], mean, atol=1e-5)
+    assert torch.allclose(seen[1], mirror_2d(seen[0]), atol=1e-5)  # exact mirror symmetry
+    assert torch.allclose(seen[2], net.lifter.joints_2d(base), atol=1e-5)
+    assert not torch.allclose(seen[2], seen[0], atol=1e-3)
+
+
+def test_flip_test_needs_the_lifter():
+    with pytest.raises(ValueError, match="flip_test"):
+        ModelConfig(backbone="blazepose_full", flip_test=True)
+
+
+def test_live_loop_flip_test_flag(tmp_path):
+    """--flip-test on/off sets a PyTorch network's flip; refused for a network without the
+    lifter and for an export, which keeps the setting it was exported with."""
+    from multiroi.model.network import set_flip_test
+    from realtime import infer
+    from realtime.config import build_arg_parser, config_from_args
+
+    net = _net(True)
+    set_flip_test(net, None)
+    assert not net.cfg.flip_test
+    set_flip_test(net, True)
+    assert net.cfg.flip_test and "flip test" in net.cfg.describe()
+    set_flip_test(net, False)
+    assert not net.cfg.flip_test
+    with pytest.raises(ValueError, match="keypoint lifter"):
+        set_flip_test(_net(False), True)
+    args = ["--checkpoint", str(tmp_path / "model.onnx"), "--flip-test", "on"]
+    cfg = config_from_args(build_arg_parser().parse_args(args))
+    assert cfg.inference.flip_test is True
+    with pytest.raises(ValueError, match="exported with"):
+        infer.build_inference_stage(cfg)
+    assert config_from_args(build_arg_parser().parse_args([])).inference.flip_test is None
+
+
+def test_export_flip_test_on_puts_the_mirrored_crop_in_the_graph(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from export.onnx_export import OnnxExportConfig, export_checkpoint
+    from multiroi.checkpoint import save_checkpoint
+
+    net = _net(True, refine=True)
+    with torch.no_grad():
+        net.lifter.landmark_map.normal_(std=0.1)
+        torch.nn.init.normal_(net.lifter.refiner.mlp[-1].weight, std=0.01)
+        torch.nn.init.normal_(net.mesh_decoder.trunk.fc1.weight, std=0.05)
+    ckpt = save_checkpoint(tmp_path / "m.pt", net, net.cfg, body_model_id="toy")
+    cfg = OnnxExportConfig(exporter="torchscript", flip_test=True)
+    path = export_checkpoint(ckpt, tmp_path / "m.onnx", cfg).path
+    crops, info = torch.rand(2, 2, 3, 256, 192), torch.randn(2, 2, 3) * 0.3
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pose = sess.run(None, {"crops": crops.numpy(), "box_info": info.numpy()})[0]
+    with torch.no_grad():
+        plain = net(crops, info).rotmat.numpy()
+        net.cfg = dataclasses.replace(net.cfg, flip_test=True)
+        flipped = net(crops, info).rotmat.numpy()
+    assert np.allclose(pose, flipped, atol=1e-4) and not np.allclose(pose, plain, atol=1e-3)

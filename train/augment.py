@@ -15,23 +15,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from multiroi.body.files import SMPL_JOINT_NAMES
+from multiroi.body.files import FLIP_PERM as BODY_FLIP_PERM
 from multiroi.rois import CROP_H, CROP_W, crop_matrices
 
 MIRROR = np.diag([-1.0, 1.0, 1.0])
-
-
-def _flip_permutation() -> np.ndarray:
-    names = list(SMPL_JOINT_NAMES)
-    swap = {"left": "right", "right": "left"}
-    out = []
-    for n in names:
-        side = n.split("_")[0]
-        out.append(names.index(n.replace(side, swap[side], 1)) if side in swap else names.index(n))
-    return np.array(out, np.int64)
-
-
-FLIP_PERM = _flip_permutation()  # SMPL joint j of the flipped body is joint FLIP_PERM[j]
+FLIP_PERM = np.array(BODY_FLIP_PERM, np.int64)  # SMPL joint j of the flipped body: FLIP_PERM[j]
 
 
 @dataclass

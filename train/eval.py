@@ -125,15 +125,19 @@ def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, image_root: str | None = None,
     body_model: str | None = None, batch_size: int = 16, device: str = "cpu",
     max_persons: int | None = None, box_extent: str | None = None,
+    flip_test: bool | None = None,
 ) -> tuple[dict[str, float], int, int]:  # fmt: skip
     """:func:`evaluate` of a checkpoint file on a synthetic folder or ``.npz`` (crops cut for the
     checkpoint's RoI count, around the boxes it was trained on unless ``box_extent`` says
-    "visible" or "amodal"). Returns (metrics, the checkpoint's step, persons evaluated)."""
+    "visible" or "amodal"; ``flip_test`` True/False: the lifter's test-time flip on/off, None:
+    the checkpoint's). Returns (metrics, the checkpoint's step, persons evaluated)."""
     from multiroi.body import load_body_model
     from multiroi.checkpoint import load_checkpoint
+    from multiroi.model.network import set_flip_test
     from train.datasets import open_dataset
 
     model, meta = load_checkpoint(checkpoint, map_location=device)
+    set_flip_test(model, flip_test)
     body = load_body_model(body_model, device=device)
     dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root,
                            box_extent=box_extent or model.cfg.box_extent)  # fmt: skip
@@ -162,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--box-extent", choices=["visible", "amodal"], default=None,
                    help="synthetic data: the person boxes (default: those the model was trained "
                         "on)")  # fmt: skip
+    p.add_argument(
+        "--flip-test",
+        choices=("on", "off"),
+        default=None,
+        help="the lifter's test-time flip (default: as the checkpoint says)",
+    )
     p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
     args = p.parse_args(argv)
     from multiroi.checkpoint import CheckpointError
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics, step, persons = evaluate_checkpoint(
             args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
             args.device, args.max_persons or None, args.box_extent,
+            None if args.flip_test is None else args.flip_test == "on",
         )  # fmt: skip
     except (CheckpointError, ValueError) as exc:
         logger.error("%s", exc)

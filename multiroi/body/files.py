@@ -29,6 +29,21 @@ SMPL_JOINT_NAMES = (
     "left_wrist", "right_wrist", "left_hand", "right_hand",
 )  # fmt: skip
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+
+
+def _flip_permutation() -> tuple[int, ...]:
+    swap = {"left": "right", "right": "left"}
+    out = []
+    for n in SMPL_JOINT_NAMES:
+        side = n.split("_")[0]
+        mate = n.replace(side, swap[side], 1) if side in swap else n
+        out.append(SMPL_JOINT_NAMES.index(mate))
+    return tuple(out)
+
+
+# joint j of the mirrored body is joint FLIP_PERM[j] of the body (left and right swapped)
+FLIP_PERM = _flip_permutation()
+
 # smplx's VertexJointSelector order for the extra keypoints taken from vertices.
 EXTRA_NAMES = (
     "nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel", "RBigToe",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from multiroi.body.files import FLIP_PERM
 from multiroi.model.blazepose import NUM_FEATURES, NUM_LANDMARKS
 from multiroi.rois import CROP_ASPECT_W_OVER_H
 
@@ -39,6 +40,13 @@ CROP_HALF_W, CROP_HALF_H = CROP_ASPECT_W_OVER_H / 2, 0.5
 def in_crop(joints_2d: torch.Tensor) -> torch.Tensor:
     """f32[...,2] box heights from the crop centre -> bool[...]: inside the crop window."""
     return (joints_2d[..., 0].abs() < CROP_HALF_W) & (joints_2d[..., 1].abs() < CROP_HALF_H)
+
+
+def mirror_2d(joints_2d: torch.Tensor) -> torch.Tensor:
+    """f32[N,24,2] joints of a crop -> those of its left-right mirror image (x negated, left and
+    right swapped). Its own inverse."""
+    out = joints_2d[:, list(FLIP_PERM)]
+    return torch.stack([-out[..., 0], out[..., 1]], dim=-1)
 
 
 def landmark_inputs(features: torch.Tensor) -> torch.Tensor:
@@ -96,7 +104,9 @@ class Refiner2D(nn.Module):
 class KeypointLifter(nn.Module):
     """forward(features f32[N,1464]) -> joints f32[N,24,3] m (see the module doc).
     ``joints_2d(features)`` -> f32[N,24,2], the mapped (and with ``refine`` corrected) 2D
-    joints the MLP reads."""
+    joints the MLP reads. ``forward(features, mirrored)``, with the features of the crop's
+    left-right mirror image too (``ModelConfig.flip_test``), lifts the mean of the two
+    estimates of the 2D joints (the mirror's mirrored back)."""
 
     def __init__(self, width: int = 512, blocks: int = 2, refine: bool = False) -> None:
         super().__init__()
@@ -121,5 +131,9 @@ class KeypointLifter(nn.Module):
             h = block(h)
         return self.out(h).reshape(-1, NUM_JOINTS, 3)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.lift(self.joints_2d(features))
+    def forward(self, features: torch.Tensor, mirrored: torch.Tensor | None = None
+                ) -> torch.Tensor:  # fmt: skip
+        joints = self.joints_2d(features)
+        if mirrored is not None:
+            joints = 0.5 * (joints + mirror_2d(self.joints_2d(mirrored)))
+        return self.lift(joints)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -153,8 +154,13 @@ class MultiRoINet(nn.Module):
             if crops.shape[0] == 0:
                 return self._empty_output(crops)
         p, r, d = crops.shape[0], self.cfg.num_rois, self.feature_dim
+        mirrored = None  # the base RoI's mirror image's features, for the lifter (flip_test)
         if crops.ndim == 3:  # precomputed features (train.feature_cache)
             features = crops
+        elif self.lifter is not None and self.cfg.flip_test and not self.training:
+            images = torch.cat([crops.flatten(0, 1), torch.flip(crops[:, 0], dims=[-1])])
+            out = self.backbone(images)  # one call for P*R + P
+            features, mirrored = out[: p * r].reshape(p, r, d), out[p * r :]
         else:
             features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
         fused = self.fusion(features, box_info)
@@ -162,7 +168,7 @@ class MultiRoINet(nn.Module):
         cam = self.camera_decoder(
             fused.roi_features.flatten(0, 1), box_info.flatten(0, 1), init_cam
         )
-        lifted = None if self.lifter is None else self.lifter(features[:, 0]).flatten(1)
+        lifted = None if self.lifter is None else self.lifter(features[:, 0], mirrored).flatten(1)
         pose6d, betas = self.mesh_decoder(
             self._drop_features(fused.shared),
             box_info[:, 0],
@@ -209,6 +215,18 @@ class MultiRoINet(nn.Module):
             proj=proj,
             fusion_weights=torch.zeros(0, r, r, **z),
         )
+
+
+def set_flip_test(net: MultiRoINet, flip_test: bool | None) -> None:
+    """Turn the network's test-time flip (``ModelConfig.flip_test``) on or off (``--flip-test
+    on|off`` of the live loop, the export and the evaluation); None: leave it as it is."""
+    if flip_test is None or net.cfg.flip_test == flip_test:
+        return
+    if not net.cfg.lifter:
+        raise ValueError(f"--flip-test on needs a network with the keypoint lifter; this one is "
+                         f"{net.cfg.describe()}: leave --flip-test out")  # fmt: skip
+    net.cfg = dataclasses.replace(net.cfg, flip_test=flip_test)
+    logger.info("test-time flip %s", "on" if flip_test else "off")
 
 
 class ExportWrapper(nn.Module):
