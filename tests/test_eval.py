@@ -152,3 +152,34 @@ def test_cli_refuses_an_unusable_checkpoint_in_one_line(synth_dir, tmp_path, cap
     assert main(["--checkpoint", str(bad), "--data", str(synth_dir)]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and str(bad) in errors[0]
+
+
+def test_cli_flip_test_reaches_the_network_and_needs_the_lifter(
+    synth_dir, toy_body_model_path, tmp_path, monkeypatch, caplog
+):
+    from multiroi.checkpoint import save_checkpoint
+    from multiroi.model import ModelConfig, MultiRoINet
+
+    monkeypatch.setenv("MULTIROI_BODY_MODEL", str(toy_body_model_path))
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, hidden=32, pe_levels=2,
+                      lifter=True, contrastive=False)  # fmt: skip
+    net = MultiRoINet(cfg, allow_random_init=True)
+    with torch.no_grad():
+        net.lifter.landmark_map.normal_(std=0.3)  # lifted joints that depend on the crop
+    ckpt = save_checkpoint(tmp_path / "m.pt", net, cfg, body_model_id="toy-v1")
+    res = {}
+    for flip in ("off", "on"):
+        out = tmp_path / f"{flip}.json"
+        args = ["--checkpoint", str(ckpt), "--data", str(synth_dir), "--max-persons", "3",
+                "--flip-test", flip, "--json", str(out)]  # fmt: skip
+        assert main(args) == 0
+        res[flip] = json.loads(out.read_text())["metrics_mm"]
+    assert res["on"]["mpjpe"] != res["off"]["mpjpe"]
+    assert res["on"]["depth_err"] == pytest.approx(res["off"]["depth_err"])  # camera: no lifter
+    plain = ModelConfig(backbone="mobilenetv3_small_050", num_rois=2, hidden=32, pe_levels=2)
+    ckpt2 = save_checkpoint(tmp_path / "p.pt", MultiRoINet(plain), plain, body_model_id="toy")
+    caplog.clear()
+    assert main(["--checkpoint", str(ckpt2), "--data", str(synth_dir), "--flip-test", "on"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "keypoint lifter" in errors[0]
