@@ -133,3 +133,16 @@ def test_card_data_of_several_sources_and_of_a_feature_cache(tmp_path):
     # the person boxes the model wants: a squeezed body from visible ones, or a detector
     assert any("squeezed" in x for x in limitations([{}], scene, 5, "visible"))
     assert any("MediaPipe's pose detector" in x for x in limitations([{}], scene, 5, "amodal"))
+
+
+def test_card_options_name_the_flip_only_for_a_lifter():
+    """The card tells a user of a lifter network how to switch the test-time flip, and whether
+    this model has it on; a network without the lifter has no such option."""
+    from multiroi.model import ModelConfig
+    from train.model_card import options
+
+    assert options(ModelConfig(backbone="resnet18")) == []
+    off = options(ModelConfig(backbone="blazepose_full", lifter=True))
+    on = options(ModelConfig(backbone="blazepose_full", lifter=True, flip_test=True))
+    assert len(off) == 1 and "off in this model" in off[0] and "--flip-test on" in off[0]
+    assert "on in this model" in on[0]
