@@ -147,7 +147,8 @@ def _fake_cache(root, sampler, n: int, backbone: str = "blazepose_full", **meta_
              kp3d=kp3d.astype(np.float32), has_smpl=np.ones(n, np.float32))  # fmt: skip
     meta = {"kind": "multiroi-feature-cache", "backbone": backbone, "num_rois": 2, "persons": n,
             "draws": 1, "feature_dim": D, "augment": {"rot_prob": 0.0, "rot_deg": 0.0},
-            "source_meta": {"scene": {"yaw_deg": [-60, 60], "distance_m": [2, 6]}},
+            "source_meta": {"scene": {"yaw_deg": [-60, 60], "distance_m": [2, 6]},
+                            "num_images": n // 2, "seed": 7},
             **meta_extra}  # fmt: skip
     (root / "meta.json").write_text(json.dumps(meta))
     return root
@@ -207,6 +208,10 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
     assert model2.cfg.num_rois == 2 and model2.cfg.lifter_refine
     scores2 = read_checkpoint_file(again)["extra"]["lifter"]["scores"]
     assert scores2["held_out_persons_all"] == 40  # a tenth of the 400 persons of both caches
+    # the card names each cache's persons and the images and seed they were cut from
+    text2 = "\n".join(_lifter_recipe(read_checkpoint_file(again)["extra"]["lifter"]))
+    assert "2 feature cache(s)" in text2 and "(300 persons, from 150 images, seed 7)" in text2
+    assert "(100 persons, from 50 images, seed 7)" in text2
 
 
 def test_a_cache_of_another_backbone_is_refused_in_one_line(sampler, tmp_path, caplog):

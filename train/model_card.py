@@ -162,6 +162,19 @@ def _recipe(train_cfg: dict | None, step: int, num_rois: int) -> list[str]:
     return lines
 
 
+def _cache_line(cache: str, data: dict | None) -> str:
+    """A feature cache the lifter read: its name, and where recorded its persons and the
+    synthetic images they were cut from (count, seed)."""
+    name = f"`{run_file_name(cache)}`"
+    if not data:
+        return name
+    sm = data.get("source_meta") or {}
+    parts = [f"{data['persons']:,} persons"] if data.get("persons") else []
+    if sm.get("num_images"):
+        parts.append(f"from {sm['num_images']:,} images, seed {sm.get('seed', '?')}")
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
 def _lifter_recipe(info: dict) -> list[str]:
     """Markdown bullets of a keypoint-lifter stage (python -m train.lifter)."""
     r, sc = info.get("recipe") or {}, info.get("scores") or {}
@@ -170,9 +183,10 @@ def _lifter_recipe(info: dict) -> list[str]:
              f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
              f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
     caches = split_list(str(r.get("cache") or ""))
+    data = {d.get("cache"): d for d in info.get("data") or []}  # recorded since 2026-12-04
     if caches:  # the rendered persons of the 2D stage: more data than the decoders' stages
         lines.append(f"- Rendered persons from {len(caches)} feature cache(s): "
-                     + ", ".join(f"`{run_file_name(c)}`" for c in caches))  # fmt: skip
+                     + ", ".join(_cache_line(c, data.get(c)) for c in caches))  # fmt: skip
     if sc.get("refined_2d"):
         lines.append(f"- Its 2D joints refined from BlazePose's whole feature "
                      f"({r.get('refine_steps', 0):,} steps): median 2D error on the held-out "
