@@ -10,7 +10,7 @@
    regression from the 33 landmarks to the 24 joints in 2D (the lifter's ``landmark_map``), the
    2D errors it leaves (a pool of whole-body error vectors), and where the base box lies around
    the joints. Persons cut off by their box are only scored (BlazePose places even their
-   visible joints three times worse; docs/training.md, run I).
+   visible joints three times worse; docs/experiments.md, run I).
    With ``--refine`` (the default): the lifter's ``Refiner2D``, an MLP from BlazePose's whole
    feature adding a correction to that map, trained on the rendered persons (cut-off ones
    included); a tenth of them is kept out of its training and gives the error pool instead

@@ -59,7 +59,7 @@ class ModelConfig:
       parts cut off by the image border or hidden included; MediaPipe's pose detector
       estimates it, ``realtime.pose_detector``). With "amodal" a person seen from the waist up
       gets a crop in which the whole body would fit, as BlazePose was trained on, instead of a
-      whole body squeezed into the visible part (docs/training.md, run K).
+      whole body squeezed into the visible part (docs/experiments.md, run K).
     """
 
     backbone: str = "resnet18"

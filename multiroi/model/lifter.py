@@ -1,6 +1,6 @@
 """Keypoint lifter: BlazePose's 2D landmarks of the base RoI -> 24 root-relative 3D joints.
 
-Ours, not the paper's (docs/training.md, run I). A head trained on rendered persons sees a few
+Ours, not the paper's (docs/experiments.md, run I). A head trained on rendered persons sees a few
 tens of thousands of bodies; lifting 2D joints to 3D needs far more. The lifter learns it from
 poses of the pose prior alone, without rendering (train.lifter: hundreds of thousands of 2D-3D
 pairs in minutes), with the 2D errors BlazePose makes on rendered persons added back.
