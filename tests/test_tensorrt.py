@@ -191,3 +191,28 @@ def test_int8_calibration_cache_and_gpu_mismatch(gpu_onnx, tmp_path: Path):
     metadata_path(engine).write_text(json.dumps(meta))
     with pytest.raises(EngineMismatchError, match="TensorRT 0.0.1"):
         TensorRTBackend(engine, num_rois=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@needs_trt
+def test_engine_parity_of_the_lifter_with_the_test_time_flip(tmp_path: Path):
+    """The default model's kind of network (BlazePose, refined lifter) with --flip-test on: the
+    mirror image is a reversed slice of the crops in the graph, which TensorRT must build too."""
+    from export.tensorrt_build import TrtBuildConfig, build_engine
+    from multiroi.backends.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False, lifter=True,
+                      lifter_refine=True, flip_test=True)  # fmt: skip
+    net = MultiRoINet(cfg, allow_random_init=True)
+    net.lifter.landmark_map.normal_()
+    torch.nn.init.normal_(net.lifter.refiner.mlp[-1].weight, std=0.1)
+    net.eval()
+    onnx_path = export_onnx(net, tmp_path / "flip.onnx", OnnxExportConfig(
+        exporter="torchscript", flip_test=True)).path  # fmt: skip
+    engine = build_engine(onnx_path, TrtBuildConfig(precision="fp32", persons_max=4,
+                                                    out_dir=str(tmp_path)))  # fmt: skip
+    got = TensorRTBackend(engine, num_rois=2)(_batch(2, 3))
+    want = TorchBackend(net=net, device="cpu")(_batch(2, 3))
+    assert np.abs(got.rotmat - want.rotmat).max() < 1e-3
