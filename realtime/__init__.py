@@ -55,7 +55,8 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
             faces = display_faces(template, infer.faces)  # a third of the faces: 3x faster drawing
             renderer = _create_renderer(cfg, camera, faces, name, source.fps, infer.cameras)
             made.append(renderer)
-        recorder = _create_recorder(cfg, camera, name, infer.cameras)  # writes only at close
+        recorder = _create_recorder(cfg, camera, name, infer.cameras,
+                                    getattr(source, "gt_path", None))  # writes only at close
         preprocess = None
         if cfg.camera.undistort:
             preprocess = lambda image: _undistort(infer.cameras, image)
@@ -115,13 +116,18 @@ def _create_renderer(
                            max_persons=cfg.tracker.max_persons, cameras=cameras)  # fmt: skip
 
 
-def _create_recorder(cfg: Any, camera: Any, name: str, cameras: Any = None) -> Any:
+def _create_recorder(
+    cfg: Any, camera: Any, name: str, cameras: Any = None, gt_path: Any = None
+) -> Any:
     if not (cfg.output.record and cfg.output.out_dir):
         return None
     from realtime.recording import Recorder
 
     path = Path(cfg.output.out_dir) / f"{name}.npz"
-    rec = Recorder(path, meta={"config": cfg.to_dict()}, cameras=cameras)
+    meta: dict[str, Any] = {"config": cfg.to_dict()}
+    if gt_path is not None:  # the demo clip: realtime.score scores the recording against it
+        meta["ground_truth"] = str(gt_path)
+    rec = Recorder(path, meta=meta, cameras=cameras)
     rec.set_camera(camera.K, camera.image_wh)  # replaced by the first frame's camera
     return rec
 
@@ -130,12 +136,32 @@ def run(cfg: Any, renderer: Any = None) -> Any:
     """Build the pipeline from ``cfg``, run it to the end, close the renderer and write the
     recording; returns the :class:`realtime.stats.StatsSummary`."""
     pipeline = build_pipeline(cfg, renderer)
+    written = None
     try:
         return pipeline.run()
     finally:
         for closable in (pipeline.renderer, pipeline.recorder):
             if closable is not None:
-                closable.close()
+                path = closable.close()
+                if closable is pipeline.recorder:
+                    written = path
         infer_backend = getattr(pipeline.infer, "backend", None)
         if infer_backend is not None and hasattr(infer_backend, "close"):
             infer_backend.close()
+        gt_path = getattr(pipeline.source, "gt_path", None)
+        if written is not None and gt_path is not None:
+            _score(Path(written), gt_path, pipeline.infer.body_model)
+
+
+def _score(recording: Path, gt_path: Any, body: Any) -> None:
+    """Score a recording of the demo clip against its ground truth (log line and JSON); a
+    failure here is logged, never raised: the recording is already safe."""
+    from realtime.score import score_files
+
+    try:
+        out = recording.with_name(recording.stem + "_score.json")
+        score = score_files(recording, gt_path, out, body)
+    except Exception as exc:  # noqa: BLE001 - scoring is a report, not part of the run
+        logger.warning("could not score %s against the demo clip: %s", recording, exc)
+        return
+    logger.info("%s", score.describe())

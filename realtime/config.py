@@ -105,7 +105,9 @@ class InferenceConfig:
     3.6-6.0x faster than torch fp32 for the network, docs/benchmarks.md).
     flip_test: the lifter also reads each person's mirrored base crop (``ModelConfig.flip_test``;
     one more backbone call per person); None: as the checkpoint says. PyTorch checkpoints only
-    (an export keeps the setting it was exported with)."""
+    (an export keeps the setting it was exported with). hold_occluded: a track whose box is
+    covered by at least this share by a nearer person's box keeps its last reliable pose,
+    shape and depth (``realtime.occlusion``; 0 = off)."""
 
     backend: str = "auto"
     checkpoint: str | None = None
@@ -118,8 +120,12 @@ class InferenceConfig:
     threads: int = 0
     precision: str = "auto"
     flip_test: bool | None = None
+    hold_occluded: float = 0.5
 
     def __post_init__(self) -> None:
+        if not 0 <= self.hold_occluded <= 1:
+            raise ValueError(f"--hold-occluded must be a share of the box in [0, 1] (0 = off), "
+                             f"got {self.hold_occluded}")  # fmt: skip
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.threads < 0:
@@ -209,6 +215,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     sm = p.add_mutually_exclusive_group()
     sm.add_argument("--smooth", type=float, default=1.0, help="One-Euro strength (1 = default)")
     sm.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
+    a("--hold-occluded", type=float, default=0.5, metavar="SHARE",
+      help="keep a person's last reliable pose and depth while this share of their box is "
+           "covered by a nearer person (0 = off; default 0.5)")  # fmt: skip
     a("--realtime", action="store_true", help="pace files in real time (drop frames if behind)")
     a("--max-persons", type=int, default=8, help="cap on tracked persons")
     a("--width", type=int, default=640, help="camera width to ask for")
@@ -256,6 +265,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             threads=args.threads,
             precision=args.precision,
             flip_test=None if args.flip_test is None else args.flip_test == "on",
+            hold_occluded=args.hold_occluded,
         ),
         output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out),
         max_frames=args.max_frames,

@@ -117,7 +117,8 @@ class InferenceStage:
     for the sub-stage timings ("rois", "model", "body"); media_fps: for files, smooth over the
     media time ``frame.index / media_fps`` (files are read faster or slower than they were
     filmed); None = over the capture time (live sources); max_depth_m: persons placed
-    farther away are skipped that frame (a collapsed scale s, not a real distance).
+    farther away are skipped that frame (a collapsed scale s, not a real distance);
+    occlusion: a ``realtime.occlusion.OcclusionGuard`` or None (held before the smoothing).
     """
 
     def __init__(
@@ -130,8 +131,10 @@ class InferenceStage:
         timer: Callable[[str, float], None] | None = None,
         media_fps: float | None = None,
         max_depth_m: float = 100.0,
+        occlusion: Any = None,
     ) -> None:
         self.backend = backend
+        self.occlusion = occlusion
         # the person boxes the model was trained on (ModelConfig.box_extent): the detector's
         self.box_extent = getattr(backend, "box_extent", "visible")
         self.max_depth_m = max_depth_m
@@ -197,11 +200,13 @@ class InferenceStage:
         t0 = time.perf_counter()
         frame, ids = prepared.frame, prepared.ids
         if frame.size_wh != self._size_wh:  # a new frame size: start every filter afresh
-            if self._size_wh is not None and self.smoothers is not None:
-                self.smoothers.prune([])
+            for keeper in (self.smoothers, self.occlusion):
+                if self._size_wh is not None and keeper is not None:
+                    keeper.prune([])
             self._size_wh = frame.size_wh
-        if self.smoothers is not None:
-            self.smoothers.prune(ids.tolist())
+        for keeper in (self.smoothers, self.occlusion):
+            if keeper is not None:
+                keeper.prune(ids.tolist())
         if out is None or len(ids) == 0:
             return []
         batch, camera = prepared.batch, prepared.camera
@@ -213,7 +218,15 @@ class InferenceStage:
         people: list[PersonState] = []
         if good.any():
             t_s = frame.index / self.media_fps if self.media_fps else frame.t_capture_s
-            rotmat, betas, transl = self._smooth(t_s, ids[good], out, transl, good)
+            rotmat = np.asarray(out.rotmat[good], np.float32)
+            betas = np.asarray(out.betas[good], np.float32)
+            transl = np.asarray(transl[good], np.float32)
+            if self.occlusion is not None:  # before the smoothing: it sees the held states
+                rotmat, betas, transl, _ = self.occlusion(
+                    t_s, ids[good], prepared.boxes[good], rotmat, betas, transl,
+                    camera.focal, camera.principal,
+                )  # fmt: skip
+            rotmat, betas, transl = self._smooth(t_s, ids[good], rotmat, betas, transl)
             people = self._place(ids[good], prepared.boxes[good], rotmat, betas, transl)
         prepared.seconds += self._time("body", t0) - t0
         return people
@@ -243,11 +256,9 @@ class InferenceStage:
         return good
 
     def _smooth(
-        self, t_s: float, ids: np.ndarray, out: HmrOutput, transl: np.ndarray, good: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rotmat = np.asarray(out.rotmat[good], np.float32)
-        betas = np.asarray(out.betas[good], np.float32)
-        transl = np.asarray(transl[good], np.float32)
+        self, t_s: float, ids: np.ndarray, rotmat: np.ndarray, betas: np.ndarray,
+        transl: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         if self.smoothers is None:
             return rotmat, betas, transl
         for i, tid in enumerate(ids.tolist()):
@@ -348,6 +359,7 @@ def build_inference_stage(
     from multiroi.body import load_body_model
     from multiroi.model.network import set_flip_test
     from realtime.config import cpu_threads
+    from realtime.occlusion import OcclusionGuard
     from realtime.smoothing import TrackSmoothers
 
     inf = cfg.inference
@@ -381,6 +393,7 @@ def build_inference_stage(
             trained_for,
         )  # fmt: skip
     smoothers = TrackSmoothers(strength=inf.smooth) if inf.smooth > 0 else None
+    guard = OcclusionGuard(inf.hold_occluded) if inf.hold_occluded > 0 else None
     cameras = CameraProvider(cfg.camera, source_camera)
-    return InferenceStage(backend, body, cameras, smoothers,
-                          inf.min_box_px, timer)  # fmt: skip
+    return InferenceStage(backend, body, cameras, smoothers, inf.min_box_px, timer,
+                          occlusion=guard)  # fmt: skip

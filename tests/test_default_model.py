@@ -9,6 +9,7 @@ height above it, as head and hands carry many vertices.)
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -40,7 +41,9 @@ def run(tmp_path_factory):
     finally:
         mp.undo()
     with np.load(clip.gt_path, allow_pickle=False) as g, np.load(tmp / "out" / "demo.npz") as r:
-        return dict(g), dict(r)
+        gt, rec = dict(g), dict(r)
+    rec["score"] = json.loads((tmp / "out" / "demo_score.json").read_text())  # realtime.score
+    return gt, rec
 
 
 def _match(gt: dict, frame: int, box: np.ndarray) -> int:
@@ -101,3 +104,8 @@ def test_poses_beat_the_mean_pose(run):
     model_err = float(np.mean(pa_mpjpe(pred.numpy(), truth)))
     mean_err = float(np.mean(pa_mpjpe(base.numpy(), truth)))
     assert model_err < 0.8 * mean_err, (model_err, mean_err)
+    # the loop's own score of the run (realtime.score, matched by box IoU) says the same
+    score = rec["score"]
+    assert score["matched"] == n and score["id_switches"] == 0 and score["false_rows"] == 0
+    assert score["pa_mpjpe_mm"] == pytest.approx(model_err, rel=1e-3)
+    assert score["mean_pose_pa_mpjpe_mm"] == pytest.approx(mean_err, rel=1e-3)

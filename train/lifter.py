@@ -313,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                           progress=not args.no_progress,
                           refine_steps=args.refine_steps)  # fmt: skip
     recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
+    # for the model card
     data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}
-            for c, m in zip(split_list(args.cache), metas)]  # for the model card  # fmt: skip
+            for c, m in zip(split_list(args.cache), metas, strict=True)]  # fmt: skip
     save_checkpoint(args.out, model, cfg, body_model_id=body.model_id, step=0,
                     extra={"stages": stages, "lifter": {"recipe": recipe, "scores": scores,
                                                         "data": data}})  # fmt: skip

@@ -115,7 +115,8 @@ def options(cfg) -> list[str]:
     if cfg.lifter:
         out.append(
             f"Test-time flip of the base RoI ({'on' if cfg.flip_test else 'off'} in this model): "
-            "`--flip-test on` in run_camera.py, `python -m train.eval` and `python -m export onnx` "
+            "`--flip-test on` in run_camera.py, `python -m train.eval` and "
+            "`python -m export onnx` "
             "adds the crop's mirror image to the backbone's batch and lifts the mean of the two "
             "2D estimates; about 1.2x the network's time for a few mm lower error "
             "(docs/training.md, \"Test-time flip\")."

@@ -1,0 +1,109 @@
+"""realtime.score: a recording of the demo clip scored against its ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from realtime.score import main, match_rows, score_files, score_recording
+
+N, P = 8, 2  # frames, persons
+
+
+def _rotations(n: int, seed: int) -> np.ndarray:
+    """f32[n,24,3,3] small random joint rotations (Rodrigues of 0.3 rad vectors)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    aa = rng.normal(0, 0.3, (n, 24, 3))
+    return np.stack([[cv2.Rodrigues(v)[0] for v in person] for person in aa]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def gt(toy_body_model):
+    """Ground truth in the demo clip's layout: 2 people walking sideways, 8 frames."""
+    rotmat = _rotations(N * P, 0).reshape(N, P, 24, 3, 3)
+    betas = np.zeros((N, P, 10), np.float32)
+    transl = np.zeros((N, P, 3), np.float32)
+    transl[:, 0, 0] = np.linspace(-1.0, -0.5, N)
+    transl[:, 1, 0] = 1.0
+    transl[..., 2] = [3.0, 5.0]
+    with torch.no_grad():
+        out = toy_body_model(torch.from_numpy(rotmat.reshape(-1, 24, 3, 3)),
+                             torch.from_numpy(betas.reshape(-1, 10)),
+                             torch.from_numpy(transl.reshape(-1, 3)))  # fmt: skip
+    box = np.zeros((N, P, 4), np.float32)
+    box[:, 0] = [100, 50, 200, 300]
+    box[:, 1] = [400, 80, 460, 240]
+    box[:, 0, [0, 2]] += np.arange(N)[:, None] * 10
+    return {"box_xyxy": box, "box_amodal": box.copy(), "visible": np.ones((N, P), bool),
+            "rotmat": rotmat, "betas": betas, "transl": transl,
+            "joints": out.joints.numpy().reshape(N, P, 24, 3)}  # fmt: skip
+
+
+def _recording(gt: dict, rotmat: np.ndarray | None = None) -> dict:
+    """A perfect recording of gt (track ids 7 and 9), optionally with other rotations."""
+    k, p = np.meshgrid(np.arange(N), np.arange(P), indexing="ij")
+    k, p = k.ravel(), p.ravel()
+    return {"frame_index": k, "track_id": np.where(p == 0, 7, 9),
+            "box_xyxy": gt["box_xyxy"][k, p] + 3.0,  # a few px off: matched by IoU
+            "rotmat": gt["rotmat"][k, p] if rotmat is None else rotmat,
+            "betas": gt["betas"][k, p], "transl_m": gt["transl"][k, p],
+            "frames_index": np.arange(N),
+            "meta_json": np.asarray(json.dumps({}))}  # fmt: skip
+
+
+def test_the_truth_scores_zero(gt, toy_body_model):
+    s = score_recording(_recording(gt), gt, toy_body_model)
+    assert (s.frames, s.true_persons, s.matched, s.false_rows, s.id_switches) == (N, N * P,
+                                                                                 N * P, 0, 0)
+    assert s.recall == 1.0
+    for v in (s.pa_mpjpe_mm, s.mpjpe_mm, s.accel_err_mm, s.position_err_m, s.depth_err_m):
+        assert abs(v) < 1e-3
+    assert s.mean_pose_pa_mpjpe_mm > 10 and s.pose_ratio < 1e-4
+
+
+def test_errors_switches_misses_and_false_rows_are_counted(gt, toy_body_model):
+    rec = _recording(gt, rotmat=_rotations(N * P, 1))  # other poses
+    rec["transl_m"] = rec["transl_m"] + np.float32([0, 0, 0.5])  # 0.5 m too far
+    rec["track_id"] = np.where(rec["frame_index"] >= 4, 20 + rec["track_id"], rec["track_id"])
+    keep = ~((rec["frame_index"] == 2) & (rec["track_id"] == 9))  # person 1 missed once
+    rec = {k: (v[keep] if v.ndim and len(v) == N * P else v) for k, v in rec.items()}
+    rec["box_xyxy"][0] = [600, 400, 640, 480]  # a row on nobody
+    s = score_recording(rec, gt, toy_body_model)
+    assert s.matched == N * P - 2 and s.false_rows == 1 and s.recall == (N * P - 2) / (N * P)
+    assert s.id_switches == 2  # each person's track id changes once
+    assert s.pa_mpjpe_mm > 20 and s.mpjpe_mm >= s.pa_mpjpe_mm and s.accel_err_mm > 1
+    assert s.depth_err_m == pytest.approx(0.5, abs=1e-4)
+    assert s.position_err_m == pytest.approx(0.5, abs=1e-4)
+
+
+def test_rows_are_matched_to_the_box_that_fits_best(gt):
+    rec = _recording(gt)
+    rec["box_xyxy"] = rec["box_xyxy"][::-1].copy()  # persons reversed, frames too
+    who = match_rows(rec, gt)
+    assert (who == -1).sum() > 0  # another frame's boxes do not all fit
+    rec = _recording(gt)
+    np.testing.assert_array_equal(match_rows(rec, gt), np.tile([0, 1], N))
+
+
+def test_cli_writes_the_score_and_refuses_in_one_line(gt, toy_body_model_path, tmp_path,
+                                                      monkeypatch, capsys):  # fmt: skip
+    monkeypatch.setenv("MULTIROI_BODY_MODEL", str(toy_body_model_path))
+    np.savez(tmp_path / "gt.npz", **gt)
+    rec = _recording(gt)
+    rec["meta_json"] = np.asarray(json.dumps({"ground_truth": str(tmp_path / "gt.npz")}))
+    np.savez(tmp_path / "run.npz", **rec)
+    assert main([str(tmp_path / "run.npz")]) == 0
+    saved = json.loads((tmp_path / "run_score.json").read_text())
+    assert saved["matched"] == N * P and saved["pa_mpjpe_mm"] < 1e-3
+    assert "demo score over 8 frames" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.npz")]) == 2
+    rec["meta_json"] = np.asarray("{}")
+    np.savez(tmp_path / "other.npz", **rec)
+    with pytest.raises(ValueError, match="--gt"):
+        score_files(tmp_path / "other.npz")
+    assert main([str(tmp_path / "other.npz"), "--gt", str(tmp_path / "run.npz")]) == 2
