@@ -49,11 +49,15 @@ class Detections:
 @dataclass
 class Tracks:
     """Tracked persons: track_ids i64[M] (stable across frames), boxes_xyxy f32[M,4] px,
-    scores f32[M]."""
+    scores f32[M]; and the tracks lost in the last frames that the tracker still looks for,
+    lost_ids i64[L] with their boxes predicted for this frame, lost_boxes f32[L,4] px (the live
+    loop shows the ones hidden behind a nearer person, ``realtime.occlusion``)."""
 
     track_ids: np.ndarray
     boxes_xyxy: np.ndarray
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    lost_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    lost_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
     @staticmethod
     def empty() -> Tracks:

@@ -82,10 +82,9 @@ def _undistort(cameras: Any, image: Any) -> Any:
 
 
 def _carry_hook(detector: Any, infer: Any) -> Any:
-    """With detect-every-N, hand the last mesh projections to the detector as carried boxes."""
-    from realtime.detect import EveryNDetector
-
-    if not isinstance(detector, EveryNDetector):
+    """Hand the last mesh projections to a detector that takes carried boxes: detect-every-N
+    (the boxes between detections), the pose detector's track-guided search (where to look)."""
+    if not hasattr(detector, "carry"):
         return None
     import numpy as np
 

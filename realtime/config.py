@@ -40,7 +40,9 @@ class DetectorConfig:
     """Person detection. kind "auto" = YOLO when its weights are at hand, else the offline
     detector: MediaPipe's pose detector ("blazepose", finds people from the waist up), or
     OpenCV's HOG people detector when MediaPipe's file is missing. every_n:
-    run the detector on every n-th frame, carry boxes forward between."""
+    run the detector on every n-th frame, carry boxes forward between. track_search: the pose
+    detector also looks again around where each placed person was
+    (``realtime.guided_detect``)."""
 
     kind: str = "auto"
     weights: str = "yolo11n.pt"
@@ -49,6 +51,7 @@ class DetectorConfig:
     device: str = "cpu"
     hog_scale: float = 0.5
     imgsz: int = 640
+    track_search: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in DETECTOR_KINDS:
@@ -107,7 +110,9 @@ class InferenceConfig:
     one more backbone call per person); None: as the checkpoint says. PyTorch checkpoints only
     (an export keeps the setting it was exported with). hold_occluded: a track whose box is
     covered by at least this share by a nearer person's box keeps its last reliable pose,
-    shape and depth (``realtime.occlusion``; 0 = off)."""
+    shape and depth (``realtime.occlusion``; 0 = off). coast_occluded: with the hold, a person
+    the tracker lost while behind a nearer person is shown at their predicted box, held, for as
+    long as the hold lasts."""
 
     backend: str = "auto"
     checkpoint: str | None = None
@@ -121,6 +126,7 @@ class InferenceConfig:
     precision: str = "auto"
     flip_test: bool | None = None
     hold_occluded: float = 0.5
+    coast_occluded: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.hold_occluded <= 1:
@@ -211,6 +217,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--detector", default=None, choices=DETECTOR_KINDS, help="person detector")
     a("--yolo-weights", default="yolo11n.pt", help="YOLO weights file")
     a("--detect-every", type=int, default=1, help="run the detector every N frames")
+    a("--no-track-search", action="store_true",
+      help="the pose detector does not look again around where each person was")  # fmt: skip
     a("--tracker", default="bytetrack", choices=TRACKER_KINDS)
     sm = p.add_mutually_exclusive_group()
     sm.add_argument("--smooth", type=float, default=1.0, help="One-Euro strength (1 = default)")
@@ -218,6 +226,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--hold-occluded", type=float, default=0.5, metavar="SHARE",
       help="keep a person's last reliable pose and depth while this share of their box is "
            "covered by a nearer person (0 = off; default 0.5)")  # fmt: skip
+    a("--no-coast", action="store_true",
+      help="do not show a person the tracker lost behind a nearer one (shown, held, by default)")
     a("--realtime", action="store_true", help="pace files in real time (drop frames if behind)")
     a("--max-persons", type=int, default=8, help="cap on tracked persons")
     a("--width", type=int, default=640, help="camera width to ask for")
@@ -251,6 +261,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             weights=args.yolo_weights,
             every_n=args.detect_every,
             device=args.device,
+            track_search=not args.no_track_search,
         ),
         tracker=TrackerConfig(kind=args.tracker, max_persons=args.max_persons),
         camera=CameraConfig(args.calib, args.fov, args.focal, args.undistort),
@@ -266,6 +277,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             precision=args.precision,
             flip_test=None if args.flip_test is None else args.flip_test == "on",
             hold_occluded=args.hold_occluded,
+            coast_occluded=not args.no_coast,
         ),
         output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out),
         max_frames=args.max_frames,

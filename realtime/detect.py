@@ -256,7 +256,11 @@ class EveryNDetector:
         self._calls = 0
 
     def carry(self, detections: Detections, frame_index: int | None = None) -> None:
-        """Boxes (of frame ``frame_index``; None = newest) to hand out until the next detection."""
+        """Boxes (of frame ``frame_index``; None = newest) to hand out until the next detection
+        (and to ``inner`` when it takes carried boxes too)."""
+        inner_carry = getattr(self.inner, "carry", None)
+        if inner_carry is not None:
+            inner_carry(detections, frame_index)
         with self._lock:
             if frame_index is not None and frame_index <= self._last_index:
                 return
@@ -287,6 +291,12 @@ def create_detector(
     det = _create_base_detector(cfg, gt_path, box_extent)
     if box_extent == "amodal" and not getattr(det, "box_extent", None) == "amodal":
         det = _whole_body_boxes(det, cfg)
+    from realtime.pose_detector import BlazePoseDetector
+
+    if getattr(cfg, "track_search", False) and isinstance(det, BlazePoseDetector):
+        from realtime.guided_detect import TrackGuidedDetector
+
+        det = TrackGuidedDetector(det, det)  # the live loop carries each frame's persons to it
     return EveryNDetector(det, cfg.every_n) if cfg.every_n > 1 else det
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -96,7 +96,8 @@ class _WarnOnce:
 @dataclass
 class Prepared:
     """One frame between the inference steps: usable track ids i64[M], boxes f32[M,4] px, the
-    camera and RoI batch (None when M = 0), and the seconds spent on it so far."""
+    camera and RoI batch (None when M = 0), and the seconds spent on it so far; the tracks
+    lost lately, lost_ids i64[L] and their predicted boxes lost_boxes f32[L,4] px."""
 
     frame: Frame
     ids: np.ndarray
@@ -104,6 +105,8 @@ class Prepared:
     camera: Camera | None
     batch: Any
     seconds: float = 0.0
+    lost_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    lost_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
 
 class InferenceStage:
@@ -179,6 +182,9 @@ class InferenceStage:
         ids = np.asarray(tracks.track_ids, np.int64)[keep]
         boxes = np.asarray(tracks.boxes_xyxy, np.float32).reshape(-1, 4)[keep]
         prepared = Prepared(frame, ids, boxes, None, None)
+        prepared.lost_ids = np.asarray(getattr(tracks, "lost_ids", ()), np.int64).reshape(-1)
+        prepared.lost_boxes = np.asarray(getattr(tracks, "lost_boxes", ()),
+                                         np.float32).reshape(-1, 4)  # fmt: skip
         if len(ids):
             prepared.camera = self.cameras(frame.size_wh)
             prepared.batch = make_roi_batch(frame.image_bgr, boxes, self.backend.num_rois,
@@ -204,9 +210,10 @@ class InferenceStage:
                 if self._size_wh is not None and keeper is not None:
                     keeper.prune([])
             self._size_wh = frame.size_wh
+        alive = ids.tolist() + prepared.lost_ids.tolist()  # a lost track may come back
         for keeper in (self.smoothers, self.occlusion):
             if keeper is not None:
-                keeper.prune(ids.tolist())
+                keeper.prune(alive)
         if out is None or len(ids) == 0:
             return []
         batch, camera = prepared.batch, prepared.camera
@@ -221,13 +228,22 @@ class InferenceStage:
             rotmat = np.asarray(out.rotmat[good], np.float32)
             betas = np.asarray(out.betas[good], np.float32)
             transl = np.asarray(transl[good], np.float32)
+            ids, boxes = ids[good], prepared.boxes[good]
             if self.occlusion is not None:  # before the smoothing: it sees the held states
                 rotmat, betas, transl, _ = self.occlusion(
-                    t_s, ids[good], prepared.boxes[good], rotmat, betas, transl,
-                    camera.focal, camera.principal,
+                    t_s, ids, boxes, rotmat, betas, transl, camera.focal, camera.principal,
                 )  # fmt: skip
-            rotmat, betas, transl = self._smooth(t_s, ids[good], rotmat, betas, transl)
-            people = self._place(ids[good], prepared.boxes[good], rotmat, betas, transl)
+                more = self.occlusion.coast(  # the lost persons hidden behind these
+                    t_s, boxes, transl[:, 2], prepared.lost_ids, prepared.lost_boxes,
+                    camera.focal, camera.principal,
+                ) if len(prepared.lost_ids) else None  # fmt: skip
+                if more is not None:
+                    ids, boxes, rotmat, betas, transl = (
+                        np.concatenate([a, b]) for a, b in
+                        zip((ids, boxes, rotmat, betas, transl), more, strict=True)
+                    )  # fmt: skip
+            rotmat, betas, transl = self._smooth(t_s, ids, rotmat, betas, transl)
+            people = self._place(ids, boxes, rotmat, betas, transl)
         prepared.seconds += self._time("body", t0) - t0
         return people
 
@@ -393,7 +409,8 @@ def build_inference_stage(
             trained_for,
         )  # fmt: skip
     smoothers = TrackSmoothers(strength=inf.smooth) if inf.smooth > 0 else None
-    guard = OcclusionGuard(inf.hold_occluded) if inf.hold_occluded > 0 else None
+    guard = OcclusionGuard(inf.hold_occluded, coast=getattr(inf, "coast_occluded", True)) \
+        if inf.hold_occluded > 0 else None  # fmt: skip
     cameras = CameraProvider(cfg.camera, source_camera)
     return InferenceStage(backend, body, cameras, smoothers, inf.min_box_px, timer,
                           occlusion=guard)  # fmt: skip

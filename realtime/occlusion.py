@@ -12,6 +12,14 @@ reaches ``threshold``; then, for at most ``max_hold_s``, it gets its held pose, 
 depth, placed where its box is now (the image position of its origin keeps its offset from
 the box centre, at the held depth). It runs before the smoothing, on the full-camera
 translation, so the smoothing sees a steady track.
+
+A person fully behind a nearer one is not detected at all, and their track is lost: the
+tracker keeps looking for it for a second (ByteTrack's buffer), predicting its box from its
+motion. :meth:`OcclusionGuard.coast` shows such a lost person, with their held pose, shape
+and depth at the predicted box, while that box is covered by the box of a person nearer by at
+least ``COAST_MARGIN_M`` (so a duplicate detection of the front person that drops out is not
+kept), within the same ``max_hold_s`` of the last reliable state: people do not vanish while
+they pass behind someone, and the track keeps its smoothing.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from realtime.boxes import box_area, box_intersection
+
+COAST_MARGIN_M = 0.3  # a lost person is shown behind a person at least this much nearer
 
 
 @dataclass
@@ -40,16 +50,21 @@ class OcclusionGuard:
     arrays with covered tracks held, and bool[M] of the held ones (see module doc).
 
     threshold: share of the box covered by a nearer person's box (0-1] from which the track
-    is held; max_hold_s: the longest hold, after which the network's output is taken again.
+    is held; max_hold_s: the longest hold, after which the network's output is taken again;
+    coast: :meth:`coast` shows lost tracks (False: it shows none).
     """
 
-    def __init__(self, threshold: float = 0.5, max_hold_s: float = 2.0) -> None:
+    def __init__(
+        self, threshold: float = 0.5, max_hold_s: float = 2.0, coast: bool = True
+    ) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"occlusion threshold must be in (0, 1], got {threshold}")
         self.threshold = float(threshold)
         self.max_hold_s = float(max_hold_s)
+        self.coast_lost = bool(coast)
         self._held: dict[int, _Held] = {}
         self.held_rows = 0
+        self.coasted_rows = 0  # lost persons shown behind a nearer one
 
     def reset(self) -> None:
         self._held.clear()
@@ -102,3 +117,49 @@ class OcclusionGuard:
                                          uv - centre[i], t_s)  # fmt: skip
         self.held_rows += int(held.sum())
         return rotmat, betas, transl, held
+
+    def coast(
+        self,
+        t_s: float,
+        boxes: np.ndarray,
+        depth: np.ndarray,
+        lost_ids: np.ndarray,
+        lost_boxes: np.ndarray,
+        focal: tuple[float, float],
+        principal: tuple[float, float],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The lost tracks to show this frame (see module doc): (ids i64[C], boxes f32[C,4]
+        px, rotmat f32[C,24,3,3], betas f32[C,B], transl f32[C,3] m) or None, from the shown
+        persons' boxes f32[M,4] px and depths f64[M] m, and the tracker's lost tracks
+        (ids i64[L], predicted boxes f32[L,4] px)."""
+        if not self.coast_lost:
+            return None
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        depth = np.asarray(depth, np.float64).reshape(-1)
+        f, c = np.asarray(focal, np.float64), np.asarray(principal, np.float64)
+        out: list[tuple[int, np.ndarray, _Held]] = []
+        lost_boxes = np.asarray(lost_boxes, np.float64).reshape(-1, 4)
+        for tid, box in zip(np.asarray(lost_ids).reshape(-1).tolist(), lost_boxes, strict=True):
+            h = self._held.get(int(tid))
+            if h is None or t_s - h.t_s > self.max_hold_s or not np.isfinite(box).all() \
+                    or (box[2:] - box[:2] <= 0).any():  # fmt: skip
+                continue
+            nearer = depth <= float(h.transl[2]) - COAST_MARGIN_M
+            if not nearer.any():
+                continue
+            inside = box_intersection(box[None], boxes[nearer])[0]
+            if inside.max() / max(float(box_area(box[None])[0]), 1e-9) >= self.threshold:
+                out.append((int(tid), box, h))
+        if not out:
+            return None
+        transl = []
+        for _, box, h in out:
+            z = float(h.transl[2])
+            uv = (box[:2] + box[2:]) / 2 + h.offset_px
+            transl.append([*((uv - c) * z / f), z])
+        self.coasted_rows += len(out)
+        return (np.array([o[0] for o in out], np.int64),
+                np.stack([o[1] for o in out]).astype(np.float32),
+                np.stack([o[2].rotmat for o in out]).astype(np.float32),
+                np.stack([o[2].betas for o in out]).astype(np.float32),
+                np.array(transl, np.float32))  # fmt: skip

@@ -306,6 +306,32 @@ class BlazePoseDetector:
         scores, boxes, kps = (np.concatenate(parts) for parts in zip(*found, strict=True))
         return scores, boxes, kps
 
+    def around(
+        self, image_bgr: np.ndarray, box: np.ndarray, grow: float, max_passes: int = 1,
+        min_px: int = 2,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """The persons found in the square around ``box`` f32[4] (``grow`` times its longer
+        side, cut to the image; nobody when under ``min_px`` a side), in image px: (scores
+        f32[K], visible boxes f32[K,4] clipped to the image, whole-body boxes f32[K,4])."""
+        h, w = image_bgr.shape[:2]
+        box = np.asarray(box, np.float32)
+        centre = (box[:2] + box[2:]) / 2
+        half = grow * float(max(box[2] - box[0], box[3] - box[1])) / 2
+        lo = np.clip(np.floor(centre - half), 0, [w, h]).astype(int)
+        hi = np.clip(np.ceil(centre + half), 0, [w, h]).astype(int)
+        none = np.zeros((0, 4), np.float32)
+        if (hi - lo < max(min_px, 2)).any():
+            return np.zeros(0, np.float32), none, none
+        window = image_bgr[lo[1] : hi[1], lo[0] : hi[0]]
+        scores, faces, kps = self.detect(window, max_passes=max_passes)
+        if not len(scores):
+            return scores, none, none
+        offset = lo.astype(np.float32)
+        faces = (faces.reshape(-1, 2, 2) + offset).reshape(-1, 4)
+        seen = person_boxes(faces, kps + offset, (w, h), clip=True)
+        whole = person_boxes(faces, kps + offset, (w, h), clip=False)
+        return scores, seen, whole
+
     def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
         h, w = image_bgr.shape[:2]
         scores, faces, kps = self.detect(image_bgr)
@@ -350,21 +376,9 @@ class WholeBodyBoxes:
 
     def whole_body(self, image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """The whole-body box f32[4] of the person in the visible ``box``, or None."""
-        h, w = image_bgr.shape[:2]
-        centre = (box[:2] + box[2:]) / 2
-        half = WINDOW_GROW * float(max(box[2] - box[0], box[3] - box[1])) / 2
-        lo = np.clip(np.floor(centre - half), 0, [w, h]).astype(int)
-        hi = np.clip(np.ceil(centre + half), 0, [w, h]).astype(int)
-        if (hi - lo < 2).any():
+        scores, seen, whole = self.pose.around(image_bgr, box, WINDOW_GROW)
+        if not len(scores):
             return None
-        window = image_bgr[lo[1] : hi[1], lo[0] : hi[0]]
-        _, faces, kps = self.pose.detect(window, max_passes=1)
-        if not len(faces):
-            return None
-        offset = lo.astype(np.float32)
-        faces = (faces.reshape(-1, 2, 2) + offset).reshape(-1, 4)
-        whole = person_boxes(faces, kps + offset, (w, h), clip=False)
-        seen = person_boxes(faces, kps + offset, (w, h), clip=True)
         iou = box_iou(np.asarray(box, np.float32)[None], seen)[0]
         best = int(np.argmax(iou))
         return whole[best] if iou[best] > MATCH_IOU else None

@@ -6,7 +6,9 @@ live loop scores itself the same way at the end of every ``--source demo`` run t
 
 It scores the whole loop, detection, tracking and smoothing included, not the network alone:
 each frame's recorded persons are matched to the true ones by box IoU (the true box of the
-visible part or of the whole body, whichever fits better; Hungarian, IoU >= ``min_iou``), and
+visible part or of the whole body, whichever fits better; as in CLEAR MOT, a track keeps its
+person while their boxes overlap by IoU >= ``KEEP_IOU``, the rest are paired by the Hungarian
+method, IoU >= ``min_iou``), and
 the matched rows are scored with the metrics of ``multiroi.metrics`` (mm): PA-MPJPE and MPJPE
 of the 24 joints, and, for reference, PA-MPJPE of the body model's mean pose on the same
 persons; the placement by the full-image camera as the pelvis's position and depth error (m);
@@ -59,17 +61,26 @@ class ClipScore:
                 f"{self.id_switches} id switches")  # fmt: skip
 
 
+KEEP_IOU = 0.5  # CLEAR MOT's: a track stays matched to its person while IoU >= this
+
+
 def match_rows(rec: dict[str, np.ndarray], gt: dict[str, np.ndarray],
                min_iou: float = 0.3) -> np.ndarray:  # fmt: skip
-    """The true person i64[N] of each recorded row (-1: none), matched frame by frame."""
+    """The true person i64[N] of each recorded row (-1: none), matched frame by frame as in
+    CLEAR MOT: a track matched to a person in its last matched frame stays matched while their
+    boxes overlap (IoU >= ``KEEP_IOU``); the other rows and persons are paired by the Hungarian
+    method on IoU. (Without the first step, two persons one behind the other, whose boxes
+    overlap either track's, count as id switches whenever the IoUs tip.)"""
     from scipy.optimize import linear_sum_assignment
 
     from realtime.boxes import box_iou
 
     frame_of = np.asarray(rec["frame_index"], np.int64)
+    tracks = np.asarray(rec.get("track_id", np.arange(len(frame_of))), np.int64)
     out = np.full(len(frame_of), -1, np.int64)
     boxes = np.asarray(rec["box_xyxy"], np.float64)
     n_frames = len(gt["box_xyxy"])
+    last: dict[int, int] = {}  # track id -> the person it was matched to last
     for k in np.unique(frame_of):
         if not 0 <= k < n_frames:
             continue
@@ -79,9 +90,18 @@ def match_rows(rec: dict[str, np.ndarray], gt: dict[str, np.ndarray],
             continue
         iou = np.maximum.reduce([box_iou(boxes[rows], gt[n][k, seen])
                                  for n in ("box_xyxy", "box_amodal") if n in gt])  # fmt: skip
-        r, c = linear_sum_assignment(-iou)
-        ok = iou[r, c] >= min_iou
-        out[rows[r[ok]]] = seen[c[ok]]
+        free_r, free_c = np.ones(len(rows), bool), np.ones(len(seen), bool)
+        for i, t in enumerate(tracks[rows].tolist()):
+            j = np.flatnonzero(seen == last.get(t, -1))
+            if len(j) and free_c[j[0]] and iou[i, j[0]] >= KEEP_IOU:
+                out[rows[i]], free_r[i], free_c[j[0]] = seen[j[0]], False, False
+        ri, ci = np.flatnonzero(free_r), np.flatnonzero(free_c)
+        if len(ri) and len(ci):
+            r, c = linear_sum_assignment(-iou[np.ix_(ri, ci)])
+            ok = iou[ri[r], ci[c]] >= min_iou
+            out[rows[ri[r[ok]]]] = seen[ci[c[ok]]]
+        for i in rows[out[rows] >= 0]:
+            last[int(tracks[i])] = int(out[i])
     return out
 
 

@@ -102,7 +102,17 @@ class PersonTracker:
         boxes_out[fresh] = boxes[det_idx[fresh]]
         order = self._cap_order(ids, track_scores)
         self._kept = {int(i) for i in ids[order]}
-        return Tracks(ids[order], boxes_out[order], track_scores[order])
+        lost_ids, lost_boxes = self._lost()
+        return Tracks(ids[order], boxes_out[order], track_scores[order], lost_ids, lost_boxes)
+
+    def _lost(self) -> tuple[np.ndarray, np.ndarray]:
+        """The confirmed tracks lost but still looked for (ids i64[L]) and their boxes f32[L,4]
+        px as the tracker's Kalman filter predicts them for this frame."""
+        lost = [t for t in getattr(self._tracker, "lost_stracks", []) if t.is_activated]
+        if not lost:
+            return np.zeros((0,), np.int64), np.zeros((0, 4), np.float32)
+        ids = np.array([t.track_id for t in lost], np.int64)
+        return ids, np.stack([np.asarray(t.xyxy, np.float32) for t in lost])
 
     def _cap_order(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Indices of the tracks to keep (at most max_persons), sorted by track id."""

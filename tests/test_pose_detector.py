@@ -250,7 +250,7 @@ def test_odd_frame_sizes_find_nobody_and_do_not_raise(detector, shape):
 def test_auto_detector_offline_finds_the_portrait(detector, tmp_path):
     photo = _photos()["astronaut"]
     auto = create_detector(DetectorConfig(kind="auto", weights=str(tmp_path / "no.pt")))
-    assert isinstance(auto, BlazePoseDetector)
+    assert isinstance(auto.inner, BlazePoseDetector)  # inside the track-guided search
     assert len(auto(photo)) == 1
     assert len(HogDetector()(photo)) == 0  # the HOG detector alone finds nobody here
     # a model trained on whole-body boxes gets the portrait's whole body: below the photo,
