@@ -56,15 +56,24 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
             renderer = _create_renderer(cfg, camera, faces, name, source.fps, infer.cameras)
             made.append(renderer)
         recorder = _create_recorder(cfg, camera, name, infer.cameras,
-                                    getattr(source, "gt_path", None))  # writes only at close
+                                    getattr(source, "gt_path", None),
+                                    None if source.is_live else source.fps)  # writes at close
         preprocess = None
         if cfg.camera.undistort:
             preprocess = lambda image: _undistort(infer.cameras, image)
-        return Pipeline(
+        streamer = None
+        if getattr(cfg.output, "stream", None):
+            from realtime.stream import PoseStreamer
+
+            streamer = PoseStreamer(cfg.output.stream, infer.cameras)
+            made.append(streamer)
+        pipeline = Pipeline(
             source, detector, tracker, infer, renderer, recorder,
             max_frames=cfg.max_frames, queue_size=cfg.queue_size, preprocess=preprocess,
-            on_people=_carry_hook(detector, infer), stats=stats,
+            on_people=_people_hook(_carry_hook(detector, infer), streamer), stats=stats,
         )  # fmt: skip
+        pipeline.streamer = streamer
+        return pipeline
     except BaseException:
         for thing in [source, *made]:
             close = getattr(thing, "close", None)
@@ -79,6 +88,20 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
 def _undistort(cameras: Any, image: Any) -> Any:
     und = cameras.undistorter((image.shape[1], image.shape[0]))
     return image if und is None else und(image)
+
+
+def _people_hook(carry: Any, streamer: Any) -> Any:
+    """One ``on_people(frame, people)`` hook for the carried boxes and the stream (either may
+    be None): called in the inference thread as soon as a frame's persons are placed."""
+    if streamer is None:
+        return carry
+
+    def hook(frame: Any, people: list) -> None:
+        if carry is not None:
+            carry(frame, people)
+        streamer.send(frame, people)
+
+    return hook
 
 
 def _carry_hook(detector: Any, infer: Any) -> Any:
@@ -116,7 +139,8 @@ def _create_renderer(
 
 
 def _create_recorder(
-    cfg: Any, camera: Any, name: str, cameras: Any = None, gt_path: Any = None
+    cfg: Any, camera: Any, name: str, cameras: Any = None, gt_path: Any = None,
+    fps: float | None = None,
 ) -> Any:
     if not (cfg.output.record and cfg.output.out_dir):
         return None
@@ -126,6 +150,8 @@ def _create_recorder(
     meta: dict[str, Any] = {"config": cfg.to_dict()}
     if gt_path is not None:  # the demo clip: realtime.score scores the recording against it
         meta["ground_truth"] = str(gt_path)
+    if fps:  # a file's frame rate (the media time of its frames, for realtime.bvh)
+        meta["fps"] = float(fps)
     rec = Recorder(path, meta=meta, cameras=cameras)
     rec.set_camera(camera.K, camera.image_wh)  # replaced by the first frame's camera
     return rec
@@ -139,7 +165,8 @@ def run(cfg: Any, renderer: Any = None) -> Any:
     try:
         return pipeline.run()
     finally:
-        for closable in (pipeline.renderer, pipeline.recorder):
+        streamer = getattr(pipeline, "streamer", None)
+        for closable in (pipeline.renderer, pipeline.recorder, streamer):
             if closable is not None:
                 path = closable.close()
                 if closable is pipeline.recorder:

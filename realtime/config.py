@@ -145,18 +145,24 @@ class InferenceConfig:
 @dataclass
 class OutputConfig:
     """render: "auto" (Open3D window, or headless when --headless), "open3d", "overlay",
-    "headless" (MP4 into out_dir) or "none". record: write DIR/<name>.npz when out_dir is set."""
+    "headless" (MP4 into out_dir) or "none". record: write DIR/<name>.npz when out_dir is set.
+    stream: ``udp://HOST:PORT`` to send each frame's persons to as JSON (``realtime.stream``)."""
 
     render: str = "auto"
     headless: bool = False
     out_dir: str | None = None
     record: bool = True
+    stream: str | None = None
 
     def __post_init__(self) -> None:
         if self.render not in RENDER_MODES:
             raise ValueError(f"render mode must be one of {RENDER_MODES}, got {self.render!r}")
         if self.headless and self.out_dir is None:
             raise ValueError("--headless needs --out DIR (where the MP4 and the npz go)")
+        if self.stream is not None:
+            from realtime.stream import parse_target
+
+            parse_target(self.stream)  # a clear error now, not at the first frame
 
     @property
     def render_mode(self) -> str:
@@ -212,6 +218,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--undistort", action="store_true", help="remove lens distortion (needs --calib)")
     a("--headless", action="store_true", help="no window: write DIR/*.mp4 and DIR/*.npz")
     a("--out", default=None, help="output folder (video and recording)")
+    a("--stream", default=None, metavar="udp://HOST:PORT",
+      help="send each frame's persons there as JSON (realtime.stream)")
     a("--render", default="auto", choices=RENDER_MODES, help="renderer")
     a("--max-frames", type=int, default=None, help="stop after N frames")
     a("--detector", default=None, choices=DETECTOR_KINDS, help="person detector")
@@ -279,7 +287,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             hold_occluded=args.hold_occluded,
             coast_occluded=not args.no_coast,
         ),
-        output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out),
+        output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out,
+                            stream=args.stream),
         max_frames=args.max_frames,
     )
 

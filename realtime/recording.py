@@ -7,7 +7,7 @@ Layout (N = person rows over the whole run, F = frames):
   frames: frames_index i64[F], frames_t_capture_s f64[F], frames_t_done_s f64[F],
           frames_num_persons i64[F] (frames with nobody are recorded too)
   meta:   K f64[3,3] (the camera of the first frame; zeros if unknown), image_wh i64[2],
-          meta_json str
+          meta_json str (the run's config; "fps" for files, "ground_truth" for the demo clip)
 The file is written to a temporary name and renamed at close, so a crash never leaves a
 half-written file under the final name.
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from multiroi.geometry.camera import Camera
@@ -185,12 +186,32 @@ def test_cli_on_a_small_demo_clip(tmp_path, toy_body_model_path, monkeypatch):
                         functools.partial(sources.open_demo_source, **kw))  # fmt: skip
     monkeypatch.setenv("MULTIROI_BODY_MODEL", str(toy_body_model_path))
     out = tmp_path / "out"
+    import json
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # what --stream sends
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(5)
     argv = ["--source", "demo", "--render", "none", "--out", str(out), "--rois", "2",
-            "--backbone", "mobilenetv2_050", "--max-frames", "4"]  # fmt: skip
+            "--backbone", "mobilenetv2_050", "--max-frames", "4",
+            "--stream", f"udp://127.0.0.1:{listener.getsockname()[1]}"]  # fmt: skip
     assert run_camera.main(argv) == 0
+    sent = [json.loads(listener.recvfrom(65536)[0]) for _ in range(4)]
+    listener.close()
     gt = np.load(kw["cache_dir"].glob("*/*.npz").__next__(), allow_pickle=False)
     with np.load(out / "demo.npz", allow_pickle=False) as rec:
         assert rec["frames_index"].tolist() == [0, 1, 2, 3]
+        assert json.loads(str(rec["meta_json"]))["fps"] == pytest.approx(float(gt["fps"]))
+        assert [m["frame"] for m in sent] == [0, 1, 2, 3]  # one datagram a frame, in order
+        for m in sent:  # the same persons as recorded
+            rows = np.flatnonzero(rec["frame_index"] == m["frame"])
+            assert [p["id"] for p in m["persons"]] == rec["track_id"][rows].tolist()
+            for p, r in zip(m["persons"], rows, strict=True):
+                np.testing.assert_allclose(p["transl_m"], rec["transl_m"][r], atol=1e-4)
+                np.testing.assert_allclose(p["pose_axis_angle"],
+                                           rec["pose_axis_angle"][r].reshape(-1), atol=1e-4)
+                assert len(p["joints_m"]) == 72 and len(p["betas"]) == 10
+            np.testing.assert_allclose(m["K"], rec["K"], atol=1e-3)
         n_visible = int(gt["visible"][:4].sum())
         # tiny boxes are skipped and ByteTrack confirms a late-starting track one frame later
         assert n_visible - 2 <= len(rec["track_id"]) <= n_visible

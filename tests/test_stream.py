@@ -1,0 +1,116 @@
+"""realtime.stream: each frame's persons as one JSON datagram over UDP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from multiroi.types import Frame, PersonState
+from realtime.stream import MAX_DATAGRAM, PoseStreamer, listen, message, parse_target
+
+
+def _person(tid: int, angle: float = 0.4) -> PersonState:
+    import cv2
+
+    rot = np.tile(np.eye(3, dtype=np.float32), (24, 1, 1))
+    rot[5] = cv2.Rodrigues(np.float64([0, angle, 0]))[0]
+    joints = np.random.default_rng(tid).normal(0, 1, (24, 3)).astype(np.float32)
+    return PersonState(tid, np.float32([10, 20, 110, 300]), rot, np.full(10, 0.1, np.float32),
+                       np.float32([0.5, 0.1, 4.0]), None, joints)
+
+
+class _Camera:
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+
+
+def test_targets_are_checked_in_one_line():
+    assert parse_target("udp://127.0.0.1:9000") == ("127.0.0.1", 9000)
+    assert parse_target("localhost:7") == ("localhost", 7)
+    assert parse_target("udp://[::1]:9000") == ("::1", 9000)
+    for bad in ("nowhere", "udp://host", "tcp://host:9000", "host:0", "host:70000", ":9000"):
+        with pytest.raises(ValueError, match=r"--stream wants udp://HOST:PORT"):
+            parse_target(bad)
+
+
+def test_a_message_holds_each_persons_pose_in_the_camera_frame():
+    msg = json.loads(message(7, 1.25, (640, 480), _Camera.K, [_person(3), _person(4, -0.2)]))
+    assert msg["format"] == "multiroi.persons" and msg["version"] == 1
+    assert (msg["frame"], msg["t_capture_s"], msg["image_wh"]) == (7, 1.25, [640, 480])
+    assert msg["K"][0] == [500.0, 0.0, 320.0]
+    assert [p["id"] for p in msg["persons"]] == [3, 4]
+    aa = np.array(msg["persons"][0]["pose_axis_angle"]).reshape(24, 3)
+    np.testing.assert_allclose(aa[5], [0, 0.4, 0], atol=1e-5)
+    assert np.abs(np.delete(aa, 5, 0)).max() < 1e-6
+    assert msg["persons"][1]["pose_axis_angle"][16] == pytest.approx(-0.2, abs=1e-5)
+    assert msg["persons"][0]["transl_m"] == [0.5, 0.1, 4.0]
+    assert len(msg["persons"][0]["joints_m"]) == 72
+    assert json.loads(message(8, 0.0, (640, 480), None, []))["persons"] == []
+
+
+def test_the_streamer_sends_one_datagram_a_frame_and_never_raises(caplog):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    tx = PoseStreamer(f"udp://127.0.0.1:{rx.getsockname()[1]}", lambda wh: _Camera())
+    image = np.zeros((480, 640, 3), np.uint8)
+    tx.send(Frame(0, 0.0, image), [_person(1)])
+    tx.send(Frame(1, 0.04, image), [])
+    got = [json.loads(rx.recvfrom(65536)[0]) for _ in range(2)]
+    assert [m["frame"] for m in got] == [0, 1] and len(got[0]["persons"]) == 1
+    assert got[0]["K"][1] == [0.0, 500.0, 240.0] and tx.sent == 2
+    # many persons: too large for a datagram with the joints, sent without them
+    crowd = [_person(i) for i in range(80)]
+    assert len(message(2, 0.0, (640, 480), None, crowd)) > MAX_DATAGRAM
+    tx.send(Frame(2, 0.08, image), crowd)
+    big = json.loads(rx.recvfrom(65536)[0])
+    assert len(big["persons"]) == 80 and "joints_m" not in big["persons"][0]
+    rx.close()
+
+    class Broken:
+        def sendto(self, *a):
+            raise OSError("network is unreachable")
+
+        def close(self):
+            pass
+
+    tx._sock = Broken()
+    with caplog.at_level(logging.WARNING):
+        for k in range(3):
+            tx.send(Frame(3 + k, 0.0, image), [_person(1)])
+    assert tx.failed == 3 and caplog.text.count("could not stream") == 1
+    tx.close()
+
+
+def test_the_listener_prints_what_arrives(caplog):
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    result: list = []
+    t = threading.Thread(target=lambda: result.extend(listen(port, "127.0.0.1", count=1,
+                                                             timeout_s=5)))  # fmt: skip
+    t.start()
+    tx = PoseStreamer(f"127.0.0.1:{port}")
+    for _ in range(50):  # until the listener is bound
+        tx.send(Frame(9, 0.0, np.zeros((4, 4, 3), np.uint8)), [_person(2)])
+        t.join(0.05)
+        if not t.is_alive():
+            break
+    tx.close()
+    assert result and result[0]["frame"] == 9
+    assert "frame 9: 1 person(s) (2 at 4.00 m)" in caplog.text
+
+
+def test_the_cli_option_and_the_config():
+    from realtime.config import OutputConfig, build_arg_parser, config_from_args
+
+    cfg = config_from_args(build_arg_parser().parse_args(["--stream", "udp://127.0.0.1:9000"]))
+    assert cfg.output.stream == "udp://127.0.0.1:9000"
+    assert config_from_args(build_arg_parser().parse_args([])).output.stream is None
+    with pytest.raises(ValueError, match="--stream wants"):
+        OutputConfig(stream="9000")
