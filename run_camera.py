@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ValueError as exc:  # one line, as for every other bad input (no usage block)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     import realtime
     from realtime.sources import SourceError
 

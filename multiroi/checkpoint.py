@@ -202,6 +202,13 @@ def read_checkpoint_file(
         raise CheckpointError(f"checkpoint {p} not found; expected a file written by torch.save")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} is not a file")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save: a zip, or an old pickle
+        raise CheckpointError(
+            f"checkpoint {p} is not a torch file (neither a zip archive nor a pickle); expected "
+            "a file written by torch.save, or an export named by its suffix (.onnx, .engine)"
+        )
     try:
         return torch.load(p, map_location=map_location, weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:

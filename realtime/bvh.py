@@ -1,12 +1,15 @@
 """A live-loop recording to BVH motion files, one per track, for Blender, MotionBuilder & co.
 
     python -m realtime.bvh out/webcam.npz [--out DIR] [--track ID ...] [--unit m|cm] [--fps F]
+                                          [--align]
 
 Each track's rows become one ``<recording>_track<ID>.bvh``: the body model's 24-joint skeleton
 (SMPL's names and hierarchy) with the track's own shape (its median betas give the bone
 offsets), a root with position and rotation, every joint with its rotation, one frame per
-recorded frame from the track's first to its last. Frames in which the track has no row (it was
-lost for a while) repeat its last pose; the log says how many.
+recorded frame from the track's first to its last (each file's first frame is in the log;
+``--align`` starts them all at the recording's first frame, so they line up when imported
+together). Frames in which the track has no row (it was lost for a while) repeat its last
+pose; the log says how many.
 
 Axes: BVH is Y-up, so the camera frame (OpenCV: x right, y down, z forward) is turned about x by
 180 degrees: x right, y up, z towards the camera; the person stands where the camera saw them,
@@ -61,9 +64,10 @@ def rest_joints(body: Any, betas: np.ndarray) -> np.ndarray:
         return body.joints(rot, b)[0].double().numpy()
 
 
-def track_motion(rec: dict[str, np.ndarray], track_id: int, body: Any,
-                 frame_time_s: float) -> TrackMotion:  # fmt: skip
-    """The motion of one track of a recording (see module doc)."""
+def track_motion(rec: dict[str, np.ndarray], track_id: int, body: Any, frame_time_s: float,
+                 start: int | None = None) -> TrackMotion:  # fmt: skip
+    """The motion of one track of a recording (see module doc); ``start``: the first frame of
+    the file (default: the track's first; frames before it repeat its first pose)."""
     sel = np.flatnonzero(np.asarray(rec["track_id"]) == track_id)
     if not len(sel):
         raise ValueError(f"track {track_id} is not in the recording")
@@ -79,9 +83,11 @@ def track_motion(rec: dict[str, np.ndarray], track_id: int, body: Any,
     rot[:, 0] = CAMERA_TO_BVH @ rot[:, 0]
     # the root joint: the body model turns the body about its rest pelvis, then moves it by T
     root = (np.asarray(rec["transl_m"], np.float64)[sel] + rest[0]) @ CAMERA_TO_BVH.T
-    span = np.arange(frames[0], frames[-1] + 1)
+    first = int(frames[0]) if start is None else min(int(start), int(frames[0]))
+    span = np.arange(first, frames[-1] + 1)
     at = np.searchsorted(frames, span, side="right") - 1  # the last row at or before each frame
-    return TrackMotion(int(track_id), offsets, root[at], rot[at], int(frames[0]),
+    at = np.maximum(at, 0)  # before the track's first frame: its first pose
+    return TrackMotion(int(track_id), offsets, root[at], rot[at], first,
                        float(frame_time_s), int(len(span) - len(frames)))  # fmt: skip
 
 
@@ -157,26 +163,32 @@ def _depth_first() -> list[int]:
 
 
 def frame_time_of(rec: dict[str, np.ndarray], fps: float | None = None) -> float:
-    """Seconds per frame: ``fps``, else the recorded source's (meta "fps"), else the median
-    step of the frames' capture times, else 1/30."""
+    """Seconds per frame index: ``fps``, else the recorded file's (meta "fps"), else the median
+    of the capture time per frame index between recorded frames (frames dropped by a live
+    source leave gaps in the indices), else 1/30."""
     import json
 
-    if fps:
+    if fps is not None:
         return 1.0 / float(fps)
     meta = json.loads(str(rec["meta_json"])) if "meta_json" in rec else {}
     if meta.get("fps"):
         return 1.0 / float(meta["fps"])
-    t = np.asarray(rec.get("frames_t_capture_s", ()), np.float64)
-    steps = np.diff(t[np.isfinite(t)])
-    steps = steps[steps > 0]
-    return float(np.median(steps)) if len(steps) else 1.0 / 30.0
+    t = np.asarray(rec.get("frames_t_capture_s", ()), np.float64).reshape(-1)
+    k = np.asarray(rec.get("frames_index", np.arange(len(t))), np.float64).reshape(-1)
+    if len(k) != len(t):
+        return 1.0 / 30.0
+    ok = np.isfinite(t)
+    dt, dk = np.diff(t[ok]), np.diff(k[ok])
+    good = (dt > 0) & (dk > 0)
+    return float(np.median(dt[good] / dk[good])) if good.any() else 1.0 / 30.0
 
 
 def export_recording(recording: str | Path, out_dir: str | Path | None = None,
                      tracks: list[int] | None = None, unit: str = "m", fps: float | None = None,
-                     body: Any = None) -> list[Path]:  # fmt: skip
+                     body: Any = None, align: bool = False) -> list[Path]:  # fmt: skip
     """Write one BVH per track of ``recording`` (all, or ``tracks``) into ``out_dir`` (default:
-    the recording's folder), each atomically. Returns the paths."""
+    the recording's folder), each atomically. align: every file starts at the recording's
+    first frame (so files imported together line up). Returns the paths."""
     from realtime.score import _meta, load_npz
 
     recording = Path(recording)
@@ -188,6 +200,8 @@ def export_recording(recording: str | Path, out_dir: str | Path | None = None,
                          f"by run_camera.py --out DIR")  # fmt: skip
     if unit not in UNITS:
         raise ValueError(f"--unit must be one of {sorted(UNITS)}, got {unit!r}")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"--fps must be above 0 (leave it out for the recording's), got {fps}")
     if body is None:
         from multiroi.body import load_body_model
 
@@ -201,9 +215,11 @@ def export_recording(recording: str | Path, out_dir: str | Path | None = None,
     out_dir = Path(out_dir) if out_dir is not None else recording.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     step = frame_time_of(rec, fps)
+    frames = np.asarray(rec.get("frames_index", rec["frame_index"]), np.int64)
+    start = int(frames.min()) if align and len(frames) else None
     paths = []
     for tid in wanted:
-        motion = track_motion(rec, tid, body, step)
+        motion = track_motion(rec, tid, body, step, start)
         path = out_dir / f"{recording.stem}_track{tid}.bvh"
         tmp = path.with_name(path.name + ".partial")
         tmp.write_text(bvh_text(motion, unit))
@@ -226,10 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unit", default="m", choices=sorted(UNITS), help="length unit (default m)")
     ap.add_argument("--fps", type=float, default=None, help="frame rate (default: the "
                     "recorded source's, else from the capture times)")  # fmt: skip
+    ap.add_argument("--align", action="store_true", help="start every file at the recording's "
+                    "first frame, so tracks imported together line up (a track's frames "
+                    "before it appears repeat its first pose)")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     try:
-        paths = export_recording(args.recording, args.out, args.track, args.unit, args.fps)
+        paths = export_recording(args.recording, args.out, args.track, args.unit, args.fps,
+                                 align=args.align)
     except (OSError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

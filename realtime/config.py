@@ -187,6 +187,11 @@ class PipelineConfig:
     queue_size: int = 2
     log_every_s: float = 2.0
 
+    def __post_init__(self) -> None:
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"--max-frames must be at least 1 (leave it out to run to the end), "
+                             f"got {self.max_frames}")  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -198,7 +203,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--source", default="demo", help="camera INDEX, video FILE, URL, image DIR or 'demo'")
     a("--checkpoint", default=None, help="model: a checkpoint (.pt) or an export (.onnx, "
       ".engine/.plan, .ts); default: the shipped default model")  # fmt: skip
-    a("--backend", default="auto", help="torch | onnxruntime | ... (default: from checkpoint)")
+    a("--backend", default="auto", help="torch | onnxruntime | tensorrt | ... (default auto: "
+      "from the checkpoint's suffix, and for a .pt the fastest runtime on this machine)")
     a("--device", default="cpu", help="cpu or cuda[:N]")
     a("--flip-test", choices=("on", "off"), default=None,
       help="the lifter also reads the mirrored base crop: a little more accurate, one more "
@@ -210,7 +216,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="RoIs per person (1..5) of a network without checkpoint; else the checkpoint's",
     )
     cam = p.add_mutually_exclusive_group()
-    cam.add_argument("--calib", default=None, help="calibration YAML (multiroi-calibrate)")
+    cam.add_argument("--calib", default=None,
+                     help="calibration YAML (from python -m calibration)")
     cam.add_argument("--fov", type=float, default=None, help="horizontal field of view, degrees")
     cam.add_argument("--focal", type=float, default=None,
                      help="focal length in pixels of the frames as delivered (scaled with "

@@ -16,8 +16,10 @@ translation, so the smoothing sees a steady track.
 A person fully behind a nearer one is not detected at all, and their track is lost: the
 tracker keeps looking for it for a second (ByteTrack's buffer), predicting its box from its
 motion. :meth:`OcclusionGuard.coast` shows such a lost person, with their held pose, shape
-and depth at the predicted box, while that box is covered by the box of a person nearer by at
-least ``COAST_MARGIN_M`` (so a duplicate detection of the front person that drops out is not
+and depth, in the box of the size they had when last seen reliably, around the centre the
+tracker predicts (the predicted box itself grows into the front person's while the two
+overlap), while that box is covered by the box of a person nearer by at least
+``COAST_MARGIN_M`` (so a duplicate detection of the front person that drops out is not
 kept), within the same ``max_hold_s`` of the last reliable state: people do not vanish while
 they pass behind someone, and the track keeps its smoothing.
 """
@@ -36,13 +38,15 @@ COAST_MARGIN_M = 0.3  # a lost person is shown behind a person at least this muc
 @dataclass
 class _Held:
     """A track's last reliable state: rotmat f32[24,3,3], betas f32[10], transl f32[3] m, the
-    image position of its origin minus its box centre f64[2] px, and when (s)."""
+    image position of its origin minus its box centre f64[2] px, when (s), and its box's size
+    (w, h) f64[2] px."""
 
     rotmat: np.ndarray
     betas: np.ndarray
     transl: np.ndarray
     offset_px: np.ndarray
     t_s: float
+    size_px: np.ndarray | None = None
 
 
 class OcclusionGuard:
@@ -114,7 +118,8 @@ class OcclusionGuard:
             t = transl[i].astype(np.float64)
             uv = f * t[:2] / max(t[2], 1e-6) + c
             self._held[int(tid)] = _Held(rotmat[i].copy(), betas[i].copy(), transl[i].copy(),
-                                         uv - centre[i], t_s)  # fmt: skip
+                                         uv - centre[i], t_s,
+                                         boxes[i, 2:] - boxes[i, :2])  # fmt: skip
         self.held_rows += int(held.sum())
         return rotmat, betas, transl, held
 
@@ -144,6 +149,9 @@ class OcclusionGuard:
             if h is None or t_s - h.t_s > self.max_hold_s or not np.isfinite(box).all() \
                     or (box[2:] - box[:2] <= 0).any():  # fmt: skip
                 continue
+            if h.size_px is not None:  # the predicted centre, the size last seen reliably
+                mid = (box[:2] + box[2:]) / 2
+                box = np.concatenate([mid - h.size_px / 2, mid + h.size_px / 2])
             nearer = depth <= float(h.transl[2]) - COAST_MARGIN_M
             if not nearer.any():
                 continue

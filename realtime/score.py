@@ -182,15 +182,20 @@ def id_switches(frames: np.ndarray, persons: np.ndarray, track_ids: np.ndarray) 
     return n
 
 
-def load_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
+def load_npz(path: str | Path, what: str,
+             hint: str = "give the .npz file a run wrote") -> dict[str, np.ndarray]:  # fmt: skip
+    """All arrays of an .npz, never unpickling; a missing or foreign file says so in one line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found: give the .npz file a run wrote")
+        raise FileNotFoundError(f"{what} {path} not found: {hint}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise ValueError(f"{what} {path} is not an .npz file (not a zip archive): {hint}")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{what} {path} is not a readable .npz file ({exc})") from None
+        raise ValueError(f"{what} {path} is not a readable .npz file ({exc}): {hint}") from None
 
 
 def _meta(rec: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -221,16 +226,28 @@ def score_files(recording: str | Path, gt_path: str | Path | None = None,
     if gt_path is None:
         raise ValueError(f"{recording} names no ground truth (only recordings of --source demo "
                          f"do): give it with --gt demo_gt.npz")  # fmt: skip
-    gt = load_npz(gt_path, "ground truth")
+    gt = load_npz(gt_path, "ground truth",
+                  "give the demo clip's demo_gt.npz (next to its demo.mp4 in the cache)")
     missing = [k for k in ("box_xyxy", "visible", "joints") if k not in gt]
     if missing:
         raise ValueError(f"{gt_path} lacks {', '.join(missing)}: expected a demo clip's "
                          f"demo_gt.npz")  # fmt: skip
+    if "image_wh" in rec and "image_wh" in gt and rec["image_wh"].any() \
+            and tuple(rec["image_wh"].tolist()) != tuple(gt["image_wh"].tolist()):  # fmt: skip
+        raise ValueError(f"{recording} is of {tuple(rec['image_wh'].tolist())} px frames, the "
+                         f"ground truth of {tuple(gt['image_wh'].tolist())}: not a recording of "
+                         f"this clip")  # fmt: skip
     score = score_recording(rec, gt, body)
     if out_json is not None:
         out = Path(out_json)
+        if not out.parent.is_dir():
+            raise ValueError(f"cannot write the score to {out}: the folder {out.parent} does "
+                             f"not exist")  # fmt: skip
         tmp = out.with_name(out.name + ".partial")
-        tmp.write_text(json.dumps(asdict(score), indent=2))
+        # strict JSON: a metric with nothing to average (e.g. jitter over < 3 frames) is null
+        values = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                  for k, v in asdict(score).items()}  # fmt: skip
+        tmp.write_text(json.dumps(values, indent=2, allow_nan=False))
         tmp.replace(out)
     return score
 

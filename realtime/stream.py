@@ -116,7 +116,8 @@ def listen(port: int, host: str = "0.0.0.0", count: int | None = None,
     """Receive datagrams on ``port`` and log one line each; returns the messages (after
     ``count`` of them, or when none came for ``timeout_s``)."""
     got: list[dict] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.bind((host, port))
         sock.settimeout(timeout_s)
         while count is None or len(got) < count:
@@ -137,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m realtime.stream",
                                  description="Print what run_camera.py --stream sends.")
     ap.add_argument("port", type=int, help="UDP port to listen on")
-    ap.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    ap.add_argument("--host", default="0.0.0.0", help="address to listen on (:: for IPv6)")
     ap.add_argument("--count", type=int, default=None, help="stop after N frames")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
+    if not 0 < args.port < 65536:
+        logger.error("the port must be 1-65535 (the PORT of run_camera.py --stream "
+                     "udp://HOST:PORT), got %d", args.port)  # fmt: skip
+        return 2
     try:
-        listen(args.port, args.host, args.count)
+        listen(args.port, args.host.strip("[]"), args.count)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:

@@ -128,6 +128,30 @@ def test_units_tracks_and_frame_time(tmp_path, toy_body_model):
         export_recording(tmp_path / "run.npz", tmp_path, [5], body=toy_body_model)
     with pytest.raises(ValueError, match="unit must be one of"):
         export_recording(tmp_path / "run.npz", tmp_path, unit="inch", body=toy_body_model)
+    (al,) = export_recording(tmp_path / "run.npz", tmp_path / "al", [6], body=toy_body_model,
+                             align=True)  # fmt: skip
+    v_al = _parse(al.read_text())[4]  # starts at frame 0 like track 4: its first pose twice
+    assert len(v_al) == 4
+    np.testing.assert_array_equal(v_al[0], v_al[1])
+    np.testing.assert_array_equal(v_al[1:], v_m)
+    for bad in (0.0, -5.0):
+        with pytest.raises(ValueError, match="--fps must be above 0"):
+            export_recording(tmp_path / "run.npz", tmp_path, fps=bad, body=toy_body_model)
+
+
+def test_frame_time_counts_the_frames_a_live_source_dropped():
+    """A live run recorded frames 0, 2, 3 and 6 of a 25 fps camera (the others dropped): the
+    capture times advance 0.04 s a frame index, and one BVH frame is one frame index."""
+    from realtime.bvh import frame_time_of
+
+    k = np.array([0, 2, 3, 6])
+    rec = {"frames_index": k, "frames_t_capture_s": 100 + 0.04 * k,
+           "meta_json": np.asarray("{}")}  # fmt: skip
+    assert frame_time_of(rec) == pytest.approx(0.04)
+    assert frame_time_of(rec, fps=50) == pytest.approx(0.02)
+    rec["meta_json"] = np.asarray(json.dumps({"fps": 30}))
+    assert frame_time_of(rec) == pytest.approx(1 / 30)
+    assert frame_time_of({"meta_json": np.asarray("{}")}) == pytest.approx(1 / 30)
 
 
 def test_cli_writes_files_and_refuses_in_one_line(tmp_path, toy_body_model_path, monkeypatch,

@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,7 +140,19 @@ def test_non_torch_file(tmp_path):
     bad.write_text("hello, this is not a checkpoint\n")
     with pytest.raises(CheckpointError) as exc:
         load_checkpoint(bad)
-    assert "notes.pt is not a readable torch file" in one_line(exc)
+    assert "notes.pt is not a torch file (neither a zip archive nor a pickle)" in one_line(exc)
+    # random bytes (a YAML file, an image) used to read "contains Python objects": now the same
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        data = bytes([0x41]) + rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+        bad.write_bytes(data)
+        with pytest.raises(CheckpointError, match="is not a torch file"):
+            load_checkpoint(bad)
+    truncated = tmp_path / "cut.pt"  # a real zip cut short: torch's own reading error
+    torch.save({"a": torch.zeros(100)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="not a readable torch file"):
+        load_checkpoint(truncated)
 
 
 def test_unsafe_pickle_refused(tmp_path):

@@ -256,3 +256,11 @@ def test_cli_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsys):
         lines = [ln for ln in err.splitlines() if " E run_camera: " in ln]
         assert len(lines) == 1 and expected in lines[0], err[-2000:]
         assert "Traceback" not in err
+    # bad option values: one line too, with no usage block
+    bad_values = {"--max-frames must be at least 1": ["--max-frames", "0"],
+                  "--stream wants udp://HOST:PORT": ["--stream", "nowhere"],
+                  "--hold-occluded must be": ["--hold-occluded", "3"]}  # fmt: skip
+    for expected, extra in bad_values.items():
+        assert run_camera.main(["--source", str(clip), "--render", "none", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0] and ": error: " in err[0], err

@@ -109,10 +109,15 @@ def test_a_lost_person_behind_a_nearer_one_is_shown_held_at_the_predicted_box():
                                       predicted, F, C)  # fmt: skip
     assert ids.tolist() == [2] and guard.coasted_rows == 1
     np.testing.assert_array_equal(boxes, predicted)
+    # a predicted box that has grown (it took in the front person's): the size seen last
+    grown = np.float32([[100, 60, 240, 420]])
+    _, boxes, *_ = guard.coast(0.1, front_only, np.float64([3.0]), np.array([2]), grown, F, C)
+    np.testing.assert_array_equal(boxes, [[130, 120, 210, 360]])
     np.testing.assert_array_equal(r[0], rot[1])
     np.testing.assert_array_equal(b[0], betas[1])
     assert t[0, 2] == pytest.approx(6.0)
     assert t[0, 0] == pytest.approx(0.6 - 270 * 6.0 / 500, abs=1e-5)
+    assert guard.coasted_rows == 2
     assert guard.coast(0.1, front_only, np.float64([5.8]), np.array([2]), predicted, F, C) is None
     assert guard.coast(1.1, front_only, np.float64([3.0]), np.array([2]), predicted, F, C) is None
     assert guard.coast(0.1, front_only, np.float64([3.0]), np.array([7]), predicted, F, C) is None

@@ -201,6 +201,26 @@ def test_snapshot_png_and_renderer_factory(tmp_path):
         h.update(frame, [])
 
 
+def test_headless_video_keeps_real_time_when_frames_are_dropped(tmp_path):
+    """Frames 0, 1, 4 and 5 of a 10 fps file (2 and 3 dropped): 6 frames in the video, the
+    dropped ones repeating frame 1, so 0.6 s of video for 0.6 s of source."""
+    import cv2
+
+    h = HeadlessRenderer(CAM, SPHERE_F, tmp_path, name="gaps", fps=10, side_view=False)
+    for k in (0, 1, 4, 5):
+        image = np.full((120, 160, 3), 40 * k, np.uint8)
+        h.update(Frame(k, 0.1 * k, image), [])
+    h.close()
+    assert (h.frames_written, h.frames_repeated) == (4, 2)
+    cap = cv2.VideoCapture(str(tmp_path / "gaps.mp4"))
+    means = []
+    while (got := cap.read())[0]:
+        means.append(float(got[1][60:, :].mean()))  # below the status text
+    assert len(means) == 6
+    assert abs(means[2] - means[1]) < 3 and abs(means[3] - means[1]) < 3  # frame 1 again
+    assert means[4] > means[1] + 100
+
+
 WINDOW_SCRIPT = """
 import sys, time, numpy as np
 sys.path.insert(0, "tests")

@@ -122,3 +122,31 @@ def test_cli_writes_the_score_and_refuses_in_one_line(gt, toy_body_model_path, t
     with pytest.raises(ValueError, match="--gt"):
         score_files(tmp_path / "other.npz")
     assert main([str(tmp_path / "other.npz"), "--gt", str(tmp_path / "run.npz")]) == 2
+
+
+def test_a_short_run_writes_strict_json_and_a_foreign_recording_is_refused(gt, toy_body_model,
+                                                                           tmp_path):  # fmt: skip
+    """Two frames: no acceleration to average, written as null (not NaN, which strict JSON
+    parsers reject). A recording of other-sized frames is not scored against the clip."""
+    np.savez(tmp_path / "gt.npz", **gt, image_wh=np.array([640, 480]))
+    rec = _recording(gt)
+    keep = rec["frame_index"] < 2
+    rec = {k: (v[keep] if v.ndim and len(v) == len(keep) else v) for k, v in rec.items()}
+    rec["image_wh"] = np.array([640, 480])
+    np.savez(tmp_path / "short.npz", **rec)
+    score_files(tmp_path / "short.npz", tmp_path / "gt.npz", tmp_path / "short.json",
+                toy_body_model)  # fmt: skip
+    saved = json.loads((tmp_path / "short.json").read_text(),
+                       parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))  # fmt: skip
+    assert saved["accel_err_mm"] is None and saved["matched"] == 2 * P
+    rec["image_wh"] = np.array([1024, 512])
+    np.savez(tmp_path / "other.npz", **rec)
+    with pytest.raises(ValueError, match=r"\(1024, 512\) px frames, the ground truth of "
+                                          r"\(640, 480\): not a recording of this clip"):
+        score_files(tmp_path / "other.npz", tmp_path / "gt.npz", body=toy_body_model)
+    with pytest.raises(ValueError, match="the folder .* does not exist"):
+        score_files(tmp_path / "short.npz", tmp_path / "gt.npz", tmp_path / "no" / "s.json",
+                    toy_body_model)  # fmt: skip
+    (tmp_path / "junk.npz").write_text("not a zip")
+    with pytest.raises(ValueError, match="not an .npz file .*demo_gt.npz"):
+        score_files(tmp_path / "short.npz", tmp_path / "junk.npz", body=toy_body_model)

@@ -114,3 +114,30 @@ def test_the_cli_option_and_the_config():
     assert config_from_args(build_arg_parser().parse_args([])).output.stream is None
     with pytest.raises(ValueError, match="--stream wants"):
         OutputConfig(stream="9000")
+
+
+def test_the_listener_refuses_a_bad_port_in_one_line_and_listens_on_ipv6(caplog):
+    from realtime.stream import main
+
+    assert main(["99999"]) == 2 and "the port must be 1-65535" in caplog.text
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = probe.getsockname()[1]
+    probe.close()
+    result: list = []
+    t = threading.Thread(target=lambda: result.extend(listen(port, "::1", count=1,
+                                                             timeout_s=5)))  # fmt: skip
+    t.start()
+    tx = PoseStreamer(f"udp://[::1]:{port}")
+    for _ in range(50):
+        tx.send(Frame(4, 0.0, np.zeros((4, 4, 3), np.uint8)), [])
+        t.join(0.05)
+        if not t.is_alive():
+            break
+    tx.close()
+    assert result and result[0]["frame"] == 4

@@ -47,7 +47,9 @@ def compose_side_by_side(
 class HeadlessRenderer:
     """Writes ``out_dir/<name>.mp4`` (cv2 mp4v). ``update`` always returns True.
 
-    fps: frame rate stored in the file (the source's rate; 30 if unknown).
+    fps: frame rate stored in the file (the source's rate; 30 if unknown). Frames the loop
+    dropped (a gap in the frame indices, as with ``--realtime`` or a live camera) are filled by
+    repeating the last frame written (up to 2 s), so the video plays in real time.
     side_view: add the 3D view on the right (default True); view_backend "raster" or "open3d".
     cameras: per-frame camera provider (see ``overlay.camera_for``).
     """
@@ -74,6 +76,8 @@ class HeadlessRenderer:
         self._size_wh: tuple[int, int] | None = None
         self._meter = RateMeter()
         self.frames_written = 0
+        self.frames_repeated = 0
+        self._last: tuple[int, np.ndarray] | None = None
         self._closed = False
 
     def update(self, frame: Frame, people: list[PersonState]) -> bool:
@@ -87,7 +91,13 @@ class HeadlessRenderer:
             self._open((img.shape[1], img.shape[0]))
         if (img.shape[1], img.shape[0]) != self._size_wh:
             img = cv2.resize(img, self._size_wh, interpolation=cv2.INTER_AREA)
+        if self._last is not None:  # dropped frames: the last one again, to keep real time
+            gap = min(int(frame.index) - self._last[0] - 1, int(2 * self.fps))
+            for _ in range(max(gap, 0)):
+                self._writer.write(self._last[1])
+                self.frames_repeated += 1
         self._writer.write(img)
+        self._last = (int(frame.index), img)
         self.frames_written += 1
         return True
 
@@ -110,7 +120,9 @@ class HeadlessRenderer:
             return
         self._writer.release()
         os.replace(self.tmp_path, self.path)
-        logger.info("wrote %s (%d frames)", self.path, self.frames_written)
+        logger.info("wrote %s (%d frames%s)", self.path, self.frames_written,
+                    f", {self.frames_repeated} more repeating the last one for dropped frames"
+                    if self.frames_repeated else "")  # fmt: skip
 
     def __enter__(self) -> HeadlessRenderer:
         return self
