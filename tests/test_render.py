@@ -292,3 +292,21 @@ def test_run_camera_draws_the_demo_in_the_live_window(xvfb_display):
     out = _run_on_display(xvfb_display, ["run_camera.py", "--source", "demo", "--max-frames", "4"],
                           timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_a_later_frame_of_another_size_is_fitted_not_stretched(tmp_path):
+    """An image folder of a 160x120 and a 60x120 image: the narrow one is put in the middle of
+    the first size on black, its aspect kept."""
+    import cv2
+
+    h = HeadlessRenderer(CAM, SPHERE_F, tmp_path, name="sizes", fps=10, side_view=False)
+    h.update(Frame(0, 0.0, np.full((120, 160, 3), 200, np.uint8)), [])
+    h.update(Frame(1, 0.1, np.full((120, 60, 3), 200, np.uint8)), [])
+    h.close()
+    cap = cv2.VideoCapture(str(tmp_path / "sizes.mp4"))
+    cap.read()
+    ok, second = cap.read()
+    assert ok and second.shape[:2] == (120, 160)
+    rows = second[60:110].mean(axis=(0, 2))  # below the status text
+    assert rows[:40].max() < 30 and rows[-40:].max() < 30  # black on both sides
+    assert rows[60:100].min() > 170  # the image in the middle

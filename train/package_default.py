@@ -59,7 +59,8 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m train.package_default",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--storage", choices=("fp32", "fp16", "int8"), default="fp16")

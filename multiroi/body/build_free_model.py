@@ -141,7 +141,8 @@ def _model_arrays(model, space, reg: np.ndarray, extra_ids: np.ndarray) -> dict[
 
 
 def _parse_args(argv: list[str] | None) -> BuildConfig:
-    p = argparse.ArgumentParser(description="Build the free body model (Anny in SMPL's layout).")
+    p = argparse.ArgumentParser(prog="python -m multiroi.body.build_free_model",
+                                description="Build the free body model (Anny in SMPL's layout).")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model .npz to write")
     p.add_argument("--num-train", type=int, default=BuildConfig.num_train)
     p.add_argument("--num-val", type=int, default=BuildConfig.num_val)

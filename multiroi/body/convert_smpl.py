@@ -137,7 +137,8 @@ def convert(pkl: str | Path, out: str | Path, gender: str | None = None) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m multiroi.body.convert_smpl",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("pkl", type=Path, help="official SMPL .pkl (e.g. SMPL_NEUTRAL.pkl)")
     ap.add_argument("--out", type=Path, required=True, help="output .npz")
     ap.add_argument("--gender", default=None, help="neutral|male|female (model id only)")

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multiroi.model.blazepose_layout import NUM_FEATURES, NUM_LANDMARKS  # noqa: F401
 from multiroi.model.tflite_graph import GraphNet, TFLiteGraphError, read_tflite
 from multiroi.rois import IMAGENET_MEAN, IMAGENET_STD
 
@@ -58,8 +59,6 @@ FEATURE_TENSORS = [
     "model_1/model/convworld_3d/BiasAdd/ReadVariableOp/resource1",
 ]
 INPUT_SIZE = 256
-NUM_LANDMARKS = 39
-NUM_FEATURES = 288 * 4 + NUM_LANDMARKS * 5 + NUM_LANDMARKS * 3
 
 
 class BlazePoseWeightsError(RuntimeError):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from multiroi.body.files import FLIP_PERM
-from multiroi.model.blazepose import NUM_FEATURES, NUM_LANDMARKS
+from multiroi.model.blazepose_layout import NUM_FEATURES, NUM_LANDMARKS
 from multiroi.rois import CROP_ASPECT_W_OVER_H
 
 BODY_LANDMARKS = 33  # BlazePose's 33 body landmarks; the last 6 are its crop helpers

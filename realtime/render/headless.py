@@ -44,6 +44,18 @@ def compose_side_by_side(
     return np.concatenate([left, right], axis=1)
 
 
+def _fit(img: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """``img`` scaled to fit ``size_wh`` with its aspect kept, centred on black."""
+    w, h = size_wh
+    s = min(w / img.shape[1], h / img.shape[0])
+    new = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
+    small = cv2.resize(img, new, interpolation=cv2.INTER_AREA)
+    out = np.zeros((h, w, 3), np.uint8)
+    x0, y0 = (w - new[0]) // 2, (h - new[1]) // 2
+    out[y0 : y0 + new[1], x0 : x0 + new[0]] = small
+    return out
+
+
 class HeadlessRenderer:
     """Writes ``out_dir/<name>.mp4`` (cv2 mp4v). ``update`` always returns True.
 
@@ -89,8 +101,8 @@ class HeadlessRenderer:
         )
         if self._writer is None:
             self._open((img.shape[1], img.shape[0]))
-        if (img.shape[1], img.shape[0]) != self._size_wh:
-            img = cv2.resize(img, self._size_wh, interpolation=cv2.INTER_AREA)
+        if (img.shape[1], img.shape[0]) != self._size_wh:  # a source that changed size
+            img = _fit(img, self._size_wh)
         if self._last is not None:  # dropped frames: the last one again, to keep real time
             gap = min(int(frame.index) - self._last[0] - 1, int(2 * self.fps))
             for _ in range(max(gap, 0)):
