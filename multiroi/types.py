@@ -116,6 +116,8 @@ class PersonState:
     transl_m f32[3]: full-camera translation T of the body model's origin (metres, camera frame);
     vertices_m: f32[V,3] in the camera frame (metres) or None when not computed.
     joints_m: f32[24,3] in the camera frame (metres) or None.
+    held: pose, shape and depth are an earlier frame's, held while a nearer person covers or
+    hides this one (``realtime.occlusion``): the place is this frame's, the pose is not.
     """
 
     track_id: int
@@ -125,3 +127,4 @@ class PersonState:
     transl_m: np.ndarray
     vertices_m: np.ndarray | None = None
     joints_m: np.ndarray | None = None
+    held: bool = False

@@ -229,8 +229,9 @@ class InferenceStage:
             betas = np.asarray(out.betas[good], np.float32)
             transl = np.asarray(transl[good], np.float32)
             ids, boxes = ids[good], prepared.boxes[good]
+            held = np.zeros(len(ids), bool)
             if self.occlusion is not None:  # before the smoothing: it sees the held states
-                rotmat, betas, transl, _ = self.occlusion(
+                rotmat, betas, transl, held = self.occlusion(
                     t_s, ids, boxes, rotmat, betas, transl, camera.focal, camera.principal,
                 )  # fmt: skip
                 more = self.occlusion.coast(  # the lost persons hidden behind these
@@ -242,8 +243,9 @@ class InferenceStage:
                         np.concatenate([a, b]) for a, b in
                         zip((ids, boxes, rotmat, betas, transl), more, strict=True)
                     )  # fmt: skip
+                    held = np.concatenate([held, np.ones(len(more[0]), bool)])
             rotmat, betas, transl = self._smooth(t_s, ids, rotmat, betas, transl)
-            people = self._place(ids, boxes, rotmat, betas, transl)
+            people = self._place(ids, boxes, rotmat, betas, transl, held)
         prepared.seconds += self._time("body", t0) - t0
         return people
 
@@ -283,8 +285,10 @@ class InferenceStage:
         return rotmat, betas, transl
 
     @torch.inference_mode()
-    def _place(self, ids: np.ndarray, boxes: np.ndarray, rotmat: np.ndarray, betas: np.ndarray,
-               transl: np.ndarray) -> list[PersonState]:  # fmt: skip
+    def _place(
+        self, ids: np.ndarray, boxes: np.ndarray, rotmat: np.ndarray, betas: np.ndarray,
+        transl: np.ndarray, held: np.ndarray | None = None,
+    ) -> list[PersonState]:  # fmt: skip
         """Body model forward for all persons at once; vertices/joints in the camera frame."""
         dev = next(iter(self.body_model.buffers()), torch.zeros(0)).device
         body = self.body_model(
@@ -301,6 +305,7 @@ class InferenceStage:
             people.append(PersonState(
                 track_id=int(tid), box_xyxy=boxes[i].copy(), rotmat=rotmat[i], betas=betas[i],
                 transl_m=transl[i], vertices_m=verts[i], joints_m=joints[i],
+                held=bool(held[i]) if held is not None else False,
             ))  # fmt: skip
         return people
 

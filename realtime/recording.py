@@ -3,6 +3,7 @@
 Layout (N = person rows over the whole run, F = frames):
   rows:   frame_index i64[N], track_id i64[N], box_xyxy f32[N,4] px, rotmat f32[N,24,3,3],
           pose_axis_angle f32[N,24,3] rad, betas f32[N,10], transl_m f32[N,3] (camera frame),
+          held bool[N] (pose, shape and depth held from an earlier frame: realtime.occlusion),
           t_capture_s f64[N], t_done_s f64[N]
   frames: frames_index i64[F], frames_t_capture_s f64[F], frames_t_done_s f64[F],
           frames_num_persons i64[F] (frames with nobody are recorded too)
@@ -96,6 +97,7 @@ class Recorder:
             r["rotmat"].append(np.asarray(p.rotmat, np.float32).reshape(24, 3, 3))
             r["betas"].append(np.asarray(p.betas, np.float32).reshape(-1)[:10])
             r["transl_m"].append(np.asarray(p.transl_m, np.float32).reshape(3))
+            r["held"].append(bool(getattr(p, "held", False)))
             r["t_capture_s"].append(t_capture_s)
             r["t_done_s"].append(t_done_s)
 
@@ -111,6 +113,7 @@ class Recorder:
             "pose_axis_angle": rotmat_to_axis_angle_np(rotmat),
             "betas": _stack([np.pad(b, (0, 10 - len(b))) for b in r["betas"]], (10,), np.float32),
             "transl_m": _stack(r["transl_m"], (3,), np.float32),
+            "held": np.asarray(r["held"], bool).reshape(-1),
             "t_capture_s": np.asarray(r["t_capture_s"], np.float64),
             "t_done_s": np.asarray(r["t_done_s"], np.float64),
             "frames_index": np.asarray(f["frames_index"], np.int64),
@@ -147,7 +150,7 @@ class Recorder:
         self.close()
 
 
-_ROW_KEYS = ("frame_index", "track_id", "box_xyxy", "rotmat", "betas", "transl_m",
+_ROW_KEYS = ("frame_index", "track_id", "box_xyxy", "rotmat", "betas", "transl_m", "held",
              "t_capture_s", "t_done_s")  # fmt: skip
 _FRAME_KEYS = ("frames_index", "frames_t_capture_s", "frames_t_done_s", "frames_num_persons")
 

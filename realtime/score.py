@@ -49,6 +49,7 @@ class ClipScore:
     depth_err_m: float  # pelvis depth
     depth_err_mean_m: float  # the same, mean: it shows the outliers the median hides
     accel_err_mm: float  # jitter: acceleration error of the pelvis-aligned joints, mm/frame^2
+    held_matched: int = 0  # matched rows whose pose was held (covered or hidden persons)
 
     def describe(self) -> str:
         return (f"demo score over {self.frames} frames: PA-MPJPE {self.pa_mpjpe_mm:.1f} mm "
@@ -57,8 +58,8 @@ class ClipScore:
                 f"depth {self.depth_err_m:.2f} m (medians; mean {self.depth_err_mean_m:.2f}), "
                 f"acceleration error {self.accel_err_mm:.1f} mm/frame^2; "
                 f"recall {self.recall:.1%} of "
-                f"{self.true_persons}, {self.false_rows} false rows, "
-                f"{self.id_switches} id switches")  # fmt: skip
+                f"{self.true_persons} ({self.held_matched} held), {self.false_rows} false "
+                f"rows, {self.id_switches} id switches")  # fmt: skip
 
 
 KEEP_IOU = 0.5  # CLEAR MOT's: a track stays matched to its person while IoU >= this
@@ -150,7 +151,8 @@ def score_recording(rec: dict[str, np.ndarray], gt: dict[str, np.ndarray], body:
     return ClipScore(frames=len(frames), true_persons=true_persons, matched=len(m),
                      recall=len(m) / max(true_persons, 1), false_rows=int((who < 0).sum()),
                      id_switches=id_switches(k, p, np.asarray(rec["track_id"])[m]),
-                     **scores)  # fmt: skip
+                     held_matched=int(np.asarray(rec["held"], bool)[m].sum()) if "held" in rec
+                     else 0, **scores)  # fmt: skip
 
 
 def accel_error(frames: np.ndarray, persons: np.ndarray, pred: np.ndarray,

@@ -10,15 +10,16 @@ UTF-8 JSON (``FORMAT`` version 1)::
      "image_wh": [640, 480], "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
      "persons": [{"id": 3, "box_xyxy": [x0, y0, x1, y1],
                   "transl_m": [x, y, z], "pose_axis_angle": [72 numbers], "betas": [10],
-                  "joints_m": [72 numbers]}]}
+                  "joints_m": [72 numbers], "held": false}]}
 
 Axes and units are the camera frame's (OpenCV: x right, y down, z forward; metres, radians):
 ``pose_axis_angle`` is SMPL's 24 joint rotations (joint 0, the root, in the camera frame; the
 others relative to their parent), ``transl_m`` the body model's translation, ``joints_m`` the
-24 posed joints in the camera frame. A frame with nobody is sent too (``"persons": []``). Sending
-never stops the loop: an unreachable receiver is warned about once; a frame too large for one
-datagram (over ``MAX_DATAGRAM`` bytes: about 60 persons, 1 kB each) is sent without
-``joints_m``.
+24 posed joints in the camera frame; ``held`` true when pose, shape and depth are an earlier
+frame's, kept while a nearer person covers or hides this one (``realtime.occlusion``). A frame
+with nobody is sent too (``"persons": []``). Sending never stops the loop: an unreachable
+receiver is warned about once; a frame too large for one datagram (over ``MAX_DATAGRAM`` bytes:
+about 60 persons, 1 kB each) is sent without ``joints_m``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def message(frame_index: int, t_capture_s: float, image_wh: tuple[int, int], K: 
         d = {"id": int(p.track_id), "box_xyxy": _round(p.box_xyxy, 1),
              "transl_m": _round(np.asarray(p.transl_m).reshape(3)),
              "pose_axis_angle": _round(rotmat_to_axis_angle_np(p.rotmat).reshape(-1)),
-             "betas": _round(np.asarray(p.betas).reshape(-1))}  # fmt: skip
+             "betas": _round(np.asarray(p.betas).reshape(-1)),
+             "held": bool(getattr(p, "held", False))}  # fmt: skip
         if joints and p.joints_m is not None:
             d["joints_m"] = _round(np.asarray(p.joints_m).reshape(-1))
         persons.append(d)

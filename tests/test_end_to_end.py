@@ -202,6 +202,7 @@ def test_cli_on_a_small_demo_clip(tmp_path, toy_body_model_path, monkeypatch):
     with np.load(out / "demo.npz", allow_pickle=False) as rec:
         assert rec["frames_index"].tolist() == [0, 1, 2, 3]
         assert json.loads(str(rec["meta_json"]))["fps"] == pytest.approx(float(gt["fps"]))
+        assert rec["held"].shape == rec["track_id"].shape and rec["held"].dtype == bool
         assert [m["frame"] for m in sent] == [0, 1, 2, 3]  # one datagram a frame, in order
         for m in sent:  # the same persons as recorded
             rows = np.flatnonzero(rec["frame_index"] == m["frame"])

@@ -166,7 +166,9 @@ def test_the_inference_stage_shows_the_lost_person_behind_the_front_one(toy_body
         assert p0[1].transl_m[2] > p0[0].transl_m[2] + 1  # the short box is farther
         p1 = stage(Frame(1, 0.033, img), behind)
         assert [p.track_id for p in p1] == shown
+        assert not any(p.held for p in p0) and not p1[0].held
         if len(shown) == 2:
+            assert p1[1].held  # shown, with an earlier frame's pose
             assert p1[1].transl_m[2] == pytest.approx(p0[1].transl_m[2])
             np.testing.assert_array_equal(p1[1].box_xyxy, [40, 40, 65, 85])
             assert p1[1].vertices_m.shape == p0[1].vertices_m.shape

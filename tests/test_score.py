@@ -57,9 +57,12 @@ def _recording(gt: dict, rotmat: np.ndarray | None = None) -> dict:
 
 
 def test_the_truth_scores_zero(gt, toy_body_model):
-    s = score_recording(_recording(gt), gt, toy_body_model)
+    rec = _recording(gt)
+    rec["held"] = rec["frame_index"] >= N - 3  # the last 3 frames' rows held
+    s = score_recording(rec, gt, toy_body_model)
     assert (s.frames, s.true_persons, s.matched, s.false_rows, s.id_switches) == (N, N * P,
                                                                                  N * P, 0, 0)
+    assert s.held_matched == 3 * P and f"of {N * P} ({3 * P} held)" in s.describe()
     assert s.recall == 1.0
     for v in (s.pa_mpjpe_mm, s.mpjpe_mm, s.accel_err_mm, s.position_err_m, s.depth_err_m):
         assert abs(v) < 1e-3

@@ -48,7 +48,10 @@ def test_a_message_holds_each_persons_pose_in_the_camera_frame():
     assert np.abs(np.delete(aa, 5, 0)).max() < 1e-6
     assert msg["persons"][1]["pose_axis_angle"][16] == pytest.approx(-0.2, abs=1e-5)
     assert msg["persons"][0]["transl_m"] == [0.5, 0.1, 4.0]
-    assert len(msg["persons"][0]["joints_m"]) == 72
+    assert len(msg["persons"][0]["joints_m"]) == 72 and msg["persons"][0]["held"] is False
+    held = _person(5)
+    held.held = True
+    assert json.loads(message(7, 0.0, (640, 480), None, [held]))["persons"][0]["held"] is True
     assert json.loads(message(8, 0.0, (640, 480), None, []))["persons"] == []
 
 

@@ -84,6 +84,8 @@ def _draw_box(image: np.ndarray, person: PersonState) -> None:
     x1, y1, x2, y2 = (int(round(float(v))) for v in person.box_xyxy)
     cv2.rectangle(image, (x1, y1), (x2, y2), color, 2, cv2.LINE_AA)
     label = f"id {person.track_id}  z {float(person.transl_m[2]):.1f} m"
+    if getattr(person, "held", False):
+        label += "  held"  # behind a nearer person: the pose of an earlier frame
     (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
     y_text = max(y1, th + 4)
     cv2.rectangle(image, (x1, y_text - th - 4), (x1 + tw + 4, y_text), color, -1)
