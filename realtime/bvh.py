@@ -8,8 +8,8 @@ Each track's rows become one ``<recording>_track<ID>.bvh``: the body model's 24-
 offsets), a root with position and rotation, every joint with its rotation, one frame per
 recorded frame from the track's first to its last (each file's first frame is in the log;
 ``--align`` starts them all at the recording's first frame, so they line up when imported
-together). Frames in which the track has no row (it was lost for a while) repeat its last
-pose; the log says how many.
+together). Frames in which the track has no row (it was lost for a while) are interpolated
+between the rows around them (rotations by slerp); the log says how many.
 
 Axes: BVH is Y-up, so the camera frame (OpenCV: x right, y down, z forward) is turned about x by
 180 degrees: x right, y up, z towards the camera; the person stands where the camera saw them,
@@ -51,7 +51,7 @@ class TrackMotion:
     rotmat: np.ndarray
     first_frame: int
     frame_time_s: float
-    filled: int  # frames without a row, which repeat the last pose
+    filled: int  # frames without a row (interpolated, or before the first: its first pose)
 
 
 def rest_joints(body: Any, betas: np.ndarray) -> np.ndarray:
@@ -85,10 +85,30 @@ def track_motion(rec: dict[str, np.ndarray], track_id: int, body: Any, frame_tim
     root = (np.asarray(rec["transl_m"], np.float64)[sel] + rest[0]) @ CAMERA_TO_BVH.T
     first = int(frames[0]) if start is None else min(int(start), int(frames[0]))
     span = np.arange(first, frames[-1] + 1)
-    at = np.searchsorted(frames, span, side="right") - 1  # the last row at or before each frame
-    at = np.maximum(at, 0)  # before the track's first frame: its first pose
-    return TrackMotion(int(track_id), offsets, root[at], rot[at], first,
+    root_span, rot_span = _fill(frames, span, root, rot)
+    return TrackMotion(int(track_id), offsets, root_span, rot_span, first,
                        float(frame_time_s), int(len(span) - len(frames)))  # fmt: skip
+
+
+def _fill(frames: np.ndarray, span: np.ndarray, root: np.ndarray,
+          rot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Root positions and rotations at every frame of ``span``: the rows of ``frames`` where
+    there is one, between two rows interpolated (linearly; rotations by slerp, per joint),
+    before the first row its pose."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    root_out = np.empty((len(span), 3))
+    rot_out = np.empty((len(span), 24, 3, 3))
+    for d in range(3):
+        root_out[:, d] = np.interp(span, frames, root[:, d])  # flat before the first row
+    if len(frames) == 1:
+        rot_out[:] = rot[0]
+        return root_out, rot_out
+    t = np.clip(span, frames[0], frames[-1]).astype(np.float64)
+    for j in range(24):
+        rot_out[:, j] = Slerp(frames.astype(np.float64), Rotation.from_matrix(rot[:, j]))(t) \
+            .as_matrix()  # fmt: skip
+    return root_out, rot_out
 
 
 def euler_zxy_deg(rotmat: np.ndarray) -> np.ndarray:
@@ -226,7 +246,7 @@ def export_recording(recording: str | Path, out_dir: str | Path | None = None,
         tmp.replace(path)
         logger.info("track %d: %d frames from frame %d%s -> %s", tid, len(motion.root_m),
                     motion.first_frame,
-                    f" ({motion.filled} without a row repeat the last pose)" if motion.filled
+                    f" ({motion.filled} without a row, interpolated)" if motion.filled
                     else "", path)  # fmt: skip
         paths.append(path)
     return paths

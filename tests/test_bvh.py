@@ -109,7 +109,16 @@ def test_forward_kinematics_of_the_file_gives_the_body_models_joints(tmp_path, t
                                      torch.from_numpy(rec["transl_m"][rows])).numpy()  # fmt: skip
     want = want * [1, -1, -1]  # camera frame -> Y-up, z towards the camera
     np.testing.assert_allclose(got[[0, 1, 3]][:, np.argsort(order)], want, atol=1e-4)
-    np.testing.assert_array_equal(values[2], values[1])  # lost in frame 2: the last pose again
+    # lost in frame 2: halfway between frames 1 and 3, rotations by slerp
+    from scipy.spatial.transform import Rotation, Slerp
+
+    np.testing.assert_allclose(values[2, :3], (values[1, :3] + values[3, :3]) / 2, atol=1e-5)
+    rots = [Rotation.from_euler("ZXY", values[f, 3:].reshape(-1, 3), degrees=True)
+            for f in (1, 2, 3)]  # fmt: skip
+    for j in range(24):
+        pair = Rotation.from_quat(np.stack([rots[0][j].as_quat(), rots[2][j].as_quat()]))
+        half = Slerp([0.0, 1.0], pair)(0.5)
+        assert (half.inv() * rots[1][j]).magnitude() < 1e-4, j
     assert (got[:, :, 1].max(1) > got[:, :, 1].min(1) + 0.1).all()  # head above the feet: y up
 
 
