@@ -110,3 +110,29 @@ def test_the_receiver_keeps_the_newest_datagram_and_skips_junk():
     assert got == {"frame": 2}
     tx.close()
     rx.close()
+
+
+def test_its_skeleton_is_the_body_models():
+    """The script keeps its own copy of SMPL's joint names and parents (it runs in Blender,
+    without this project): the same as multiroi's."""
+    from multiroi.body.files import SMPL_JOINT_NAMES, SMPL_PARENTS
+    from realtime.blender_live import NAMES, PARENTS
+
+    assert NAMES == SMPL_JOINT_NAMES and PARENTS == SMPL_PARENTS
+
+
+def test_it_imports_nothing_blender_lacks():
+    """Blender's Python has the standard library, numpy, bpy and mathutils, not this project."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import realtime.blender_live as script
+
+    tree = ast.parse(Path(script.__file__).read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+             for a in n.names}  # fmt: skip
+    names |= {n.module.split(".")[0] for n in ast.walk(tree)
+              if isinstance(n, ast.ImportFrom) and n.module}  # fmt: skip
+    allowed = set(sys.stdlib_module_names) | {"numpy", "bpy", "mathutils", "__future__"}
+    assert names <= allowed, names - allowed

@@ -89,22 +89,35 @@ def test_the_streamer_sends_one_datagram_a_frame_and_never_raises(caplog):
     tx.close()
 
 
-def test_the_listener_prints_what_arrives(caplog):
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
+def _free_port(family: int, host: str) -> int:
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    probe.bind((host, 0))
     port = probe.getsockname()[1]
     probe.close()
+    return port
+
+
+def _listen_while_sending(host: str, port: int, target: str, people: list) -> list:
+    """``listen`` on (host, port) in a thread for one message; send frame 9 to ``target``
+    until the listener has it (it may bind after the first sends)."""
     result: list = []
-    t = threading.Thread(target=lambda: result.extend(listen(port, "127.0.0.1", count=1,
+    t = threading.Thread(target=lambda: result.extend(listen(port, host, count=1,
                                                              timeout_s=5)))  # fmt: skip
     t.start()
-    tx = PoseStreamer(f"127.0.0.1:{port}")
-    for _ in range(50):  # until the listener is bound
-        tx.send(Frame(9, 0.0, np.zeros((4, 4, 3), np.uint8)), [_person(2)])
+    tx = PoseStreamer(target)
+    for _ in range(50):
+        tx.send(Frame(9, 0.0, np.zeros((4, 4, 3), np.uint8)), people)
         t.join(0.05)
         if not t.is_alive():
             break
     tx.close()
+    t.join(5)
+    return result
+
+
+def test_the_listener_prints_what_arrives(caplog):
+    port = _free_port(socket.AF_INET, "127.0.0.1")
+    result = _listen_while_sending("127.0.0.1", port, f"127.0.0.1:{port}", [_person(2)])
     assert result and result[0]["frame"] == 9
     assert "frame 9: 1 person(s) (2 at 4.00 m)" in caplog.text
 
@@ -126,21 +139,8 @@ def test_the_listener_refuses_a_bad_port_in_one_line_and_listens_on_ipv6(caplog)
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
     try:
-        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        probe.bind(("::1", 0))
+        port = _free_port(socket.AF_INET6, "::1")
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    port = probe.getsockname()[1]
-    probe.close()
-    result: list = []
-    t = threading.Thread(target=lambda: result.extend(listen(port, "::1", count=1,
-                                                             timeout_s=5)))  # fmt: skip
-    t.start()
-    tx = PoseStreamer(f"udp://[::1]:{port}")
-    for _ in range(50):
-        tx.send(Frame(4, 0.0, np.zeros((4, 4, 3), np.uint8)), [])
-        t.join(0.05)
-        if not t.is_alive():
-            break
-    tx.close()
-    assert result and result[0]["frame"] == 4
+    result = _listen_while_sending("::1", port, f"udp://[::1]:{port}", [])
+    assert result and result[0]["frame"] == 9
