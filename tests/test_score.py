@@ -63,10 +63,16 @@ def test_the_truth_scores_zero(gt, toy_body_model):
     assert (s.frames, s.true_persons, s.matched, s.false_rows, s.id_switches) == (N, N * P,
                                                                                  N * P, 0, 0)
     assert s.held_matched == 3 * P and f"of {N * P} ({3 * P} held)" in s.describe()
+    assert abs(s.pa_mpjpe_not_held_mm) < 1e-3 and "on the rows not held" in s.describe()
     assert s.recall == 1.0
     for v in (s.pa_mpjpe_mm, s.mpjpe_mm, s.accel_err_mm, s.position_err_m, s.depth_err_m):
         assert abs(v) < 1e-3
     assert s.mean_pose_pa_mpjpe_mm > 10 and s.pose_ratio < 1e-4
+    rec = _recording(gt, rotmat=_rotations(N * P, 1))  # wrong poses ...
+    rec["rotmat"][rec["frame_index"] < N - 3] = gt["rotmat"][:N - 3].reshape(-1, 24, 3, 3)
+    rec["held"] = rec["frame_index"] >= N - 3  # ... only in the held rows
+    s = score_recording(rec, gt, toy_body_model)
+    assert s.pa_mpjpe_mm > 5 and abs(s.pa_mpjpe_not_held_mm) < 1e-3
 
 
 def test_errors_switches_misses_and_false_rows_are_counted(gt, toy_body_model):
