@@ -228,6 +228,8 @@ def export_recording(recording: str | Path, out_dir: str | Path | None = None,
         config = _meta(rec).get("config") or {}
         body = load_body_model((config.get("inference") or {}).get("body_model"))
     have = sorted(int(t) for t in np.unique(rec["track_id"]))
+    if not have:
+        raise ValueError(f"{recording} has no persons in any frame: nothing to write")
     wanted = have if tracks is None else [int(t) for t in tracks]
     unknown = sorted(set(wanted) - set(have))
     if unknown:

@@ -176,3 +176,8 @@ def test_cli_writes_files_and_refuses_in_one_line(tmp_path, toy_body_model_path,
     assert main([str(tmp_path / "other.npz")]) == 2
     assert "lacks frame_index" in caplog.text and "run_camera.py --out DIR" in caplog.text
     assert main([str(tmp_path / "missing.npz")]) == 2
+    rec = _recording(tmp_path / "e.npz", load_body_model(toy_body_model_path))
+    rows = ("frame_index", "track_id", "rotmat", "betas", "transl_m")
+    empty = {k: v[:0] if k in rows else v for k, v in rec.items()}
+    np.savez(tmp_path / "nobody.npz", **empty)
+    assert main([str(tmp_path / "nobody.npz")]) == 2 and "has no persons" in caplog.text
