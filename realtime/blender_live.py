@@ -11,8 +11,9 @@ which the person appears (its rest bone offsets follow from the posed joints and
 rotations, so the skeleton has the person's proportions), then posed every frame: the root
 where the camera saw the person (Blender axes: x right, y away from the camera, z up; the
 camera at the origin), every bone rotated as SMPL's joint. A person not seen for
-``--hide-after`` seconds is hidden until they come back. Parent a mesh or retarget the bones
-to drive a character.
+``--hide-after`` seconds is hidden until they come back; the custom property ``held`` is true
+while the person's pose is an earlier frame's (covered by a nearer person). Parent a mesh or
+retarget the bones to drive a character.
 
 The math is plain numpy and is tested without Blender (``tests/test_blender_live.py``). In
 Blender 4.2 (the ``bpy`` wheel), fed the demo clip, the posed bone heads land on the streamed
@@ -188,6 +189,7 @@ def apply_message(msg: dict, seen: dict, hide_after_s: float = 2.0) -> None:
         for name, basis in zip(NAMES, bases, strict=True):  # Blender keeps its own bone order
             obj.pose.bones[name].matrix_basis = Matrix(basis.tolist())
         obj.hide_viewport = obj.hide_render = False
+        obj["held"] = bool(person.get("held", False))  # an earlier frame's pose (covered)
         seen[pid] = now
     for pid, t in list(seen.items()):
         obj = bpy.data.objects.get(f"multiroi_{pid}")
