@@ -260,7 +260,8 @@ def _tracks_for(boxes: np.ndarray, persons: int, image_wh: tuple[int, int]) -> A
 def _e2e_timer(runner: _Runner, frames_data: tuple, persons: int, cfg: BenchConfig) -> Callable:
     from multiroi.body import load_body_model
     from multiroi.types import Frame
-    from realtime.infer import CameraProvider, InferenceStage
+    from realtime.cameras import CameraProvider
+    from realtime.infer import InferenceStage
 
     frames, boxes, camera = frames_data
     stage = InferenceStage(

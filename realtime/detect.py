@@ -1,6 +1,7 @@
 """Person detectors: ``detector(image_bgr, frame_index=None) -> Detections`` (person class only).
 
-* :class:`YoloDetector` - ultralytics YOLO (weights file must be on disk; never downloads here).
+* :class:`realtime.yolo.YoloDetector` - ultralytics YOLO (weights file must be on disk; never
+  downloads here).
 * :class:`realtime.pose_detector.BlazePoseDetector` - MediaPipe's pose detector converted to
   PyTorch, run in onnxruntime on a CPU (offline; its file comes from MediaPipe's wheel, fetched
   by ``make setup``): finds people seen from the waist up, by the face.
@@ -31,6 +32,7 @@ import numpy as np
 
 from multiroi.types import Detections
 from realtime.boxes import box_area, box_intersection, box_iou, nms_xyxy
+from realtime.yolo import YoloDetector, find_yolo_weights
 
 logger = logging.getLogger(__name__)
 
@@ -117,31 +119,6 @@ class MotionDetector:
                 boxes.append(np.array([x, y, x + bw, y + bh], np.float32) / self.scale)
                 scores.append(min(1.0, area / float(bw * bh) + 0.3))
         return _as_detections(boxes, scores) if boxes else Detections.empty()
-
-
-class YoloDetector:
-    """ultralytics YOLO restricted to the person class (COCO class 0)."""
-
-    def __init__(self, weights: str | os.PathLike, conf: float = 0.3, device: str = "cpu",
-                 imgsz: int = 640) -> None:  # fmt: skip
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"YOLO weights not found: {path}")
-        os.environ.setdefault("YOLO_OFFLINE", "1")  # never try to reach the hub at run time
-        from ultralytics import YOLO
-
-        self.model = YOLO(str(path))
-        self.conf, self.device, self.imgsz = conf, device, imgsz
-
-    def __call__(self, image_bgr: np.ndarray, frame_index: int | None = None) -> Detections:
-        res = self.model.predict(
-            image_bgr, classes=[0], conf=self.conf, device=self.device, imgsz=self.imgsz,
-            verbose=False,
-        )[0]  # fmt: skip
-        boxes = res.boxes
-        if boxes is None or len(boxes) == 0:
-            return Detections.empty()
-        return _as_detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy())
 
 
 class MediaPipeDetector:
@@ -296,7 +273,7 @@ def create_detector(
     if getattr(cfg, "track_search", False) and isinstance(det, BlazePoseDetector):
         from realtime.guided_detect import TrackGuidedDetector
 
-        det = TrackGuidedDetector(det, det)  # the live loop carries each frame's persons to it
+        det = TrackGuidedDetector(det)  # the live loop carries each frame's persons to it
     return EveryNDetector(det, cfg.every_n) if cfg.every_n > 1 else det
 
 
@@ -381,21 +358,3 @@ def _hog_or_motion(cfg: Any) -> Detector:
     logger.warning("this OpenCV has no HOG people detector; using the motion (background) "
                    "detector, which needs a static camera")  # fmt: skip
     return MotionDetector(scale=cfg.hog_scale)
-
-
-def find_yolo_weights(weights: str | os.PathLike) -> Path | None:
-    """The YOLO weights file if it is on disk: the path as given, or the bare name in
-    ultralytics' weights folder. Never downloads (no network wait on an offline machine)."""
-    path = Path(weights)
-    if path.is_file():
-        return path
-    if path.parent == Path("."):
-        try:
-            from ultralytics.utils import SETTINGS
-
-            alt = Path(SETTINGS.get("weights_dir", "")) / path.name
-            if alt.is_file():
-                return alt
-        except Exception:  # noqa: BLE001 - settings unreadable: treat as absent
-            return None
-    return None

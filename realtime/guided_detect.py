@@ -39,11 +39,12 @@ SEARCH_PASSES = 2  # pose-detector passes per window
 
 class TrackGuidedDetector:
     """``TrackGuidedDetector(inner, pose)(image_bgr, frame_index) -> Detections``: ``inner``'s
-    detections plus the persons ``pose`` (a ``realtime.pose_detector.BlazePoseDetector``) finds
-    around the carried boxes that ``inner`` missed (see module doc)."""
+    detections plus the persons ``pose`` (a ``realtime.pose_detector.BlazePoseDetector``;
+    default: ``inner`` itself) finds around the carried boxes that ``inner`` missed (see module
+    doc)."""
 
-    def __init__(self, inner, pose, max_windows: int = 3, max_age: int = 10) -> None:
-        self.inner, self.pose = inner, pose
+    def __init__(self, inner, pose=None, max_windows: int = 3, max_age: int = 10) -> None:
+        self.inner, self.pose = inner, inner if pose is None else pose
         self.box_extent = getattr(inner, "box_extent", "visible")
         self.max_windows, self.max_age = int(max_windows), int(max_age)
         self._carried: deque[tuple[int | None, np.ndarray]] = deque(maxlen=self.max_age)

@@ -11,7 +11,6 @@ Persons with tiny or off-image boxes, with non-finite outputs, or placed implaus
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,63 +23,9 @@ from multiroi.geometry.camera import Camera
 from multiroi.geometry.cliff import local_to_full
 from multiroi.rois import make_roi_batch, valid_box_mask
 from multiroi.types import Frame, HmrOutput, PersonState, Tracks
+from realtime.cameras import CameraProvider
 
 logger = logging.getLogger(__name__)
-
-
-class CameraProvider:
-    """The camera for each frame size (cached): calibration scaled to the size, a FOV, a focal
-    length, the source's own camera (``source_camera``, e.g. the demo clip's), or the default
-    f = sqrt(W^2 + H^2). With ``undistort`` it also gives an
-    :class:`multiroi.geometry.undistort.Undistorter` per size, and the camera it returns is
-    the undistorted (distortion-free) one. Thread-safe: the detect (undistortion), infer and
-    render threads all ask it, and every caller gets the same Camera object for a size."""
-
-    def __init__(self, cfg: Any = None, source_camera: Camera | None = None) -> None:
-        self.calib = getattr(cfg, "calib", None)
-        self.fov_deg = getattr(cfg, "fov_deg", None)
-        self.focal_px = getattr(cfg, "focal_px", None)
-        self._focal_width: int | None = None  # --focal is in pixels of the first frame size
-        self.undistort = bool(getattr(cfg, "undistort", False))
-        self._base = Camera.from_file(self.calib) if self.calib else None
-        if self._base is None and self.fov_deg is None and self.focal_px is None:
-            self._base = source_camera  # e.g. the demo clip's known intrinsics
-        self._cache: dict[tuple[int, int], tuple[Camera, Any]] = {}
-        self._lock = threading.Lock()
-
-    def _build(self, wh: tuple[int, int]) -> tuple[Camera, Any]:
-        if self._base is not None:
-            cam = self._base.scaled_to(wh)
-        elif self.fov_deg is not None:
-            cam = Camera.from_fov(self.fov_deg, wh)
-        elif self.focal_px is not None:
-            # the focal was given for the frames as first delivered; a later size (a source
-            # that changes resolution) sees the same lens, so the focal scales with the width
-            self._focal_width = self._focal_width or wh[0]
-            cam = Camera.from_focal(self.focal_px * wh[0] / self._focal_width, wh)
-        else:
-            cam = Camera.default(wh)
-        undistorter = None
-        if self.undistort and cam.has_distortion:
-            from multiroi.geometry.undistort import Undistorter
-
-            undistorter = Undistorter(cam.K, cam.dist, wh)
-            cam = Camera(undistorter.new_K, wh)
-        logger.info("camera for %dx%d: %s", wh[0], wh[1], cam.describe())
-        return cam, undistorter
-
-    def __call__(self, size_wh: tuple[int, int]) -> Camera:
-        wh = (int(size_wh[0]), int(size_wh[1]))
-        with self._lock:
-            if wh not in self._cache:
-                self._cache[wh] = self._build(wh)
-            return self._cache[wh][0]
-
-    def undistorter(self, size_wh: tuple[int, int]) -> Any:
-        """The undistorter for this size, or None (no --undistort / no distortion)."""
-        self(size_wh)
-        with self._lock:
-            return self._cache[(int(size_wh[0]), int(size_wh[1]))][1]
 
 
 class _WarnOnce:
@@ -181,10 +126,9 @@ class InferenceStage:
         keep = self.usable_mask(tracks.boxes_xyxy, frame.size_wh)
         ids = np.asarray(tracks.track_ids, np.int64)[keep]
         boxes = np.asarray(tracks.boxes_xyxy, np.float32).reshape(-1, 4)[keep]
-        prepared = Prepared(frame, ids, boxes, None, None)
-        prepared.lost_ids = np.asarray(getattr(tracks, "lost_ids", ()), np.int64).reshape(-1)
-        prepared.lost_boxes = np.asarray(getattr(tracks, "lost_boxes", ()),
-                                         np.float32).reshape(-1, 4)  # fmt: skip
+        prepared = Prepared(frame, ids, boxes, None, None,
+                            lost_ids=np.asarray(tracks.lost_ids, np.int64).reshape(-1),
+                            lost_boxes=np.asarray(tracks.lost_boxes, np.float32).reshape(-1, 4))
         if len(ids):
             prepared.camera = self.cameras(frame.size_wh)
             prepared.batch = make_roi_batch(frame.image_bgr, boxes, self.backend.num_rois,
@@ -237,7 +181,7 @@ class InferenceStage:
                 more = self.occlusion.coast(  # the lost persons hidden behind these
                     t_s, boxes, transl[:, 2], prepared.lost_ids, prepared.lost_boxes,
                     camera.focal, camera.principal,
-                ) if len(prepared.lost_ids) else None  # fmt: skip
+                )  # fmt: skip
                 if more is not None:
                     ids, boxes, rotmat, betas, transl = (
                         np.concatenate([a, b]) for a, b in

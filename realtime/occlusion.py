@@ -46,7 +46,7 @@ class _Held:
     transl: np.ndarray
     offset_px: np.ndarray
     t_s: float
-    size_px: np.ndarray | None = None
+    size_px: np.ndarray
 
 
 class OcclusionGuard:
@@ -149,9 +149,8 @@ class OcclusionGuard:
             if h is None or t_s - h.t_s > self.max_hold_s or not np.isfinite(box).all() \
                     or (box[2:] - box[:2] <= 0).any():  # fmt: skip
                 continue
-            if h.size_px is not None:  # the predicted centre, the size last seen reliably
-                mid = (box[:2] + box[2:]) / 2
-                box = np.concatenate([mid - h.size_px / 2, mid + h.size_px / 2])
+            mid = (box[:2] + box[2:]) / 2  # the predicted centre, the size last seen reliably
+            box = np.concatenate([mid - h.size_px / 2, mid + h.size_px / 2])
             nearer = depth <= float(h.transl[2]) - COAST_MARGIN_M
             if not nearer.any():
                 continue

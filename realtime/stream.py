@@ -77,7 +77,7 @@ def message(frame_index: int, t_capture_s: float, image_wh: tuple[int, int], K: 
 class PoseStreamer:
     """``PoseStreamer("udp://HOST:PORT", cameras)``; ``send(frame, people)`` once a frame (the
     live loop's ``on_people`` hook), ``close()`` at the end. cameras: ``size_wh -> Camera``
-    (``realtime.infer.CameraProvider``) for the K of each frame, or None."""
+    (``realtime.cameras.CameraProvider``) for the K of each frame, or None."""
 
     def __init__(self, target: str, cameras: Any = None) -> None:
         self.host, self.port = parse_target(target)

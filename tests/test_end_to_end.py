@@ -21,8 +21,9 @@ from multiroi.geometry.camera import Camera
 from multiroi.geometry.cliff import full_to_local
 from multiroi.rois import base_boxes
 from multiroi.types import HmrOutput
+from realtime.cameras import CameraProvider
 from realtime.detect import GivenBoxesDetector
-from realtime.infer import CameraProvider, InferenceStage
+from realtime.infer import InferenceStage
 from realtime.pipeline import Pipeline
 from realtime.smoothing import TrackSmoothers
 from realtime.sources import VideoFileSource

@@ -73,8 +73,8 @@ def test_recording_stores_the_camera_that_placed_the_meshes(tmp_path, toy_body_m
     """The recorder was built with a guessed size (a camera's asked-for 640x480); the stored K
     is the inference camera of the frames' real size."""
     from multiroi.geometry.camera import Camera
+    from realtime.cameras import CameraProvider
     from realtime.config import CameraConfig
-    from realtime.infer import CameraProvider
 
     cameras = CameraProvider(CameraConfig(fov_deg=90.0))
     rec = Recorder(tmp_path / "rec.npz", cameras=cameras)
@@ -93,8 +93,8 @@ def test_recording_stores_the_camera_that_placed_the_meshes(tmp_path, toy_body_m
 def test_a_given_focal_follows_a_change_of_frame_size():
     """--focal is in pixels of the frames first delivered; the same lens at twice the width
     has twice the focal in pixels."""
+    from realtime.cameras import CameraProvider
     from realtime.config import CameraConfig
-    from realtime.infer import CameraProvider
 
     cameras = CameraProvider(CameraConfig(focal_px=500.0))
     assert cameras((640, 480)).focal == pytest.approx(500.0)

@@ -131,8 +131,8 @@ def test_renderers_draw_with_the_inference_camera_of_each_frame_size(tmp_path):
     """A frame whose aspect differs from the renderer's camera (a webcam that ignored the asked
     size): with the pipeline's camera provider, the mesh is drawn where the camera that placed
     it projects it; the old fallback (Camera.default) would draw it elsewhere."""
+    from realtime.cameras import CameraProvider
     from realtime.config import CameraConfig
-    from realtime.infer import CameraProvider
 
     cameras = CameraProvider(CameraConfig(fov_deg=90.0))  # what --fov 90 gives the infer stage
     wh = (200, 100)  # CAM is 160x120: another aspect ratio

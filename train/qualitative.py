@@ -80,9 +80,10 @@ def render_photos(checkpoint: str | None, out_dir: Path, detect: bool = False) -
     """Write ``out_dir/<name>.png`` (photo | meshes drawn over it) for each bundled photo."""
     from multiroi.backends import create_backend
     from multiroi.body import load_body_model
+    from realtime.cameras import CameraProvider
     from realtime.config import DetectorConfig
     from realtime.detect import create_detector
-    from realtime.infer import CameraProvider, InferenceStage
+    from realtime.infer import InferenceStage
     from realtime.render.overlay import draw_overlay
 
     backend = create_backend("auto", checkpoint)  # with the checkpoint's RoI count

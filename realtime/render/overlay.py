@@ -20,7 +20,7 @@ from multiroi.types import Frame, PersonState
 
 logger = logging.getLogger(__name__)
 
-#: ``(W, H) px -> Camera`` for a frame of that size, e.g. ``realtime.infer.CameraProvider``.
+#: ``(W, H) px -> Camera`` for a frame of that size, e.g. ``realtime.cameras.CameraProvider``.
 CameraSource = Callable[[tuple[int, int]], Camera]
 
 
