@@ -118,17 +118,14 @@ class TrackGuidedDetector:
 
 def _matched(carried: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """bool[G]: the carried boxes f32[G,4] that a detection (f32[D,4]) is assigned to, one to
-    one, greedily by IoU (> ``MATCH_IOU``): a person behind a nearer one overlaps that one's
-    box, but the box is the nearer one's."""
+    one (Hungarian on IoU, pairs with IoU > ``MATCH_IOU``): a person behind a nearer one
+    overlaps that one's box, but the box is the nearer one's."""
+    from scipy.optimize import linear_sum_assignment
+
     out = np.zeros(len(carried), bool)
     if not len(carried) or not len(boxes):
         return out
     iou = box_iou(carried, boxes)
-    free = np.ones(len(boxes), bool)
-    for flat in np.argsort(-iou, axis=None):
-        g, d = np.unravel_index(flat, iou.shape)
-        if iou[g, d] <= MATCH_IOU:
-            break
-        if not out[g] and free[d]:
-            out[g], free[d] = True, False
+    r, c = linear_sum_assignment(-iou)
+    out[r[iou[r, c] > MATCH_IOU]] = True
     return out

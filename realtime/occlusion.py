@@ -48,6 +48,12 @@ class _Held:
     t_s: float
     size_px: np.ndarray
 
+    def transl_at(self, centre_px: np.ndarray, f: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """f32[3] m: the held depth, the origin where it was relative to a box centred here."""
+        z = float(self.transl[2])
+        uv = np.asarray(centre_px, np.float64) + self.offset_px
+        return np.array([*((uv - c) * z / f), z], np.float32)
+
 
 class OcclusionGuard:
     """``guard(t_s, ids, boxes, rotmat, betas, transl, focal, principal)`` -> the same three
@@ -109,10 +115,7 @@ class OcclusionGuard:
         held = np.zeros(len(ids), bool)
         for i, (tid, h) in enumerate(zip(ids.tolist(), held_state, strict=True)):
             if h is not None and cover[i] >= self.threshold and t_s - h.t_s <= self.max_hold_s:
-                z = float(h.transl[2])
-                uv = centre[i] + h.offset_px
-                rotmat[i], betas[i] = h.rotmat, h.betas
-                transl[i] = np.array([*((uv - c) * z / f), z], np.float32)
+                rotmat[i], betas[i], transl[i] = h.rotmat, h.betas, h.transl_at(centre[i], f, c)
                 held[i] = True
                 continue
             t = transl[i].astype(np.float64)
@@ -159,11 +162,7 @@ class OcclusionGuard:
                 out.append((int(tid), box, h))
         if not out:
             return None
-        transl = []
-        for _, box, h in out:
-            z = float(h.transl[2])
-            uv = (box[:2] + box[2:]) / 2 + h.offset_px
-            transl.append([*((uv - c) * z / f), z])
+        transl = [h.transl_at((box[:2] + box[2:]) / 2, f, c) for _, box, h in out]
         self.coasted_rows += len(out)
         return (np.array([o[0] for o in out], np.int64),
                 np.stack([o[1] for o in out]).astype(np.float32),
