@@ -151,7 +151,7 @@ def test_units_tracks_and_frame_time(tmp_path, toy_body_model):
 def test_frame_time_counts_the_frames_a_live_source_dropped():
     """A live run recorded frames 0, 2, 3 and 6 of a 25 fps camera (the others dropped): the
     capture times advance 0.04 s a frame index, and one BVH frame is one frame index."""
-    from realtime.bvh import frame_time_of
+    from realtime.motion import frame_time_of
 
     k = np.array([0, 2, 3, 6])
     rec = {"frames_index": k, "frames_t_capture_s": 100 + 0.04 * k,

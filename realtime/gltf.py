@@ -1,0 +1,408 @@
+"""A live-loop recording to one glTF 2.0 binary (.glb): every track a skinned body with its motion.
+
+    python -m realtime.gltf out/webcam.npz [--out FILE.glb] [--track ID ...] [--fps F]
+                                           [--no-camera]
+
+For Unity (glTFast, UnityGLTF), Unreal, Blender, three.js / Babylon.js and any glTF viewer: one
+file holds the whole take. Each track is a node ``track<ID>`` with the body model's 24-joint
+skeleton (SMPL's names and hierarchy, bone lengths from the track's median betas) and a mesh
+``track<ID>_body`` skinned to it: the body model's rest mesh with that shape, its 4 strongest
+skinning weights per vertex (renormalised; the free model has up to 7, so vertices near joints
+move by a few millimetres), one colour per track as in the viewer. One animation,
+``recording``, moves them all on one timeline: frame index k of the recording plays at
+(k - first) x the frame time (the recorded file's fps, else measured from the capture times,
+else ``--fps``). A track's frames without a row are interpolated (rotations by slerp) as in
+``realtime.bvh``; before its first row and after its last it is hidden (its skeleton scaled to
+zero, step keys), so people appear and leave as they did. A node ``camera`` at the origin is
+the recording's camera (vertical field of view and aspect from K; the principal point's offset
+from the centre is not kept); look through it and the bodies overlay the video.
+
+Axes and units are glTF's own: metres, Y up, the camera looking down -Z (``realtime.motion``).
+Linear blend skinning only: an official SMPL file's pose-corrective blend shapes are not
+written (the free model has none). A mesh from SMPL is SMPL data: its licence applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multiroi.body.files import SMPL_JOINT_NAMES, SMPL_PARENTS
+from realtime.motion import TrackMotion, open_recording, rest_joints, track_motion
+
+logger = logging.getLogger(__name__)
+
+INFLUENCES = 4  # skinning weights per vertex: what every glTF viewer and game engine reads
+_FLOAT, _UINT, _USHORT, _UBYTE = 5126, 5125, 5123, 5121
+_ARRAY, _ELEMENTS = 34962, 34963
+_SIZES = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+_DTYPES = {_FLOAT: np.float32, _UINT: np.uint32, _USHORT: np.uint16, _UBYTE: np.uint8}
+
+
+class GlbBuilder:
+    """The JSON document and the one binary buffer of a .glb under construction."""
+
+    def __init__(self, generator: str = "multiroi realtime.gltf") -> None:
+        self.doc: dict[str, Any] = {
+            "asset": {"version": "2.0", "generator": generator},
+            "scene": 0,
+            "scenes": [{"nodes": []}],
+            "nodes": [],
+            "meshes": [],
+            "materials": [],
+            "skins": [],
+            "accessors": [],
+            "bufferViews": [],
+            "buffers": [{"byteLength": 0}],
+        }
+        self._bin = bytearray()
+
+    def accessor(
+        self,
+        data: np.ndarray,
+        kind: str,
+        component: int,
+        target: int | None = None,
+        bounds: bool = False,
+    ) -> int:
+        """Add ``data`` [N, size] (or [N]) as one accessor in its own buffer view; bounds: write
+        min and max (required for positions and animation times). Returns its index."""
+        arr = np.ascontiguousarray(np.asarray(data).astype(_DTYPES[component]))
+        arr = arr.reshape(len(arr), -1)
+        if arr.shape[1] != _SIZES[kind]:
+            raise ValueError(
+                f"a {kind} accessor needs {_SIZES[kind]} values a row, got {arr.shape}"
+            )
+        self._bin += b"\0" * (-len(self._bin) % 4)  # every view starts 4-byte aligned
+        view: dict[str, Any] = {
+            "buffer": 0,
+            "byteOffset": len(self._bin),
+            "byteLength": arr.nbytes,
+        }
+        if target is not None:
+            view["target"] = target
+        self._bin += arr.tobytes()
+        self.doc["bufferViews"].append(view)
+        acc: dict[str, Any] = {
+            "bufferView": len(self.doc["bufferViews"]) - 1,
+            "componentType": component,
+            "count": len(arr),
+            "type": kind,
+        }
+        if bounds:
+            cast = float if component == _FLOAT else int
+            acc["min"] = [cast(v) for v in arr.min(0)]
+            acc["max"] = [cast(v) for v in arr.max(0)]
+        self.doc["accessors"].append(acc)
+        return len(self.doc["accessors"]) - 1
+
+    def node(self, node: dict[str, Any], root: bool = False) -> int:
+        self.doc["nodes"].append(node)
+        idx = len(self.doc["nodes"]) - 1
+        if root:
+            self.doc["scenes"][0]["nodes"].append(idx)
+        return idx
+
+    def glb(self) -> bytes:
+        """The binary file: header, JSON chunk (space-padded), BIN chunk (zero-padded)."""
+        doc = {k: v for k, v in self.doc.items() if v != []}
+        binary = bytes(self._bin) + b"\0" * (-len(self._bin) % 4)
+        doc["buffers"] = [{"byteLength": len(binary)}]
+        text = json.dumps(doc, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 4)
+        total = 12 + 8 + len(text) + 8 + len(binary)
+        return b"".join(
+            [
+                struct.pack("<III", 0x46546C67, 2, total),
+                struct.pack("<II", len(text), 0x4E4F534A),
+                text,
+                struct.pack("<II", len(binary), 0x004E4942),
+                binary,
+            ]
+        )
+
+
+def quaternions_xyzw(rotmat: np.ndarray) -> np.ndarray:
+    """f32[F,J,4] unit quaternions (x, y, z, w) of rotations f[F,J,3,3], each joint's sign kept
+    continuous over the frames, so a viewer's interpolation never takes the long way round."""
+    from scipy.spatial.transform import Rotation
+
+    f, j = rotmat.shape[:2]
+    q = Rotation.from_matrix(np.asarray(rotmat, np.float64).reshape(-1, 3, 3)).as_quat()
+    q = q.reshape(f, j, 4)
+    for k in range(1, f):
+        q[k] *= np.where(np.sum(q[k] * q[k - 1], -1, keepdims=True) < 0, -1.0, 1.0)
+    return q.astype(np.float32)
+
+
+def skin_weights(weights: np.ndarray, n: int = INFLUENCES) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` strongest joints u8[V,n] of each vertex and their weights f32[V,n], summing to 1
+    (from the body model's f[V,24])."""
+    w = np.asarray(weights, np.float64)
+    idx = np.argsort(-w, axis=1, kind="stable")[:, :n]
+    top = np.take_along_axis(w, idx, axis=1)
+    top /= np.maximum(top.sum(1, keepdims=True), 1e-12)
+    idx = np.where(top > 0, idx, 0)  # unused slots point at the root with weight 0
+    return idx.astype(np.uint8), top.astype(np.float32)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """f32[V,3] unit normals, each the area-weighted mean of its faces'."""
+    v = np.asarray(vertices, np.float64)
+    tri = v[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, faces[:, k], fn)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    return n.astype(np.float32)
+
+
+def rest_mesh(body: Any, betas: np.ndarray) -> np.ndarray:
+    """f64[V,3] m: the body model's rest vertices for ``betas`` (its own axes, before posing)."""
+    layer = body.layer
+    b = np.zeros(layer.shapedirs.shape[-1])
+    given = np.asarray(betas, np.float64).reshape(-1)[: len(b)]
+    b[: len(given)] = given
+    return layer.v_template.double().numpy() + layer.shapedirs.double().numpy() @ b
+
+
+def _linear(rgb: tuple[float, float, float]) -> list[float]:
+    """An sRGB colour in [0,1] as glTF's linear base colour (what the viewer shows, shown)."""
+    c = np.asarray(rgb, np.float64)
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return [*map(float, lin), 1.0]
+
+
+def add_track(
+    g: GlbBuilder,
+    motion: TrackMotion,
+    body: Any,
+    times_s: np.ndarray,
+    hide: list[tuple[float, float]],
+    channels: list,
+    samplers: list,
+) -> None:
+    """Add one track: skeleton nodes, skinned mesh, material, and its animation channels and
+    samplers (appended to ``channels``/``samplers``). times_s f[F]: the track's frames' times;
+    hide: step keys (time, scale) of its root, empty when it is there throughout."""
+    from realtime.render.overlay import track_color_rgb
+
+    tid = motion.track_id
+    rest = rest_joints(body, motion.betas)  # f64[24,3] m, the offsets' joints
+    quats = quaternions_xyzw(motion.rotmat)  # [F,24,4], the root's already in Y-up axes
+    first = len(g.doc["nodes"]) + 1  # the joints follow the track's group node
+    g.node({"name": f"track{tid}", "children": [first]}, root=True)
+    children: dict[int, list[int]] = {j: [] for j in range(24)}
+    for j, p in enumerate(SMPL_PARENTS[1:], start=1):
+        children[p].append(j)
+    for j in range(24):
+        node: dict[str, Any] = {
+            "name": SMPL_JOINT_NAMES[j],
+            "translation": [
+                float(x) for x in (motion.root_m[0] if j == 0 else motion.offsets_m[j])
+            ],
+            "rotation": [float(x) for x in quats[0, j]],
+        }
+        if children[j]:
+            node["children"] = [first + c for c in children[j]]
+        g.node(node)
+    joints = list(range(first, first + 24))
+
+    ibm = np.tile(np.eye(4), (24, 1, 1))
+    ibm[:, :3, 3] = -rest  # rest rotations are identity: undo the rest joint's position
+    ibm_acc = g.accessor(ibm.transpose(0, 2, 1).reshape(24, 16), "MAT4", _FLOAT)  # column-major
+    g.doc["skins"].append(
+        {
+            "name": f"track{tid}_skeleton",
+            "joints": joints,
+            "skeleton": joints[0],
+            "inverseBindMatrices": ibm_acc,
+        }
+    )
+    verts = rest_mesh(body, motion.betas)
+    faces = np.asarray(body.faces, np.int64)
+    j_idx, j_w = skin_weights(body.layer.lbs_weights.double().numpy())
+    index_type = _USHORT if len(verts) < 65535 else _UINT
+    attributes = {
+        "POSITION": g.accessor(verts, "VEC3", _FLOAT, _ARRAY, bounds=True),
+        "NORMAL": g.accessor(vertex_normals(verts, faces), "VEC3", _FLOAT, _ARRAY),
+        "JOINTS_0": g.accessor(j_idx, "VEC4", _UBYTE, _ARRAY),
+        "WEIGHTS_0": g.accessor(j_w, "VEC4", _FLOAT, _ARRAY),
+    }
+    g.doc["materials"].append(
+        {
+            "name": f"track{tid}",
+            "pbrMetallicRoughness": {
+                "baseColorFactor": _linear(track_color_rgb(tid)),
+                "metallicFactor": 0.0,
+                "roughnessFactor": 0.8,
+            },
+        }
+    )
+    g.doc["meshes"].append(
+        {
+            "name": f"track{tid}_body",
+            "primitives": [
+                {
+                    "attributes": attributes,
+                    "mode": 4,
+                    "material": len(g.doc["materials"]) - 1,
+                    "indices": g.accessor(faces.reshape(-1, 1), "SCALAR", index_type, _ELEMENTS),
+                }
+            ],
+        }
+    )
+    g.node(
+        {
+            "name": f"track{tid}_body",
+            "mesh": len(g.doc["meshes"]) - 1,
+            "skin": len(g.doc["skins"]) - 1,
+        },
+        root=True,
+    )
+
+    t_acc = g.accessor(
+        np.asarray(times_s, np.float32).reshape(-1, 1), "SCALAR", _FLOAT, bounds=True
+    )
+
+    def channel(
+        node: int, path: str, output: int, interpolation: str = "LINEAR", times: int = t_acc
+    ) -> None:
+        samplers.append({"input": times, "output": output, "interpolation": interpolation})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": node, "path": path}})
+
+    channel(joints[0], "translation", g.accessor(motion.root_m, "VEC3", _FLOAT))
+    for j in range(24):
+        channel(joints[j], "rotation", g.accessor(quats[:, j], "VEC4", _FLOAT))
+    if hide:
+        keys = np.asarray(hide, np.float64)
+        scale = np.repeat(keys[:, 1:2], 3, axis=1)
+        channel(
+            first - 1,
+            "scale",
+            g.accessor(scale, "VEC3", _FLOAT),
+            "STEP",
+            g.accessor(keys[:, :1], "SCALAR", _FLOAT, bounds=True),
+        )
+
+
+def camera_node(g: GlbBuilder, K: np.ndarray, image_wh: np.ndarray) -> None:
+    """The recording's camera at the origin, looking down -Z (glTF's camera axes are ours)."""
+    K = np.asarray(K, np.float64)
+    w, h = (int(x) for x in np.asarray(image_wh).reshape(-1)[:2])
+    if not (K[1, 1] > 0 and w > 0 and h > 0):
+        logger.info("the recording has no camera (K unknown): no camera node written")
+        return
+    yfov = 2.0 * float(np.arctan(h / (2.0 * K[1, 1])))
+    g.doc["cameras"] = [
+        {
+            "name": "camera",
+            "type": "perspective",
+            "perspective": {"yfov": yfov, "aspectRatio": w / h, "znear": 0.05, "zfar": 200.0},
+        }
+    ]
+    g.node({"name": "camera", "camera": 0}, root=True)
+
+
+def export_glb(
+    recording: str | Path,
+    out: str | Path | None = None,
+    tracks: list[int] | None = None,
+    fps: float | None = None,
+    body: Any = None,
+    camera: bool = True,
+) -> Path:
+    """Write the .glb of ``recording`` (all its tracks, or ``tracks``) to ``out`` (default: next
+    to the recording, ``<name>.glb``), atomically. Returns the path."""
+    src = open_recording(recording, tracks, fps, body)
+    out = Path(out) if out is not None else src.path.with_suffix(".glb")
+    if out.suffix.lower() != ".glb":
+        raise ValueError(f"the output must be a .glb file, got {out}")
+    frames = np.asarray(src.rec.get("frames_index", src.rec["frame_index"]), np.int64)
+    last = int(max(frames.max(), np.max(src.rec["frame_index"])))
+    dt = src.frame_time_s
+    g = GlbBuilder()
+    channels: list[dict[str, Any]] = []
+    samplers: list[dict[str, Any]] = []
+    for tid in src.track_ids:
+        motion = track_motion(src.rec, tid, src.body, dt)
+        span = motion.first_frame + np.arange(len(motion.root_m))
+        hide = []
+        if motion.first_frame > src.first_frame:
+            hide.append((0.0, 0.0))
+        if hide or span[-1] < last:
+            hide.append(((motion.first_frame - src.first_frame) * dt, 1.0))
+        if span[-1] < last:
+            hide.append(((span[-1] + 1 - src.first_frame) * dt, 0.0))
+        add_track(g, motion, src.body, (span - src.first_frame) * dt, hide, channels, samplers)
+        logger.info(
+            "track %d: frames %d-%d%s",
+            tid,
+            span[0],
+            span[-1],
+            f" ({motion.filled} without a row, interpolated)" if motion.filled else "",
+        )
+    g.doc["animations"] = [{"name": "recording", "channels": channels, "samplers": samplers}]
+    if camera and "K" in src.rec and "image_wh" in src.rec:
+        camera_node(g, src.rec["K"], src.rec["image_wh"])
+    g.doc["asset"]["extras"] = {
+        "source": src.path.name,
+        "frame_time_s": dt,
+        "first_frame": src.first_frame,
+        "tracks": src.track_ids,
+        "body_model": str(getattr(src.body, "model_id", "")),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_bytes(g.glb())
+    tmp.replace(out)
+    logger.info(
+        "%d tracks, %d frames at %.2f fps -> %s (%.1f MB)",
+        len(src.track_ids),
+        last - src.first_frame + 1,
+        1.0 / dt,
+        out,
+        out.stat().st_size / 1e6,
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m realtime.gltf", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("recording", help="the .npz a run wrote (run_camera.py --out DIR)")
+    ap.add_argument(
+        "--out", default=None, help="the .glb to write (default: the recording's name with .glb)"
+    )
+    ap.add_argument("--track", type=int, nargs="+", default=None, help="only these track ids")
+    ap.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frame rate (default: the recorded source's, else from the capture times)",
+    )
+    ap.add_argument("--no-camera", action="store_true", help="leave out the recording's camera")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
+    try:
+        path = export_glb(
+            args.recording, args.out, args.track, args.fps, camera=not args.no_camera
+        )
+    except (OSError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
