@@ -11,8 +11,10 @@ recorded frame from the track's first to its last (each file's first frame is in
 together). Frames in which the track has no row (it was lost for a while) are interpolated
 between the rows around them (rotations by slerp); the log says how many.
 
-Axes: BVH is Y-up, so the camera frame (OpenCV: x right, y down, z forward) is turned about x by
-180 degrees: x right, y up, z towards the camera; the person stands where the camera saw them,
+Axes: BVH is Y-up. By default (``--floor auto``) the motion stands on the floor found under
+the people's feet (``realtime.floor``): y up along the floor's normal, y = 0 on the floor, the
+origin below the camera, z towards the camera. ``--floor camera`` keeps the camera frame (OpenCV:
+x right, y down, z forward) turned about x by 180 degrees: x right, y up, z towards the camera,
 the camera at the origin looking down -z. Rotations are written as Z, X, Y Euler angles in
 degrees (the channel order of most BVH files: R = Rz Rx Ry). Units: metres (Blender imports
 them at scale 1) or centimetres (``--unit cm``). Forward kinematics of the file's skeleton gives
@@ -115,19 +117,25 @@ def _depth_first() -> list[int]:
 
 def export_recording(recording: str | Path, out_dir: str | Path | None = None,
                      tracks: list[int] | None = None, unit: str = "m", fps: float | None = None,
-                     body: Any = None, align: bool = False) -> list[Path]:  # fmt: skip
+                     body: Any = None, align: bool = False,
+                     floor: str = "auto") -> list[Path]:  # fmt: skip
     """Write one BVH per track of ``recording`` (all, or ``tracks``) into ``out_dir`` (default:
     the recording's folder), each atomically. align: every file starts at the recording's
-    first frame (so files imported together line up). Returns the paths."""
+    first frame (so files imported together line up); floor: ``"auto"`` stands the motion on
+    the floor found under the people's feet (``realtime.floor``), ``"camera"`` keeps the
+    camera's frame. Returns the paths."""
+    from realtime.floor import world_frame
+
     if unit not in UNITS:
         raise ValueError(f"--unit must be one of {sorted(UNITS)}, got {unit!r}")
     src = open_recording(recording, tracks, fps, body)
+    world = world_frame(src.rec, src.body, floor)
     out_dir = Path(out_dir) if out_dir is not None else src.path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     start = src.first_frame if align else None
     paths = []
     for tid in src.track_ids:
-        motion = track_motion(src.rec, tid, src.body, src.frame_time_s, start)
+        motion = track_motion(src.rec, tid, src.body, src.frame_time_s, start, world)
         path = out_dir / f"{src.path.stem}_track{tid}.bvh"
         tmp = path.with_name(path.name + ".partial")
         tmp.write_text(bvh_text(motion, unit))
@@ -153,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--align", action="store_true", help="start every file at the recording's "
                     "first frame, so tracks imported together line up (a track's frames "
                     "before it appears repeat its first pose)")  # fmt: skip
+    ap.add_argument("--floor", default="auto", choices=("auto", "camera"), help="auto (the "
+                    "default): stand the motion on the floor found under the people's feet "
+                    "(y up, the origin below the camera); camera: the camera's frame (y up, "
+                    "the camera at the origin)")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     try:
         paths = export_recording(args.recording, args.out, args.track, args.unit, args.fps,
-                                 align=args.align)
+                                 align=args.align, floor=args.floor)
     except (OSError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

@@ -13,11 +13,14 @@ move by a few millimetres), one colour per track as in the viewer. One animation
 (k - first) x the frame time (the recorded file's fps, else measured from the capture times,
 else ``--fps``). A track's frames without a row are interpolated (rotations by slerp) as in
 ``realtime.bvh``; before its first row and after its last it is hidden (its skeleton scaled to
-zero, step keys), so people appear and leave as they did. A node ``camera`` at the origin is
-the recording's camera (vertical field of view and aspect from K; the principal point's offset
+zero, step keys), so people appear and leave as they did. A node ``camera`` is the
+recording's camera (vertical field of view and aspect from K; the principal point's offset
 from the centre is not kept); look through it and the bodies overlay the video.
 
-Axes and units are glTF's own: metres, Y up, the camera looking down -Z (``realtime.motion``).
+Axes and units are glTF's own: metres, Y up. By default (``--floor auto``) the take stands on
+the floor found under the people's feet (``realtime.floor``): y = 0 is the floor, the camera
+stands above the origin at its height, tilted as it was; ``--floor camera`` keeps the camera's
+frame (the camera at the origin looking down -Z; ``realtime.motion``).
 Linear blend skinning only: an official SMPL file's pose-corrective blend shapes are not
 written (the free model has none). A mesh from SMPL is SMPL data: its licence applies.
 """
@@ -35,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from multiroi.body.files import SMPL_JOINT_NAMES, SMPL_PARENTS
-from realtime.motion import TrackMotion, open_recording, rest_joints, track_motion
+from realtime.motion import (
+    CAMERA_TO_YUP,
+    TrackMotion,
+    WorldFrame,
+    open_recording,
+    rest_joints,
+    track_motion,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -294,8 +304,9 @@ def add_track(
         )
 
 
-def camera_node(g: GlbBuilder, K: np.ndarray, image_wh: np.ndarray) -> None:
-    """The recording's camera at the origin, looking down -Z (glTF's camera axes are ours)."""
+def camera_node(g: GlbBuilder, K: np.ndarray, image_wh: np.ndarray, world: WorldFrame) -> None:
+    """The recording's camera where ``world`` puts it (a glTF camera looks down its -Z, y up:
+    the OpenCV camera axes turned by CAMERA_TO_YUP)."""
     K = np.asarray(K, np.float64)
     w, h = (int(x) for x in np.asarray(image_wh).reshape(-1)[:2])
     if not (K[1, 1] > 0 and w > 0 and h > 0):
@@ -309,7 +320,15 @@ def camera_node(g: GlbBuilder, K: np.ndarray, image_wh: np.ndarray) -> None:
             "perspective": {"yfov": yfov, "aspectRatio": w / h, "znear": 0.05, "zfar": 200.0},
         }
     ]
-    g.node({"name": "camera", "camera": 0}, root=True)
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(world.rotation @ CAMERA_TO_YUP).as_quat()
+    node: dict[str, Any] = {"name": "camera", "camera": 0}
+    if not np.allclose(q, [0, 0, 0, 1], atol=1e-9):
+        node["rotation"] = [float(x) for x in q]
+    if np.any(world.offset_m):
+        node["translation"] = [float(x) for x in world.offset_m]
+    g.node(node, root=True)
 
 
 def export_glb(
@@ -319,10 +338,16 @@ def export_glb(
     fps: float | None = None,
     body: Any = None,
     camera: bool = True,
+    floor: str = "auto",
 ) -> Path:
     """Write the .glb of ``recording`` (all its tracks, or ``tracks``) to ``out`` (default: next
-    to the recording, ``<name>.glb``), atomically. Returns the path."""
+    to the recording, ``<name>.glb``), atomically; floor: ``"auto"`` stands the take on the
+    floor found under the people's feet (``realtime.floor``), ``"camera"`` keeps the camera's
+    frame. Returns the path."""
+    from realtime.floor import world_frame
+
     src = open_recording(recording, tracks, fps, body)
+    world = world_frame(src.rec, src.body, floor)
     out = Path(out) if out is not None else src.path.with_suffix(".glb")
     if out.suffix.lower() != ".glb":
         raise ValueError(f"the output must be a .glb file, got {out}")
@@ -333,7 +358,7 @@ def export_glb(
     channels: list[dict[str, Any]] = []
     samplers: list[dict[str, Any]] = []
     for tid in src.track_ids:
-        motion = track_motion(src.rec, tid, src.body, dt)
+        motion = track_motion(src.rec, tid, src.body, dt, world=world)
         span = motion.first_frame + np.arange(len(motion.root_m))
         hide = []
         if motion.first_frame > src.first_frame:
@@ -352,7 +377,7 @@ def export_glb(
         )
     g.doc["animations"] = [{"name": "recording", "channels": channels, "samplers": samplers}]
     if camera and "K" in src.rec and "image_wh" in src.rec:
-        camera_node(g, src.rec["K"], src.rec["image_wh"])
+        camera_node(g, src.rec["K"], src.rec["image_wh"], world)
     g.doc["asset"]["extras"] = {
         "source": src.path.name,
         "frame_time_s": dt,
@@ -391,11 +416,24 @@ def main(argv: list[str] | None = None) -> int:
         help="frame rate (default: the recorded source's, else from the capture times)",
     )
     ap.add_argument("--no-camera", action="store_true", help="leave out the recording's camera")
+    ap.add_argument(
+        "--floor",
+        default="auto",
+        choices=("auto", "camera"),
+        help="auto (the default): stand the take on the floor found under the people's feet "
+        "(y up, the origin below the camera); camera: the camera's frame (the camera at the "
+        "origin)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
     try:
         path = export_glb(
-            args.recording, args.out, args.track, args.fps, camera=not args.no_camera
+            args.recording,
+            args.out,
+            args.track,
+            args.fps,
+            camera=not args.no_camera,
+            floor=args.floor,
         )
     except (OSError, ValueError) as exc:
         logger.error("%s", exc)

@@ -2,9 +2,11 @@
 with the track's shape, its root path and local joint rotations at every frame of its span (gaps
 interpolated), in Y-up axes. Shared by the motion exports (``realtime.bvh``, ``realtime.gltf``).
 
-Axes: the camera frame (OpenCV: x right, y down, z forward) turned about x by 180 degrees: x
-right, y up, z towards the camera; the person stands where the camera saw them, the camera at
-the origin looking down -z (the axes of BVH and glTF alike).
+Axes (those of BVH and glTF alike): by default the camera frame (OpenCV: x right, y down, z
+forward) turned about x by 180 degrees: x right, y up, z towards the camera; the person stands
+where the camera saw them, the camera at the origin looking down -z. With a ``WorldFrame``
+from ``realtime.floor`` the same axes stand on the floor found under the people's feet: y up
+along its normal, the origin on it below the camera.
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ import numpy as np
 from multiroi.body.files import SMPL_PARENTS
 
 CAMERA_TO_YUP = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes -> Y-up, z towards the camera
+
+
+@dataclass
+class WorldFrame:
+    """Where the exports put the camera's points: p_world = rotation f64[3,3] @ p_cam +
+    offset_m f64[3] (Y up). The default is the camera's own frame turned to Y up."""
+
+    rotation: np.ndarray
+    offset_m: np.ndarray
+
+    @classmethod
+    def camera(cls) -> WorldFrame:
+        return cls(CAMERA_TO_YUP.copy(), np.zeros(3))
 
 
 @dataclass
@@ -47,10 +62,18 @@ def rest_joints(body: Any, betas: np.ndarray) -> np.ndarray:
         return body.joints(rot, b)[0].double().numpy()
 
 
-def track_motion(rec: dict[str, np.ndarray], track_id: int, body: Any, frame_time_s: float,
-                 start: int | None = None) -> TrackMotion:  # fmt: skip
+def track_motion(
+    rec: dict[str, np.ndarray],
+    track_id: int,
+    body: Any,
+    frame_time_s: float,
+    start: int | None = None,
+    world: WorldFrame | None = None,
+) -> TrackMotion:
     """The motion of one track of a recording (see module doc); ``start``: the first frame of
-    the file (default: the track's first; frames before it repeat its first pose)."""
+    the file (default: the track's first; frames before it repeat its first pose); ``world``:
+    the frame to write it in (default: the camera's, Y up; ``realtime.floor``: the floor's)."""
+    world = world or WorldFrame.camera()
     sel = np.flatnonzero(np.asarray(rec["track_id"]) == track_id)
     if not len(sel):
         raise ValueError(f"track {track_id} is not in the recording")
@@ -63,9 +86,10 @@ def track_motion(rec: dict[str, np.ndarray], track_id: int, body: Any, frame_tim
     offsets = rest.copy()
     offsets[1:] = rest[1:] - rest[list(SMPL_PARENTS[1:])]
     rot = np.asarray(rec["rotmat"], np.float64)[sel].copy()  # [n,24,3,3], camera frame root
-    rot[:, 0] = CAMERA_TO_YUP @ rot[:, 0]
+    rot[:, 0] = world.rotation @ rot[:, 0]
     # the root joint: the body model turns the body about its rest pelvis, then moves it by T
-    root = (np.asarray(rec["transl_m"], np.float64)[sel] + rest[0]) @ CAMERA_TO_YUP.T
+    root = (np.asarray(rec["transl_m"], np.float64)[sel] + rest[0]) @ world.rotation.T
+    root += world.offset_m
     first = int(frames[0]) if start is None else min(int(start), int(frames[0]))
     span = np.arange(first, frames[-1] + 1)
     root_span, rot_span = _fill(frames, span, root, rot)

@@ -1,0 +1,191 @@
+"""The floor under a recording's people, found from their feet: the world frame of the exports.
+
+The meshes of a recording stand in the camera's frame, so a tilted webcam tilts the floor, and
+an avatar driven by them walks on a slope, its feet at the camera's height below the origin.
+People stand on the floor: in every row whose feet are in the picture, the body's lowest vertex
+(along "down") touches it. :func:`estimate_floor` takes those points over the whole recording,
+fits a plane to them (RANSAC, then least squares on the inliers), takes its normal as the new
+"down" and repeats, so the lowest vertex is the lowest along the floor's own normal. The result
+gives the camera's height above the floor and its pitch and roll, and
+:meth:`Floor.world` the Y-up frame on the floor below the camera (x right, y up, z back
+towards the camera along the floor) that ``realtime.bvh`` and ``realtime.gltf`` write in.
+
+Rows that cannot touch the floor in the image are left out: held rows (copies of an earlier
+pose), boxes that reach the image's bottom edge (the feet are cut off and the network only
+guesses them) and small boxes. A person's depth error moves their feet along the camera's rays,
+which lifts or sinks their whole footprint by the same factor: RANSAC keeps the people who agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from realtime.motion import WorldFrame
+
+logger = logging.getLogger(__name__)
+
+INLIER_M = 0.05  # a lowest point within this of the plane agrees with it
+MIN_ROWS = 20  # rows with the feet in view needed to trust a floor
+MIN_INLIER_SHARE = 0.5
+BOTTOM_MARGIN = 0.02  # share of the image height: boxes ending within it are cut off
+MIN_BOX_PX = 48
+
+
+@dataclass
+class Floor:
+    """The floor plane in the camera frame: unit normal f64[3] pointing up, and the camera's
+    height above it (m); how many rows were used and agreed, and the inliers' RMS distance."""
+
+    normal: np.ndarray
+    height_m: float
+    rows: int
+    inliers: int
+    rms_m: float
+
+    @property
+    def pitch_deg(self) -> float:
+        """How far the camera looks down (degrees; negative: up)."""
+        return float(np.degrees(np.arcsin(np.clip(-self.normal[2], -1, 1))))
+
+    @property
+    def roll_deg(self) -> float:
+        return float(np.degrees(np.arctan2(self.normal[0], -self.normal[1])))
+
+    def world(self) -> WorldFrame:
+        """The frame on the floor below the camera: y up (the normal), z towards the camera
+        along the floor (against its forward direction), x = y cross z; the camera at
+        (0, height, 0)."""
+        y = self.normal / np.linalg.norm(self.normal)
+        forward = np.array([0.0, 0.0, 1.0])
+        f_h = forward - (forward @ y) * y
+        z = -f_h / np.linalg.norm(f_h)
+        x = np.cross(y, z)
+        return WorldFrame(np.stack([x, y, z]), np.array([0.0, self.height_m, 0.0]))
+
+    def describe(self) -> str:
+        return (
+            f"the camera {self.height_m:.2f} m above the floor, looking down "
+            f"{self.pitch_deg:.1f} deg, roll {self.roll_deg:.1f} deg (from {self.inliers} "
+            f"of {self.rows} rows with the feet in view, RMS {self.rms_m * 100:.1f} cm)"
+        )
+
+
+def foot_rows(rec: dict[str, np.ndarray], image_wh: tuple[int, int]) -> np.ndarray:
+    """Indices of the rows whose feet can touch the floor in the image (see module doc)."""
+    box = np.asarray(rec["box_xyxy"], np.float64).reshape(-1, 4)
+    h = float(image_wh[1])
+    ok = box[:, 3] < h * (1.0 - BOTTOM_MARGIN)
+    ok &= (box[:, 3] - box[:, 1]) >= MIN_BOX_PX
+    if "held" in rec:
+        ok &= ~np.asarray(rec["held"], bool)
+    return np.flatnonzero(ok)
+
+
+def posed_vertices(body: Any, rec: dict[str, np.ndarray], rows: np.ndarray, chunk: int = 64):
+    """Yields f64[n,V,3] m: the meshes of ``rows`` in the camera frame, ``chunk`` at a time."""
+    import torch
+
+    for s in range(0, len(rows), chunk):
+        r = rows[s : s + chunk]
+        with torch.no_grad():
+            out = body(
+                torch.as_tensor(np.asarray(rec["rotmat"], np.float32)[r]),
+                torch.as_tensor(np.asarray(rec["betas"], np.float32)[r]),
+                torch.as_tensor(np.asarray(rec["transl_m"], np.float32)[r]),
+            )
+        yield out.vertices.double().numpy()
+
+
+def fit_plane(
+    points: np.ndarray, up_hint: np.ndarray, rng: np.random.Generator, iterations: int = 300
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """RANSAC over ``points`` f[N,3], then least squares on the inliers: (unit normal on the
+    side of ``up_hint``, d with n.p + d = 0, bool[N] inliers)."""
+    pts = np.asarray(points, np.float64)
+    best = np.zeros(len(pts), bool)
+    for _ in range(iterations):
+        a, b, c = pts[rng.choice(len(pts), 3, replace=False)]
+        n = np.cross(b - a, c - a)
+        if np.linalg.norm(n) < 1e-9:
+            continue
+        n /= np.linalg.norm(n)
+        inl = np.abs((pts - a) @ n) < INLIER_M
+        if inl.sum() > best.sum():
+            best = inl
+    if best.sum() < 3:
+        best[:] = True
+    for _ in range(3):  # least squares on the inliers, then the inliers again
+        centre = pts[best].mean(0)
+        n = np.linalg.svd(pts[best] - centre)[2][-1]
+        n = n if n @ up_hint > 0 else -n
+        d = -float(n @ centre)
+        new = np.abs(pts @ n + d) < INLIER_M
+        if new.sum() < 3 or (new == best).all():
+            break
+        best = new
+    return n, d, best
+
+
+def estimate_floor(
+    rec: dict[str, np.ndarray], body: Any, image_wh: tuple[int, int], seed: int = 0
+) -> Floor:
+    """The floor of a recording (see module doc). Raises ValueError, saying why, when too few
+    rows show feet or they do not agree on a plane."""
+    rows = foot_rows(rec, image_wh)
+    if len(rows) < MIN_ROWS:
+        raise ValueError(
+            f"cannot find the floor: {len(rows)} rows show a person's feet in the "
+            f"picture, {MIN_ROWS} needed (a waist-up view has none); export in "
+            f"the camera's frame with --floor camera"
+        )
+    verts = list(posed_vertices(body, rec, rows))
+    rng = np.random.default_rng(seed)
+    up = np.array([0.0, -1.0, 0.0])  # the camera's up, to start
+    for _ in range(4):
+        lowest = np.concatenate([v[np.arange(len(v)), np.argmin(v @ up, axis=1)] for v in verts])
+        n, d, inl = fit_plane(lowest, up, rng)
+        if np.degrees(np.arccos(np.clip(n @ up, -1, 1))) < 0.05:
+            up = n
+            break
+        up = n
+    share = inl.mean()
+    if inl.sum() < MIN_ROWS or share < MIN_INLIER_SHARE:
+        raise ValueError(
+            f"cannot find the floor: only {int(inl.sum())} of {len(rows)} rows "
+            f"with the feet in view agree on a plane (people jumping, sitting or "
+            f"on stairs?); export in the camera's frame with --floor camera"
+        )
+    rms = float(np.sqrt(np.mean((lowest[inl] @ n + d) ** 2)))
+    if d <= 0:
+        raise ValueError(
+            "cannot find the floor: the plane the feet agree on is not below the "
+            "camera; export in the camera's frame with --floor camera"
+        )
+    return Floor(up, float(d), int(len(rows)), int(inl.sum()), rms)
+
+
+def world_frame(rec: dict[str, np.ndarray], body: Any, mode: str = "auto") -> WorldFrame:
+    """The exports' frame: ``"camera"`` (the camera's own, Y up) or ``"auto"`` (the floor found
+    from the feet; when it cannot be found, the camera's, with a warning saying why)."""
+    if mode not in ("auto", "camera"):
+        raise ValueError(f"--floor must be auto or camera, got {mode!r}")
+    if mode == "camera":
+        return WorldFrame.camera()
+    wh = np.asarray(rec.get("image_wh", (0, 0))).reshape(-1)
+    if len(wh) < 2 or wh[1] <= 0 or "box_xyxy" not in rec:
+        logger.warning(
+            "the recording has no image size or boxes, so the floor cannot be "
+            "found: written in the camera's frame"
+        )
+        return WorldFrame.camera()
+    try:
+        floor = estimate_floor(rec, body, (int(wh[0]), int(wh[1])))
+    except ValueError as exc:
+        logger.warning("%s; written in the camera's frame", exc)
+        return WorldFrame.camera()
+    logger.info("floor: %s", floor.describe())
+    return floor.world()
