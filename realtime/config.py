@@ -62,17 +62,23 @@ class DetectorConfig:
 
 @dataclass
 class TrackerConfig:
-    """Tracking with ultralytics' trackers; at most max_persons tracks are kept per frame."""
+    """Tracking with ultralytics' trackers; at most max_persons tracks are kept per frame.
+    reid: a person who comes back after the tracker gave up on them gets their old id, if the
+    colours of their clothes match (``realtime.reid``), within reid_memory_frames."""
 
     kind: str = "bytetrack"
     max_persons: int = 8
     overrides: dict[str, Any] = field(default_factory=dict)
+    reid: bool = True
+    reid_memory_frames: int = 600
 
     def __post_init__(self) -> None:
         if self.kind not in TRACKER_KINDS:
             raise ValueError(f"tracker kind must be one of {TRACKER_KINDS}, got {self.kind!r}")
         if self.max_persons < 1:
             raise ValueError(f"max_persons must be >= 1, got {self.max_persons}")
+        if self.reid_memory_frames < 1:
+            raise ValueError(f"reid_memory_frames must be >= 1, got {self.reid_memory_frames}")
 
 
 @dataclass
@@ -200,7 +206,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     """The CLI of ``run_camera.py`` (see the README for examples)."""
     p = argparse.ArgumentParser(description="Live multi-person 3D human meshes (Multi-RoI HMR).")
     a = p.add_argument
-    a("--source", default="demo", help="camera INDEX, video FILE, URL, image DIR or 'demo'")
+    a("--source", default="demo", help="camera INDEX, video FILE, URL, image DIR, 'demo' or "
+      "'demo:return' (the walker leaves and comes back)")
     a("--checkpoint", default=None, help="model: a checkpoint (.pt) or an export (.onnx, "
       ".engine/.plan, .ts); default: the shipped default model")  # fmt: skip
     a("--backend", default="auto", help="torch | onnxruntime | tensorrt | ... (default auto: "
@@ -235,6 +242,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--no-track-search", action="store_true",
       help="the pose detector does not look again around where each person was")  # fmt: skip
     a("--tracker", default="bytetrack", choices=TRACKER_KINDS)
+    a("--no-reid", action="store_true",
+      help="a person who comes back after more than a second gets a new id (by default their "
+           "old one, when the colours of their clothes match)")
     sm = p.add_mutually_exclusive_group()
     sm.add_argument("--smooth", type=float, default=1.0, help="One-Euro strength (1 = default)")
     sm.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
@@ -268,7 +278,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """Turn parsed CLI arguments into a :class:`PipelineConfig` (errors are ValueError)."""
-    detector = args.detector or ("given" if args.source == "demo" else "auto")
+    demo = args.source == "demo" or str(args.source).startswith("demo:")
+    detector = args.detector or ("given" if demo else "auto")
     return PipelineConfig(
         source=SourceConfig(args.source, args.width, args.height, args.fps, args.realtime),
         detector=DetectorConfig(
@@ -278,7 +289,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             device=args.device,
             track_search=not args.no_track_search,
         ),
-        tracker=TrackerConfig(kind=args.tracker, max_persons=args.max_persons),
+        tracker=TrackerConfig(kind=args.tracker, max_persons=args.max_persons,
+                              reid=not args.no_reid),
         camera=CameraConfig(args.calib, args.fov, args.focal, args.undistort),
         inference=InferenceConfig(
             backend=args.backend,

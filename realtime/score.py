@@ -51,6 +51,7 @@ class ClipScore:
     accel_err_mm: float  # jitter: acceleration error of the pelvis-aligned joints, mm/frame^2
     held_matched: int = 0  # matched rows whose pose was held (covered or hidden persons)
     pa_mpjpe_not_held_mm: float = float("nan")  # the network's own poses: the other rows
+    idf1: float = float("nan")  # identity F1: rows under the one track id each person keeps
 
     def describe(self) -> str:
         own = (f", {self.pa_mpjpe_not_held_mm:.1f} on the rows not held" if self.held_matched
@@ -63,7 +64,7 @@ class ClipScore:
                 f"acceleration error {self.accel_err_mm:.1f} mm/frame^2; "
                 f"recall {self.recall:.1%} of "
                 f"{self.true_persons} ({self.held_matched} held), {self.false_rows} false "
-                f"rows, {self.id_switches} id switches")  # fmt: skip
+                f"rows, {self.id_switches} id switches, IDF1 {self.idf1:.3f}")  # fmt: skip
 
 
 KEEP_IOU = 0.5  # CLEAR MOT's: a track stays matched to its person while IoU >= this
@@ -159,6 +160,7 @@ def score_recording(rec: dict[str, np.ndarray], gt: dict[str, np.ndarray], body:
     return ClipScore(frames=len(frames), true_persons=true_persons, matched=len(m),
                      recall=len(m) / max(true_persons, 1), false_rows=int((who < 0).sum()),
                      id_switches=id_switches(k, p, np.asarray(rec["track_id"])[m]),
+                     idf1=idf1(p, np.asarray(rec["track_id"])[m], len(who), true_persons),
                      held_matched=int(np.asarray(rec["held"], bool)[m].sum()) if "held" in rec
                      else 0, **scores)  # fmt: skip
 
@@ -190,6 +192,24 @@ def id_switches(frames: np.ndarray, persons: np.ndarray, track_ids: np.ndarray) 
         ids = np.asarray(track_ids)[sel[np.argsort(np.asarray(frames)[sel], kind="stable")]]
         n += int((ids[1:] != ids[:-1]).sum())
     return n
+
+
+def idf1(persons: np.ndarray, track_ids: np.ndarray, rows: int, true_persons: int) -> float:
+    """Identity F1 (Ristani et al. 2016) over the matched rows (true person i64[M], track id
+    i64[M]): each person is paired with at most one track id and each id with at most one
+    person, so as to cover the most rows; the rows under their person's id are the identity
+    true positives, of all ``rows`` recorded and all ``true_persons`` in view."""
+    from scipy.optimize import linear_sum_assignment
+
+    if not rows or not true_persons:
+        return float("nan")
+    people, pi = np.unique(np.asarray(persons), return_inverse=True)
+    tracks, ti = np.unique(np.asarray(track_ids), return_inverse=True)
+    counts = np.zeros((len(people), len(tracks)))
+    np.add.at(counts, (pi, ti), 1.0)
+    r, c = linear_sum_assignment(-counts)
+    tp = float(counts[r, c].sum())
+    return 2.0 * tp / (rows + true_persons)
 
 
 def load_npz(path: str | Path, what: str,

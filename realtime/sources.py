@@ -307,12 +307,14 @@ class LiveSource(_SourceBase):
 def open_source(spec: Any) -> _SourceBase:
     """Open the source described by a :class:`realtime.config.SourceConfig`.
 
-    "demo" -> the bundled clip (with ``.gt_path``); digits -> camera; "scheme://" -> stream;
+    "demo" -> the bundled clip (with ``.gt_path``), "demo:SCENARIO" another scripted clip
+    (``realtime.demo.scene.SCENARIOS``); digits -> camera; "scheme://" -> stream;
     a folder or image -> images; any other file -> video.
     """
     src = str(spec.source)
-    if src == "demo":
-        return open_demo_source(realtime=spec.realtime)
+    if src == "demo" or src.startswith("demo:"):
+        scenario = src.partition(":")[2] or "default"
+        return open_demo_source(realtime=spec.realtime, scenario=scenario)
     if src.isdigit():
         index = int(src)
         return LiveSource(
@@ -346,7 +348,8 @@ def open_demo_source(realtime: bool = False, **clip_kwargs: Any) -> VideoFileSou
 
     clip = ensure_demo_clip(**clip_kwargs)
     source = VideoFileSource(clip.video_path, realtime=realtime)
-    source.name = "demo"
+    scenario = clip_kwargs.get("scenario", "default")
+    source.name = "demo" if scenario == "default" else f"demo_{scenario}"
     source.gt_path = Path(clip.gt_path)
     source.camera = clip.camera()  # the clip's known intrinsics
     return source

@@ -62,7 +62,8 @@ class PersonTracker:
     boxes are this frame's detection boxes (not the Kalman-smoothed ones); a change of frame
     size resets the tracker (new IDs)."""
 
-    def __init__(self, kind: str = "bytetrack", max_persons: int = 8, **overrides: Any) -> None:
+    def __init__(self, kind: str = "bytetrack", max_persons: int = 8, reid: Any = None,
+                 **overrides: Any) -> None:  # fmt: skip
         from ultralytics.trackers import BOTSORT, BYTETracker
 
         classes = {"bytetrack": BYTETracker, "botsort": BOTSORT}
@@ -73,10 +74,13 @@ class PersonTracker:
         self._tracker = classes[kind](args=self.args)
         self._size_wh: tuple[int, int] | None = None
         self._kept: set[int] = set()
+        self.reid = reid  # a realtime.reid.Reidentifier, or None
 
     def reset(self) -> None:
         self._tracker.reset()
         self._kept = set()
+        if self.reid is not None:
+            self.reid.reset()
 
     def update(self, detections: Detections, image_bgr: np.ndarray) -> Tracks:
         """Detections of this frame (boxes f32[N,4] px) -> Tracks (ids i64[M], M <= cap)."""
@@ -92,6 +96,8 @@ class PersonTracker:
         out = self._tracker.update(_DetResults(boxes, scores), image_bgr)
         if len(out) == 0:
             self._kept = set()
+            if self.reid is not None:  # the frame still counts for its memory
+                self.reid(np.zeros(0, np.int64), np.zeros((0, 4)), self._lost()[0], image_bgr)
             return Tracks.empty()
         out = np.asarray(out, np.float64)
         ids = out[:, 4].astype(np.int64)
@@ -103,7 +109,13 @@ class PersonTracker:
         order = self._cap_order(ids, track_scores)
         self._kept = {int(i) for i in ids[order]}
         lost_ids, lost_boxes = self._lost()
-        return Tracks(ids[order], boxes_out[order], track_scores[order], lost_ids, lost_boxes)
+        ids, boxes_out, track_scores = ids[order], boxes_out[order], track_scores[order]
+        if self.reid is not None:  # tracker ids -> person ids (returning people: their old one)
+            ids = self.reid(ids, boxes_out, lost_ids, image_bgr)
+            lost_ids = self.reid.person_ids(lost_ids)
+            order = np.argsort(ids, kind="stable")
+            ids, boxes_out, track_scores = ids[order], boxes_out[order], track_scores[order]
+        return Tracks(ids, boxes_out, track_scores, lost_ids, lost_boxes)
 
     def _lost(self) -> tuple[np.ndarray, np.ndarray]:
         """The confirmed tracks lost but still looked for (ids i64[L]) and their boxes f32[L,4]
@@ -124,4 +136,9 @@ class PersonTracker:
 
 def create_tracker(cfg: Any) -> PersonTracker:
     """A tracker from a :class:`realtime.config.TrackerConfig`."""
-    return PersonTracker(cfg.kind, cfg.max_persons, **cfg.overrides)
+    reid = None
+    if getattr(cfg, "reid", False):
+        from realtime.reid import Reidentifier
+
+        reid = Reidentifier(memory_frames=cfg.reid_memory_frames)
+    return PersonTracker(cfg.kind, cfg.max_persons, reid, **cfg.overrides)

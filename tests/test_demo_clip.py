@@ -105,3 +105,30 @@ def test_cached_and_deterministic(clip, toy_model_path, tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
     with pytest.raises(ValueError, match="num_frames"):
         ensure_demo_clip(tmp_path, num_frames=0, body_model_path=toy_model_path)
+
+
+def test_the_return_scenario_brings_the_walker_back(tmp_path, toy_model_path):
+    """In ``demo:return`` the walker walks right, turns round at 6.2 s and walks back the way he
+    came, facing the other way; the others move as in the default clip. An unknown scenario is
+    refused in one line, before any work."""
+    from realtime.demo.scene import pose_at, scene_scripts
+    from realtime.sources import open_source
+
+    default, back = scene_scripts("default"), scene_scripts("return")
+    walker = back[0]
+    x = [pose_at(walker, t)[1][0] for t in (0.0, 6.2, 8.0, 9.9)]
+    assert x[0] < x[1] and x[1] > x[2] > x[3]
+    assert pose_at(walker, 8.0)[1][0] == pytest.approx(pose_at(walker, 4.4)[1][0])
+    r_out, r_back = pose_at(walker, 4.0)[0][0], pose_at(walker, 8.0)[0][0]
+    assert np.trace(r_out.T @ r_back) < -0.5  # turned round (about 180 degrees)
+    for a, b in zip(default[1:], back[1:], strict=True):
+        np.testing.assert_allclose(pose_at(a, 7.0)[0], pose_at(b, 7.0)[0])
+    with pytest.raises(ValueError, match="scenario must be one of"):
+        ensure_demo_clip(tmp_path, num_frames=2, body_model_path=toy_model_path,
+                         scenario="dance")  # fmt: skip
+
+    class Spec:
+        source, realtime = "demo:dance", False
+
+    with pytest.raises(ValueError, match="scenario must be one of"):
+        open_source(Spec())

@@ -64,7 +64,7 @@ def test_the_truth_scores_zero(gt, toy_body_model):
                                                                                  N * P, 0, 0)
     assert s.held_matched == 3 * P and f"of {N * P} ({3 * P} held)" in s.describe()
     assert abs(s.pa_mpjpe_not_held_mm) < 1e-3 and "on the rows not held" in s.describe()
-    assert s.recall == 1.0
+    assert s.recall == 1.0 and s.idf1 == 1.0
     for v in (s.pa_mpjpe_mm, s.mpjpe_mm, s.accel_err_mm, s.position_err_m, s.depth_err_m):
         assert abs(v) < 1e-3
     assert s.mean_pose_pa_mpjpe_mm > 10 and s.pose_ratio < 1e-4
@@ -85,6 +85,8 @@ def test_errors_switches_misses_and_false_rows_are_counted(gt, toy_body_model):
     s = score_recording(rec, gt, toy_body_model)
     assert s.matched == N * P - 2 and s.false_rows == 1 and s.recall == (N * P - 2) / (N * P)
     assert s.id_switches == 2  # each person's track id changes once
+    # each person keeps one id over 4 of their rows (frames 4-7); 15 rows, 16 in view
+    assert s.idf1 == pytest.approx(2 * (4 + 4) / (15 + 16))
     assert s.pa_mpjpe_mm > 20 and s.mpjpe_mm >= s.pa_mpjpe_mm and s.accel_err_mm > 1
     assert s.depth_err_m == pytest.approx(0.5, abs=1e-4)
     assert s.position_err_m == pytest.approx(0.5, abs=1e-4)

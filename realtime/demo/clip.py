@@ -30,7 +30,14 @@ import numpy as np
 
 from multiroi.geometry.camera import Camera
 from realtime.demo.background import add_blob_shadows, room_background
-from realtime.demo.scene import CAMERA_HEIGHT_M, R_TILT, clothing_colors, default_scripts, pose_at
+from realtime.demo.scene import (
+    CAMERA_HEIGHT_M,
+    R_TILT,
+    SCENARIO_FRAMES,
+    clothing_colors,
+    pose_at,
+    scene_scripts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +68,25 @@ def default_cache_dir() -> Path:
 
 def ensure_demo_clip(
     cache_dir: str | os.PathLike | None = None,
-    num_frames: int = 180,
+    num_frames: int | None = None,
     size_wh: tuple[int, int] = (640, 480),
     body_model_path: str | os.PathLike | None = None,
     fps: float = 30.0,
     backend: str = "raster",
     seed: int = 0,
     shadows: bool = True,
+    scenario: str = "default",
 ) -> DemoClip:
     """Return the demo clip, generating and caching it first if needed.
 
     body_model_path: the body model (default: the free model; see ``multiroi.body``);
-    backend: "raster" (numpy, fast) or "open3d" (Filament lighting; ~1-3 s per frame on a CPU).
+    backend: "raster" (numpy, fast) or "open3d" (Filament lighting; ~1-3 s per frame on a CPU);
+    scenario: ``realtime.demo.scene.SCENARIOS`` (num_frames defaults to the scenario's).
     """
     from multiroi.body import load_body_model
+
+    scene_scripts(scenario)  # a clear error for an unknown scenario, before any work
+    num_frames = SCENARIO_FRAMES[scenario] if num_frames is None else int(num_frames)
 
     if num_frames < 1 or min(size_wh) < 16:
         raise ValueError(f"need num_frames >= 1 and a size of at least 16 px, got "
@@ -84,6 +96,7 @@ def ensure_demo_clip(
     w, h = int(size_wh[0]), int(size_wh[1])
     key = f"demo-{model.model_id}-g{GENERATOR_VERSION}-{w}x{h}-{num_frames}f-{fps:g}fps-{backend}"
     key += f"-s{seed}" + ("" if shadows else "-noshadow")
+    key += "" if scenario == "default" else f"-{scenario}"
     folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
     clip = DemoClip(folder / VIDEO_NAME, folder / GT_NAME)
     if clip.video_path.is_file() and clip.gt_path.is_file():
@@ -91,7 +104,7 @@ def ensure_demo_clip(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
     try:
-        generate_clip(model, tmp, num_frames, (w, h), fps, backend, seed, shadows)
+        generate_clip(model, tmp, num_frames, (w, h), fps, backend, seed, shadows, scenario)
         try:
             os.rename(tmp, folder)
         except OSError:  # another process finished first: keep theirs
@@ -165,7 +178,7 @@ def projected_boxes(
 
 def generate_clip(
     model, out_dir: Path, num_frames: int, size_wh: tuple[int, int], fps: float,
-    backend: str = "raster", seed: int = 0, shadows: bool = True,
+    backend: str = "raster", seed: int = 0, shadows: bool = True, scenario: str = "default",
 ) -> DemoClip:  # fmt: skip
     """Render the clip and its ground truth into out_dir (no caching; see ensure_demo_clip)."""
     from tqdm import tqdm
@@ -174,7 +187,7 @@ def generate_clip(
 
     w, h = size_wh
     camera = Camera.default((w, h))
-    scripts = default_scripts(seed)
+    scripts = scene_scripts(scenario, seed)
     people = simulate_people(model, scripts, num_frames, fps)
     weights = model.layer.lbs_weights.detach().cpu().numpy()
     colors = [clothing_colors(weights, s) for s in scripts]

@@ -53,6 +53,7 @@ class PersonScript:
     shirt_rgb: tuple[float, float, float]
     trousers_rgb: tuple[float, float, float]
     phase: float = 0.0
+    turn_at_s: float | None = None  # a walker turns round here and walks back the way they came
 
 
 def default_scripts(seed: int = 0) -> list[PersonScript]:
@@ -97,6 +98,26 @@ def default_scripts(seed: int = 0) -> list[PersonScript]:
     ]
 
 
+SCENARIOS = {
+    "default": "three people; the walker leaves the picture on the right (180 frames)",
+    "return": "the same three; the walker turns round 1 s after leaving the picture and comes "
+    "back 2.2 s after he left it, under his old id if re-identified (300 frames)",
+}
+SCENARIO_FRAMES = {"default": 180, "return": 300}
+
+
+def scene_scripts(scenario: str = "default", seed: int = 0) -> list[PersonScript]:
+    """The scripts of a scenario of the demo clip (``SCENARIOS``)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"demo scenario must be one of {sorted(SCENARIOS)}, got {scenario!r}")
+    scripts = default_scripts(seed)
+    if scenario == "return":
+        from dataclasses import replace
+
+        scripts[0] = replace(scripts[0], turn_at_s=6.2)
+    return scripts
+
+
 def _walk_pose(rot: np.ndarray, t: float, speed: float) -> None:
     """Leg and arm swing of a walking cycle (~1 Hz steps) into rot [24,3,3] (body frame)."""
     w = 2 * np.pi * (0.9 + 0.5 * speed) * t
@@ -135,6 +156,10 @@ def pose_at(script: PersonScript, t: float) -> tuple[np.ndarray, np.ndarray]:
     tt = t + script.phase
     vx, vz = script.velocity_xz
     speed = float(np.hypot(vx, vz))
+    ahead = t  # time spent walking forward; after a turn, the walk runs back
+    if script.turn_at_s is not None and t > script.turn_at_s:
+        ahead = 2 * script.turn_at_s - t
+        vx, vz = -vx, -vz
     if script.style == "walk":
         _walk_pose(rot, tt, speed)
         yaw = -np.arctan2(vx, -vz) if speed > 0 else 0.0
@@ -145,8 +170,8 @@ def pose_at(script: PersonScript, t: float) -> tuple[np.ndarray, np.ndarray]:
         _turn_pose(rot, tt)
         yaw = 2 * np.pi * 0.2 * t  # a full turn in 5 s
     rot[0] = R_TILT @ rot_y(yaw) @ BODY_TO_L
-    x = script.start_xz[0] + vx * t
-    z = script.start_xz[1] + vz * t
+    x = script.start_xz[0] + script.velocity_xz[0] * ahead
+    z = script.start_xz[1] + script.velocity_xz[1] * ahead
     return rot, np.array([x, 0.0, z])
 
 

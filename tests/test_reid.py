@@ -1,0 +1,118 @@
+"""realtime.reid: a person who comes back after the tracker gave up on them gets their old id,
+by the colours of their clothes; a stranger does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from realtime.reid import Reidentifier, appearance, hellinger
+
+SHIRTS = {"red": (40, 40, 200), "blue": (200, 60, 30), "green": (40, 170, 40)}  # BGR
+TROUSERS = {"navy": (90, 30, 20), "khaki": (90, 160, 190)}
+
+
+def _frame(people, seed=0):
+    """A 480x640 grey-noise frame with a person (shirt over trousers, head) in each box."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(90, 140, (480, 640, 3)).astype(np.uint8)
+    img[..., 1] = img[..., 0]
+    img[..., 2] = img[..., 0]  # grey background: no hue
+    for (x0, y0, x1, y1), shirt, trousers in people:
+        h = y1 - y0
+        img[y0 : y0 + h // 6, x0 + (x1 - x0) // 3 : x1 - (x1 - x0) // 3] = (120, 150, 200)
+        img[y0 + h // 6 : y0 + h // 2, x0:x1] = SHIRTS[shirt]
+        img[y0 + h // 2 : y1, x0 + 5 : x1 - 5] = TROUSERS[trousers]
+        noise = rng.integers(-12, 12, (y1 - y0, x1 - x0, 3))
+        img[y0:y1, x0:x1] = np.clip(img[y0:y1, x0:x1] + noise, 0, 255)
+    return img
+
+
+def _run(reid, frames):
+    """Feed (tracker ids, boxes, lost ids, people) per frame; returns the person ids per frame."""
+    out = []
+    for ids, people, lost in frames:
+        boxes = np.array([p[0] for p in people], np.float32).reshape(-1, 4)
+        out.append(reid(np.array(ids, np.int64), boxes, np.array(lost, np.int64),
+                        _frame(people, len(out))).tolist())  # fmt: skip
+    return out
+
+
+def test_appearance_tells_clothes_apart():
+    box = (100, 100, 180, 400)
+    red_navy = appearance(_frame([(box, "red", "navy")]), np.array(box))
+    again = appearance(_frame([(box, "red", "navy")], seed=5), np.array(box))
+    blue_navy = appearance(_frame([(box, "blue", "navy")]), np.array(box))
+    red_khaki = appearance(_frame([(box, "red", "khaki")]), np.array(box))
+    assert red_navy.shape == (2 * (12 * 4 + 1),)
+    assert np.allclose(red_navy.reshape(2, -1).sum(1), 1.0)
+    assert hellinger(red_navy, again) < 0.15
+    assert hellinger(red_navy, blue_navy) > 0.35 and hellinger(red_navy, red_khaki) > 0.35
+    assert appearance(_frame([]), np.array([630, 10, 640, 12])) is None  # too small
+
+
+def test_a_returning_person_gets_their_old_id():
+    """Person 1 (red over navy) leaves; 40 frames later the tracker starts track 7 on her and
+    track 8 on a stranger (blue over khaki): 7 becomes 1 again, 8 keeps its id."""
+    a, b = (100, 100, 180, 400), (400, 120, 470, 390)
+    reid = Reidentifier()
+    seen = [([1, 2], [(a, "red", "navy"), (b, "green", "khaki")], [])] * 10
+    gone = [([2], [(b, "green", "khaki")], [])] * 40
+    back = [([2, 7, 8], [(b, "green", "khaki"), ((300, 100, 380, 400), "red", "navy"),
+                         ((520, 90, 600, 400), "blue", "khaki")], [])] * 5  # fmt: skip
+    ids = _run(reid, seen + gone + back)
+    assert ids[-1] == [2, 1, 8] and reid.returned == 1
+
+
+def test_no_old_id_while_its_owner_is_there_or_still_looked_for():
+    """A look-alike (red over navy too) gets no id that is in use, nor the id of a person the
+    tracker still holds as lost; after memory_frames a person is forgotten."""
+    a, c = (100, 100, 180, 400), (300, 100, 380, 400)
+    reid = Reidentifier(memory_frames=20)
+    ids = _run(reid, [([1], [(a, "red", "navy")], [])] * 5
+               + [([1, 3], [(a, "red", "navy"), (c, "red", "navy")], [])]  # 1 is there
+               + [([4], [(c, "red", "navy")], [1, 3])]  # 1 and 3 are lost, not gone
+               + [([], [], [])] * 25  # both forgotten
+               + [([9], [(a, "red", "navy")], [])])  # fmt: skip
+    assert ids[5] == [1, 3] and ids[6] == [4] and ids[-1] == [9]
+    assert reid.returned == 0
+
+
+def test_colours_are_learnt_only_from_uncovered_boxes():
+    """While person 1's box lies inside person 2's, 2's colours do not leak into 1's look: after
+    both leave, a track in 1's clothes comes back as 1."""
+    a, b = (100, 100, 180, 400), (90, 80, 200, 420)
+    reid = Reidentifier()
+    frames = [([1, 2], [(a, "red", "navy"), ((400, 100, 470, 390), "blue", "khaki")], [])] * 3
+    frames += [([1, 2], [(a, "blue", "khaki"), (b, "blue", "khaki")], [])] * 30  # 2 covers 1
+    frames += [([], [], [])] * 40
+    frames += [([5], [((300, 100, 380, 400), "red", "navy")], [])]
+    assert _run(reid, frames)[-1] == [1]
+
+
+def test_tracker_with_reid(monkeypatch):
+    """PersonTracker maps ids through the re-identifier, lost ids included."""
+    pytest.importorskip("ultralytics")
+    from multiroi.types import Detections
+    from realtime.track import PersonTracker
+
+    tracker = PersonTracker(max_persons=4, reid=Reidentifier())
+    box = np.float32([[100, 100, 180, 400]])
+    img = _frame([((100, 100, 180, 400), "red", "navy")])
+    for _ in range(5):
+        tracks = tracker.update(Detections(box, np.float32([0.9])), img)
+    first = tracks.track_ids.tolist()
+    for _ in range(45):  # gone for longer than ByteTrack's buffer (30 frames)
+        tracks = tracker.update(Detections.empty(), _frame([]))
+    for _ in range(3):
+        tracks = tracker.update(Detections(box + [150, 0, 150, 0], np.float32([0.9])),
+                                _frame([((250, 100, 330, 400), "red", "navy")]))  # fmt: skip
+    assert tracks.track_ids.tolist() == first and tracker.reid.returned == 1
+    plain = PersonTracker(max_persons=4)
+    for _ in range(5):
+        ids = plain.update(Detections(box, np.float32([0.9])), img).track_ids.tolist()
+    for _ in range(45):
+        plain.update(Detections.empty(), _frame([]))
+    for _ in range(3):
+        back = plain.update(Detections(box + [150, 0, 150, 0], np.float32([0.9])), img)
+    assert back.track_ids.tolist() != ids
