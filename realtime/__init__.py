@@ -177,6 +177,27 @@ def run(cfg: Any, renderer: Any = None) -> Any:
         gt_path = getattr(pipeline.source, "gt_path", None)
         if written is not None and gt_path is not None:
             _score(Path(written), gt_path, pipeline.infer.body_model)
+        if written is not None:
+            _export(Path(written), getattr(cfg.output, "export", ()), pipeline.infer.body_model)
+
+
+def _export(recording: Path, kinds: Any, body: Any) -> None:
+    """The ``--export`` files of a recording; a failure is logged, never raised: the recording
+    is already safe (``python -m realtime.gltf`` / ``realtime.bvh`` can make them again)."""
+    for kind in kinds:
+        try:
+            if kind == "glb":
+                from realtime.gltf import export_glb
+
+                export_glb(recording, body=body)
+            else:
+                from realtime.bvh import export_recording
+
+                export_recording(recording, body=body)
+        except Exception as exc:  # noqa: BLE001 - an export is a by-product of the run
+            logger.warning("could not export %s as %s: %s (the recording is kept; try "
+                           "python -m realtime.%s %s)", recording, kind, exc,
+                           "gltf" if kind == "glb" else "bvh", recording)  # fmt: skip
 
 
 def _score(recording: Path, gt_path: Any, body: Any) -> None:

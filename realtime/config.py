@@ -13,6 +13,7 @@ from typing import Any
 
 DETECTOR_KINDS = ("auto", "yolo", "blazepose", "hog", "motion", "mediapipe", "given")
 TRACKER_KINDS = ("bytetrack", "botsort")
+EXPORT_KINDS = ("glb", "bvh")
 RENDER_MODES = ("auto", "open3d", "overlay", "headless", "none")
 
 
@@ -152,13 +153,16 @@ class InferenceConfig:
 class OutputConfig:
     """render: "auto" (Open3D window, or headless when --headless), "open3d", "overlay",
     "headless" (MP4 into out_dir) or "none". record: write DIR/<name>.npz when out_dir is set.
-    stream: ``udp://HOST:PORT`` to send each frame's persons to as JSON (``realtime.stream``)."""
+    stream: ``udp://HOST:PORT`` to send each frame's persons to as JSON (``realtime.stream``).
+    export: at the end, turn the recording into these (``"glb"``: ``realtime.gltf``, ``"bvh"``:
+    ``realtime.bvh``, both on the floor found under the feet) next to it."""
 
     render: str = "auto"
     headless: bool = False
     out_dir: str | None = None
     record: bool = True
     stream: str | None = None
+    export: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.render not in RENDER_MODES:
@@ -169,6 +173,13 @@ class OutputConfig:
             from realtime.stream import parse_target
 
             parse_target(self.stream)  # a clear error now, not at the first frame
+        self.export = tuple(self.export)
+        unknown = sorted(set(self.export) - set(EXPORT_KINDS))
+        if unknown:
+            raise ValueError(f"--export takes {' / '.join(EXPORT_KINDS)}, got {unknown}")
+        if self.export and not (self.out_dir and self.record):
+            raise ValueError("--export needs --out DIR (it turns the recording written there "
+                             "into the files)")  # fmt: skip
 
     @property
     def render_mode(self) -> str:
@@ -232,6 +243,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--undistort", action="store_true", help="remove lens distortion (needs --calib)")
     a("--headless", action="store_true", help="no window: write DIR/*.mp4 and DIR/*.npz")
     a("--out", default=None, help="output folder (video and recording)")
+    a("--export", nargs="+", default=(), choices=EXPORT_KINDS, metavar="glb|bvh",
+      help="at the end, also write the recording as a glTF take (DIR/<name>.glb, for Unity, "
+           "Unreal, Blender, three.js) and/or one BVH per track (needs --out)")
     a("--stream", default=None, metavar="udp://HOST:PORT",
       help="send each frame's persons there as JSON (realtime.stream)")
     a("--render", default="auto", choices=RENDER_MODES, help="renderer")
@@ -307,7 +321,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             coast_occluded=not args.no_coast,
         ),
         output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out,
-                            stream=args.stream),
+                            stream=args.stream, export=tuple(args.export)),
         max_frames=args.max_frames,
     )
 

@@ -195,7 +195,8 @@ def test_cli_on_a_small_demo_clip(tmp_path, toy_body_model_path, monkeypatch):
     listener.settimeout(5)
     argv = ["--source", "demo", "--render", "none", "--out", str(out), "--rois", "2",
             "--backbone", "mobilenetv2_050", "--max-frames", "4",
-            "--stream", f"udp://127.0.0.1:{listener.getsockname()[1]}"]  # fmt: skip
+            "--stream", f"udp://127.0.0.1:{listener.getsockname()[1]}",
+            "--export", "glb", "bvh"]  # fmt: skip
     assert run_camera.main(argv) == 0
     sent = [json.loads(listener.recvfrom(65536)[0]) for _ in range(4)]
     listener.close()
@@ -222,6 +223,9 @@ def test_cli_on_a_small_demo_clip(tmp_path, toy_body_model_path, monkeypatch):
         ):  # every box is a GT box
             assert np.abs(gt["box_xyxy"][k] - box).sum(1).min() < 1e-3
         np.testing.assert_allclose(rec["K"], gt["K"])  # the clip's own intrinsics were used
+        tracks = sorted(set(rec["track_id"].tolist()))
+    assert (out / "demo.glb").read_bytes()[:4] == b"glTF"  # --export: the take ...
+    assert sorted(p.name for p in out.glob("*.bvh")) == [f"demo_track{t}.bvh" for t in tracks]
     assert run_camera.main(["--source", str(tmp_path / "missing.mp4"), "--render", "none"]) == 2
 
 
@@ -266,3 +270,8 @@ def test_cli_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsys):
         assert run_camera.main(["--source", str(clip), "--render", "none", *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0] and ": error: " in err[0], err
+    # a bad option value: one line in argparse's form, no usage block
+    argv = ["--source", str(clip), "--render", "none", "--export", "glb"]  # without --out
+    assert run_camera.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--export needs --out DIR" in err[0]
