@@ -55,9 +55,14 @@ def build_pipeline(cfg: Any, renderer: Any = None) -> Any:
             faces = display_faces(template, infer.faces)  # a third of the faces: 3x faster drawing
             renderer = _create_renderer(cfg, camera, faces, name, source.fps, infer.cameras)
             made.append(renderer)
-        recorder = _create_recorder(cfg, camera, name, infer.cameras,
-                                    getattr(source, "gt_path", None),
-                                    None if source.is_live else source.fps)  # writes at close
+        recorder = _create_recorder(
+            cfg,
+            camera,
+            name,
+            infer.cameras,
+            getattr(source, "gt_path", None),
+            None if source.is_live else source.fps,
+        )  # writes at close
         preprocess = None
         if cfg.camera.undistort:
             preprocess = lambda image: _undistort(infer.cameras, image)
@@ -139,7 +144,11 @@ def _create_renderer(
 
 
 def _create_recorder(
-    cfg: Any, camera: Any, name: str, cameras: Any = None, gt_path: Any = None,
+    cfg: Any,
+    camera: Any,
+    name: str,
+    cameras: Any = None,
+    gt_path: Any = None,
     fps: float | None = None,
 ) -> Any:
     if not (cfg.output.record and cfg.output.out_dir):
@@ -165,6 +174,12 @@ def run(cfg: Any, renderer: Any = None) -> Any:
     try:
         return pipeline.run()
     finally:
+        reid = getattr(pipeline.tracker, "reid", None)
+        if pipeline.recorder is not None and getattr(reid, "aliases", None):
+            # tracks shown under their own id before they were recognised: the exports merge them
+            pipeline.recorder.meta["reid_aliases"] = {
+                str(k): int(v) for k, v in reid.aliases.items()
+            }
         streamer = getattr(pipeline, "streamer", None)
         for closable in (pipeline.renderer, pipeline.recorder, streamer):
             if closable is not None:

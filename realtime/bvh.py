@@ -9,7 +9,9 @@ offsets), a root with position and rotation, every joint with its rotation, one 
 recorded frame from the track's first to its last (each file's first frame is in the log;
 ``--align`` starts them all at the recording's first frame, so they line up when imported
 together). Frames in which the track has no row (it was lost for a while) are interpolated
-between the rows around them (rotations by slerp); the log says how many.
+between the rows around them (rotations by slerp); the log says how many. (BVH cannot hide a
+skeleton: a person away for a while walks across the gap; ``realtime.gltf`` hides them.) A
+track the live loop re-identified as an earlier person is merged into theirs.
 
 Axes: BVH is Y-up. By default (``--floor auto``) the motion stands on the floor found under
 the people's feet (``realtime.floor``): y up along the floor's normal, y = 0 on the floor, the

@@ -257,8 +257,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
       help="the pose detector does not look again around where each person was")  # fmt: skip
     a("--tracker", default="bytetrack", choices=TRACKER_KINDS)
     a("--no-reid", action="store_true",
-      help="a person who comes back after more than a second gets a new id (by default their "
-           "old one, when the colours of their clothes match)")
+      help="a person who comes back after the tracker gave up on them (30 processed frames) "
+           "gets a new id (by default their old one, when the colours of their clothes match)")
     sm = p.add_mutually_exclusive_group()
     sm.add_argument("--smooth", type=float, default=1.0, help="One-Euro strength (1 = default)")
     sm.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")

@@ -12,7 +12,10 @@ towards the camera along the floor) that ``realtime.bvh`` and ``realtime.gltf`` 
 
 Rows that cannot touch the floor in the image are left out: held rows (copies of an earlier
 pose), boxes that reach the image's bottom edge (the feet are cut off and the network only
-guesses them) and small boxes. A person's depth error moves their feet along the camera's rays,
+guesses them) and small boxes. Feet that cover too little of the floor to show its tilt (one
+person standing still, or walking along one line: their spread across the floor under 0.25 m
+in one direction) give only the camera's height, the camera taken as level. A person's depth
+error moves their feet along the camera's rays,
 which lifts or sinks their whole footprint by the same factor: RANSAC keeps the people who agree.
 """
 
@@ -33,6 +36,10 @@ MIN_ROWS = 20  # rows with the feet in view needed to trust a floor
 MIN_INLIER_SHARE = 0.5
 BOTTOM_MARGIN = 0.02  # share of the image height: boxes ending within it are cut off
 MIN_BOX_PX = 48
+MIN_SPREAD_M = 0.25  # std of the feet over the floor, in both directions, to show its tilt
+MAX_TILT_DEG = 45.0  # a floor tilted more from the camera's up is a wrong fit
+MAX_ROWS = 3000  # rows the fit reads at most (evenly spread)
+CANDIDATES = 512  # vertices per row kept as candidates for the lowest (the feet)
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Floor:
     rows: int
     inliers: int
     rms_m: float
+    level: bool = False  # the feet covered too little of the floor: the camera taken as level
 
     @property
     def pitch_deg(self) -> float:
@@ -62,11 +70,20 @@ class Floor:
         y = self.normal / np.linalg.norm(self.normal)
         forward = np.array([0.0, 0.0, 1.0])
         f_h = forward - (forward @ y) * y
+        if np.linalg.norm(f_h) < 1e-6:  # looking straight down: "forward" is the image's up
+            image_up = np.array([0.0, -1.0, 0.0])
+            f_h = image_up - (image_up @ y) * y
         z = -f_h / np.linalg.norm(f_h)
         x = np.cross(y, z)
         return WorldFrame(np.stack([x, y, z]), np.array([0.0, self.height_m, 0.0]))
 
     def describe(self) -> str:
+        if self.level:
+            return (
+                f"the camera {self.height_m:.2f} m above the floor, taken as level: the feet "
+                f"cover too little of the floor to show its tilt (from {self.inliers} of "
+                f"{self.rows} rows with the feet in view, RMS {self.rms_m * 100:.1f} cm)"
+            )
         return (
             f"the camera {self.height_m:.2f} m above the floor, looking down "
             f"{self.pitch_deg:.1f} deg, roll {self.roll_deg:.1f} deg (from {self.inliers} "
@@ -134,7 +151,9 @@ def estimate_floor(
     rec: dict[str, np.ndarray], body: Any, image_wh: tuple[int, int], seed: int = 0
 ) -> Floor:
     """The floor of a recording (see module doc). Raises ValueError, saying why, when too few
-    rows show feet or they do not agree on a plane."""
+    rows show feet or they do not agree on a plane. When the feet cover too little of the floor
+    to show its tilt (one person standing still, or walking along one line), the camera is taken
+    to be level and only its height is measured (``Floor.level``)."""
     rows = foot_rows(rec, image_wh)
     if len(rows) < MIN_ROWS:
         raise ValueError(
@@ -142,22 +161,37 @@ def estimate_floor(
             f"picture, {MIN_ROWS} needed (a waist-up view has none); export in "
             f"the camera's frame with --floor camera"
         )
-    verts = list(posed_vertices(body, rec, rows))
+    if len(rows) > MAX_ROWS:  # evenly over the recording: the fit needs no more
+        rows = rows[np.linspace(0, len(rows) - 1, MAX_ROWS).astype(np.int64)]
+    camera_up = np.array([0.0, -1.0, 0.0])
+    feet = np.concatenate(
+        [_lowest_vertices(v, camera_up) for v in posed_vertices(body, rec, rows)]
+    )
     rng = np.random.default_rng(seed)
-    up = np.array([0.0, -1.0, 0.0])  # the camera's up, to start
-    for _ in range(4):
-        lowest = np.concatenate([v[np.arange(len(v)), np.argmin(v @ up, axis=1)] for v in verts])
+    up = camera_up
+    for _ in range(4):  # the lowest vertex along the floor's normal, then the floor again
+        lowest = feet[np.arange(len(feet)), np.argmin(feet @ up, axis=1)]
         n, d, inl = fit_plane(lowest, up, rng)
-        if np.degrees(np.arccos(np.clip(n @ up, -1, 1))) < 0.05:
-            up = n
-            break
+        turned = np.degrees(np.arccos(np.clip(n @ up, -1, 1)))
         up = n
-    share = inl.mean()
-    if inl.sum() < MIN_ROWS or share < MIN_INLIER_SHARE:
+        if turned < 0.05:
+            break
+    if inl.sum() < MIN_ROWS or inl.mean() < MIN_INLIER_SHARE:
         raise ValueError(
             f"cannot find the floor: only {int(inl.sum())} of {len(rows)} rows "
             f"with the feet in view agree on a plane (people jumping, sitting or "
             f"on stairs?); export in the camera's frame with --floor camera"
+        )
+    on = lowest[inl] - lowest[inl].mean(0)
+    spread = np.linalg.svd(on - np.outer(on @ n, n), compute_uv=False) / np.sqrt(len(on))
+    if spread[1] < MIN_SPREAD_M:
+        return _level_floor(feet, camera_up, len(rows))
+    tilt = float(np.degrees(np.arccos(np.clip(n @ camera_up, -1, 1))))
+    if tilt > MAX_TILT_DEG:
+        raise ValueError(
+            f"cannot find the floor: the plane the feet agree on is tilted {tilt:.0f} degrees "
+            f"from the camera's up (at most {MAX_TILT_DEG:.0f} expected); export in the "
+            f"camera's frame with --floor camera"
         )
     rms = float(np.sqrt(np.mean((lowest[inl] @ n + d) ** 2)))
     if d <= 0:
@@ -166,6 +200,29 @@ def estimate_floor(
             "camera; export in the camera's frame with --floor camera"
         )
     return Floor(up, float(d), int(len(rows)), int(inl.sum()), rms)
+
+
+def _lowest_vertices(verts: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """f64[n,K,3]: the CANDIDATES vertices of each mesh f[n,V,3] lowest along ``up`` (its feet:
+    the lowest along any floor normal near ``up`` is among them)."""
+    k = min(CANDIDATES, verts.shape[1])
+    idx = np.argpartition(verts @ up, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(verts, idx[..., None], axis=1)
+
+
+def _level_floor(feet: np.ndarray, up: np.ndarray, rows: int) -> Floor:
+    """The floor under a level camera (normal = the camera's up) at the feet's median height."""
+    lowest = feet[np.arange(len(feet)), np.argmin(feet @ up, axis=1)]
+    heights = -(lowest @ up)  # below the camera: positive
+    h = float(np.median(heights))
+    inl = np.abs(heights - h) < INLIER_M
+    if inl.sum() < MIN_ROWS or inl.mean() < MIN_INLIER_SHARE or h <= 0:
+        raise ValueError(
+            f"cannot find the floor: the feet of {rows} rows are not at one height below the "
+            f"camera; export in the camera's frame with --floor camera"
+        )
+    rms = float(np.sqrt(np.mean((heights[inl] - h) ** 2)))
+    return Floor(up.copy(), h, rows, int(inl.sum()), rms, level=True)
 
 
 def world_frame(rec: dict[str, np.ndarray], body: Any, mode: str = "auto") -> WorldFrame:

@@ -10,10 +10,13 @@ skeleton (SMPL's names and hierarchy, bone lengths from the track's median betas
 skinning weights per vertex (renormalised; the free model has up to 7, so vertices near joints
 move by a few millimetres), one colour per track as in the viewer. One animation,
 ``recording``, moves them all on one timeline: frame index k of the recording plays at
-(k - first) x the frame time (the recorded file's fps, else measured from the capture times,
-else ``--fps``). A track's frames without a row are interpolated (rotations by slerp) as in
-``realtime.bvh``; before its first row and after its last it is hidden (its skeleton scaled to
-zero, step keys), so people appear and leave as they did. A node ``camera`` is the
+(k - first) x the frame time (``--fps`` if given, else the recorded file's fps, else measured
+from the capture times). A track's frames without a row are interpolated (rotations by slerp)
+as in ``realtime.bvh``; before its first row, after its last and through gaps of a second or
+more (away, not a missed detection) it is hidden (its skeleton scaled to zero, step keys), so
+people appear, leave and come back as they did. A track the live loop re-identified as an
+earlier person after showing it under its own id for a moment is merged into theirs (the
+recording's meta "reid_aliases"). A node ``camera`` is the
 recording's camera (vertical field of view and aspect from K; the principal point's offset
 from the centre is not kept); look through it and the bodies overlay the video.
 
@@ -50,6 +53,7 @@ from realtime.motion import (
 logger = logging.getLogger(__name__)
 
 INFLUENCES = 4  # skinning weights per vertex: what every glTF viewer and game engine reads
+HIDE_GAP_FRAMES = 30  # a track's gap this long is time away (ByteTrack's buffer), hidden
 _FLOAT, _UINT, _USHORT, _UBYTE = 5126, 5125, 5123, 5121
 _ARRAY, _ELEMENTS = 34962, 34963
 _SIZES = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
@@ -308,7 +312,11 @@ def camera_node(g: GlbBuilder, K: np.ndarray, image_wh: np.ndarray, world: World
     """The recording's camera where ``world`` puts it (a glTF camera looks down its -Z, y up:
     the OpenCV camera axes turned by CAMERA_TO_YUP)."""
     K = np.asarray(K, np.float64)
-    w, h = (int(x) for x in np.asarray(image_wh).reshape(-1)[:2])
+    wh = np.asarray(image_wh).reshape(-1)
+    if K.shape != (3, 3) or len(wh) < 2 or not np.isfinite(K).all():
+        logger.info("the recording's camera is not a 3x3 K with an image size: no camera node")
+        return
+    w, h = int(wh[0]), int(wh[1])
     if not (K[1, 1] > 0 and w > 0 and h > 0):
         logger.info("the recording has no camera (K unknown): no camera node written")
         return
@@ -331,6 +339,27 @@ def camera_node(g: GlbBuilder, K: np.ndarray, image_wh: np.ndarray, world: World
     g.node(node, root=True)
 
 
+def visibility_keys(motion: TrackMotion, first: int, last: int, dt: float) -> list:
+    """Step keys (time s, scale) that show a track's body only from its first row to its last,
+    and hide it through gaps of at least HIDE_GAP_FRAMES (the person was away; shorter gaps
+    are missed detections, bridged). Empty when it is there for the whole recording, frames
+    ``first`` to ``last``."""
+    start, end = motion.first_frame, motion.first_frame + len(motion.root_m) - 1
+    shown = []
+    for a, b in motion.long_gaps(HIDE_GAP_FRAMES):
+        shown.append((start, a - 1))
+        start = b + 1
+    shown.append((start, end))
+    if shown == [(first, last)]:
+        return []
+    keys = [] if shown[0][0] == first else [(0.0, 0.0)]
+    for a, b in shown:
+        keys.append(((a - first) * dt, 1.0))
+        if b < last:
+            keys.append(((b + 1 - first) * dt, 0.0))
+    return keys
+
+
 def export_glb(
     recording: str | Path,
     out: str | Path | None = None,
@@ -346,13 +375,12 @@ def export_glb(
     frame. Returns the path."""
     from realtime.floor import world_frame
 
+    if out is not None and Path(out).suffix.lower() != ".glb":
+        raise ValueError(f"the output must be a .glb file, got {out}")
     src = open_recording(recording, tracks, fps, body)
     world = world_frame(src.rec, src.body, floor)
     out = Path(out) if out is not None else src.path.with_suffix(".glb")
-    if out.suffix.lower() != ".glb":
-        raise ValueError(f"the output must be a .glb file, got {out}")
-    frames = np.asarray(src.rec.get("frames_index", src.rec["frame_index"]), np.int64)
-    last = int(max(frames.max(), np.max(src.rec["frame_index"])))
+    last = src.last_frame
     dt = src.frame_time_s
     g = GlbBuilder()
     channels: list[dict[str, Any]] = []
@@ -360,20 +388,16 @@ def export_glb(
     for tid in src.track_ids:
         motion = track_motion(src.rec, tid, src.body, dt, world=world)
         span = motion.first_frame + np.arange(len(motion.root_m))
-        hide = []
-        if motion.first_frame > src.first_frame:
-            hide.append((0.0, 0.0))
-        if hide or span[-1] < last:
-            hide.append(((motion.first_frame - src.first_frame) * dt, 1.0))
-        if span[-1] < last:
-            hide.append(((span[-1] + 1 - src.first_frame) * dt, 0.0))
+        hide = visibility_keys(motion, src.first_frame, last, dt)
         add_track(g, motion, src.body, (span - src.first_frame) * dt, hide, channels, samplers)
+        away = motion.long_gaps(HIDE_GAP_FRAMES)
         logger.info(
-            "track %d: frames %d-%d%s",
+            "track %d: frames %d-%d%s%s",
             tid,
             span[0],
             span[-1],
             f" ({motion.filled} without a row, interpolated)" if motion.filled else "",
+            f", hidden while away: {', '.join(f'{a}-{b}' for a, b in away)}" if away else "",
         )
     g.doc["animations"] = [{"name": "recording", "channels": channels, "samplers": samplers}]
     if camera and "K" in src.rec and "image_wh" in src.rec:
@@ -387,8 +411,11 @@ def export_glb(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
-    tmp.write_bytes(g.glb())
-    tmp.replace(out)
+    try:
+        tmp.write_bytes(g.glb())
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info(
         "%d tracks, %d frames at %.2f fps -> %s (%.1f MB)",
         len(src.track_ids),
@@ -408,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--out", default=None, help="the .glb to write (default: the recording's name with .glb)"
     )
-    ap.add_argument("--track", type=int, nargs="+", default=None, help="only these track ids")
+    ap.add_argument(
+        "--track", type=int, nargs="+", action="extend", default=None, help="only these track ids"
+    )
     ap.add_argument(
         "--fps",
         type=float,

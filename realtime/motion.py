@@ -1,6 +1,7 @@
 """One track of a live-loop recording as skeletal motion: the body model's 24-joint skeleton
 with the track's shape, its root path and local joint rotations at every frame of its span (gaps
-interpolated), in Y-up axes. Shared by the motion exports (``realtime.bvh``, ``realtime.gltf``).
+interpolated, and listed: a viewer can hide the long ones), in Y-up axes. Shared by the motion
+exports (``realtime.bvh``, ``realtime.gltf``).
 
 Axes (those of BVH and glTF alike): by default the camera frame (OpenCV: x right, y down, z
 forward) turned about x by 180 degrees: x right, y up, z towards the camera; the person stands
@@ -11,8 +12,7 @@ along its normal, the origin on it below the camera.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,12 @@ class TrackMotion:
     frame_time_s: float
     filled: int  # frames without a row (interpolated, or before the first: its first pose)
     betas: np.ndarray  # f64[B]: the track's median shape (the offsets' and a mesh's)
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # [first, last] frames, no row
+
+    def long_gaps(self, min_frames: int) -> list[tuple[int, int]]:
+        """The gaps of at least ``min_frames`` frames (a person out of view, not a missed
+        detection): a viewer hides them rather than sliding the body across."""
+        return [(a, b) for a, b in self.gaps if b - a + 1 >= min_frames]
 
 
 def rest_joints(body: Any, betas: np.ndarray) -> np.ndarray:
@@ -93,8 +99,11 @@ def track_motion(
     first = int(frames[0]) if start is None else min(int(start), int(frames[0]))
     span = np.arange(first, frames[-1] + 1)
     root_span, rot_span = _fill(frames, span, root, rot)
+    jumps = np.flatnonzero(np.diff(frames) > 1)
+    gaps = [(int(frames[i]) + 1, int(frames[i + 1]) - 1) for i in jumps]
     return TrackMotion(int(track_id), offsets, root_span, rot_span, first,
-                       float(frame_time_s), int(len(span) - len(frames)), betas)  # fmt: skip
+                       float(frame_time_s), int(len(span) - len(frames)), betas,
+                       gaps)  # fmt: skip
 
 
 def _fill(frames: np.ndarray, span: np.ndarray, root: np.ndarray,
@@ -122,11 +131,13 @@ def frame_time_of(rec: dict[str, np.ndarray], fps: float | None = None) -> float
     """Seconds per frame index: ``fps``, else the recorded file's (meta "fps"), else the median
     of the capture time per frame index between recorded frames (frames dropped by a live
     source leave gaps in the indices), else 1/30."""
+    from realtime.score import _meta
+
     if fps is not None:
         return 1.0 / float(fps)
-    meta = json.loads(str(rec["meta_json"])) if "meta_json" in rec else {}
-    if meta.get("fps"):
-        return 1.0 / float(meta["fps"])
+    recorded = _meta(rec).get("fps")
+    if isinstance(recorded, (int, float)) and np.isfinite(recorded) and recorded > 0:
+        return 1.0 / float(recorded)
     t = np.asarray(rec.get("frames_t_capture_s", ()), np.float64).reshape(-1)
     k = np.asarray(rec.get("frames_index", np.arange(len(t))), np.float64).reshape(-1)
     if len(k) != len(t):
@@ -140,7 +151,8 @@ def frame_time_of(rec: dict[str, np.ndarray], fps: float | None = None) -> float
 @dataclass
 class MotionRecording:
     """A recording opened for export: its arrays, the body model that made it, the track ids
-    asked for (sorted), seconds per frame index and the first frame index of the recording."""
+    asked for (sorted), seconds per frame index and the first and last frame indices of the
+    recording."""
 
     path: Path
     rec: dict[str, np.ndarray]
@@ -148,6 +160,7 @@ class MotionRecording:
     track_ids: list[int]
     frame_time_s: float
     first_frame: int
+    last_frame: int
 
 
 def open_recording(recording: str | Path, tracks: list[int] | None = None,
@@ -163,8 +176,10 @@ def open_recording(recording: str | Path, tracks: list[int] | None = None,
     if missing:
         raise ValueError(f"{recording} lacks {', '.join(missing)}: expected a recording written "
                          f"by run_camera.py --out DIR")  # fmt: skip
-    if fps is not None and not fps > 0:
-        raise ValueError(f"--fps must be above 0 (leave it out for the recording's), got {fps}")
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps must be a number above 0 (leave it out for the recording's), "
+                         f"got {fps}")  # fmt: skip
+    rec = _usable_rows(recording, rec)
     have = sorted(int(t) for t in np.unique(rec["track_id"]))
     if not have:
         raise ValueError(f"{recording} has no persons in any frame: nothing to write")
@@ -177,6 +192,37 @@ def open_recording(recording: str | Path, tracks: list[int] | None = None,
 
         config = _meta(rec).get("config") or {}
         body = load_body_model((config.get("inference") or {}).get("body_model"))
-    frames = np.asarray(rec.get("frames_index", rec["frame_index"]), np.int64)
-    first = int(frames.min()) if len(frames) else int(np.min(rec["frame_index"]))
-    return MotionRecording(recording, rec, body, wanted, frame_time_of(rec, fps), first)
+    frames = np.concatenate([np.asarray(rec.get("frames_index", ()), np.int64).reshape(-1),
+                             np.asarray(rec["frame_index"], np.int64).reshape(-1)])  # fmt: skip
+    return MotionRecording(recording, rec, body, wanted, frame_time_of(rec, fps),
+                           int(frames.min()), int(frames.max()))  # fmt: skip
+
+
+def _usable_rows(path: Path, rec: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The recording with its rows' track ids merged as the live loop's re-identification
+    decided (meta "reid_aliases": a track shown under its own id before it was recognised
+    joins the person's), and rows with non-finite values left out (with a warning)."""
+    import logging
+
+    from realtime.score import _meta
+
+    rec = dict(rec)
+    n = len(np.asarray(rec["track_id"]).reshape(-1))
+    if n == 0:
+        return rec
+    aliases = _meta(rec).get("reid_aliases") or {}
+    if isinstance(aliases, dict) and aliases:
+        ids = np.asarray(rec["track_id"], np.int64).copy()
+        for own, person in aliases.items():
+            ids[ids == int(own)] = int(person)
+        rec["track_id"] = ids
+    ok = np.ones(n, bool)
+    for key in ("rotmat", "betas", "transl_m"):
+        ok &= np.isfinite(np.asarray(rec[key], np.float64).reshape(n, -1)).all(1)
+    if not ok.all():
+        logging.getLogger(__name__).warning(
+            "%s: %d of %d rows hold non-finite values and are left out", path, n - ok.sum(), n)
+        for key, value in list(rec.items()):
+            if np.ndim(value) and len(value) == n and not key.startswith("frames_"):
+                rec[key] = np.asarray(value)[ok]
+    return rec

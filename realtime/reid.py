@@ -113,16 +113,25 @@ class Reidentifier:
         self._frame = -1
         self.returned = 0  # tracks given an old id
         self.relabelled = 0  # of them, tracks shown under their own id first
+        self.aliases: dict[int, int] = {}  # those tracks' own ids -> the person ids they got
 
     def reset(self) -> None:
         self._people.clear()
         self._of_track.clear()
         self._pending.clear()
+        self.aliases.clear()
         self._frame = -1
 
     def __call__(
-        self, ids: np.ndarray, boxes: np.ndarray, lost_ids: np.ndarray, image_bgr: np.ndarray
+        self,
+        ids: np.ndarray,
+        boxes: np.ndarray,
+        lost_ids: np.ndarray,
+        image_bgr: np.ndarray,
+        others: np.ndarray | None = None,
     ) -> np.ndarray:
+        """others: tracker ids the tracker still follows but does not show this frame (the
+        person cap): their people are not gone either."""
         self._frame += 1
         ids = np.asarray(ids, np.int64).reshape(-1)
         h, w = image_bgr.shape[:2]
@@ -131,11 +140,10 @@ class Reidentifier:
         looks = [appearance(image_bgr, b) for b in boxes]
         clear = self._uncovered(boxes)
         whole = self._in_view(full, boxes, (w, h))
-        held = {
-            self._of_track[int(t)]
-            for t in np.asarray(lost_ids).reshape(-1)
-            if int(t) in self._of_track
-        }
+        still = np.concatenate([np.asarray(lost_ids, np.int64).reshape(-1),
+                                np.asarray(others if others is not None else (), np.int64)
+                                .reshape(-1)])  # fmt: skip
+        held = {self._of_track[int(t)] for t in still if int(t) in self._of_track}
         active = {self._of_track[int(t)] for t in ids if int(t) in self._of_track}
         out = np.empty_like(ids)
         for i, t in enumerate(ids.tolist()):
@@ -184,6 +192,8 @@ class Reidentifier:
             self._people[pid].tracker_ids |= mine.tracker_ids
         self.returned += 1
         self.relabelled += shown > 0
+        if shown:
+            self.aliases[own] = pid
         logger.info(
             "track %d is person %d again (appearance distance %.2f, gone %d frames)%s",
             track_id,
@@ -221,6 +231,7 @@ class Reidentifier:
         ]:
             for t in self._people.pop(pid).tracker_ids:
                 self._of_track.pop(t, None)
+                self._pending.pop(t, None)
 
     @staticmethod
     def _uncovered(boxes: np.ndarray) -> np.ndarray:

@@ -111,7 +111,8 @@ class PersonTracker:
         lost_ids, lost_boxes = self._lost()
         ids, boxes_out, track_scores = ids[order], boxes_out[order], track_scores[order]
         if self.reid is not None:  # tracker ids -> person ids (returning people: their old one)
-            ids = self.reid(ids, boxes_out, lost_ids, image_bgr)
+            capped = np.setdiff1d(out[:, 4].astype(np.int64), ids)  # followed, not shown
+            ids = self.reid(ids, boxes_out, lost_ids, image_bgr, capped)
             lost_ids = self.reid.person_ids(lost_ids)
             order = np.argsort(ids, kind="stable")
             ids, boxes_out, track_scores = ids[order], boxes_out[order], track_scores[order]

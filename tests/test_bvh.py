@@ -144,7 +144,7 @@ def test_units_tracks_and_frame_time(tmp_path, toy_body_model):
     np.testing.assert_array_equal(v_al[0], v_al[1])
     np.testing.assert_array_equal(v_al[1:], v_m)
     for bad in (0.0, -5.0):
-        with pytest.raises(ValueError, match="--fps must be above 0"):
+        with pytest.raises(ValueError, match="--fps must be a number above 0"):
             export_recording(tmp_path / "run.npz", tmp_path, fps=bad, body=toy_body_model)
 
 

@@ -124,3 +124,30 @@ def test_exports_stand_on_the_floor(tmp_path, toy_body_model):
     first_root = [np.array(p.read_text().split("MOTION")[1].split("\n")[3].split()[:3], float)
                   for p in (bvh, flat)]  # fmt: skip
     assert first_root[0][1] > 0.5 and first_root[1][1] < 0  # above the floor / below the camera
+
+
+def test_feet_on_one_spot_give_a_level_camera_at_their_height(toy_body_model):
+    """One person standing still (their feet cover no area of the floor): a plane through them
+    could lean any way, so the camera is taken as level and only its height is measured."""
+    rec = _standing_rows(toy_body_model, n=40, seed=4)
+    rec["transl_m"][:] = rec["transl_m"][0] + np.random.default_rng(0).normal(
+        0, 0.01, (40, 3)).astype(np.float32)  # fmt: skip
+    rec["rotmat"][:] = rec["rotmat"][0]
+    rec["betas"][:] = rec["betas"][0]
+    floor = estimate_floor(rec, toy_body_model, (640, 480))
+    assert floor.level and floor.pitch_deg == 0.0 and floor.roll_deg == 0.0
+    assert "taken as level" in floor.describe()
+    with torch.no_grad():
+        v = toy_body_model(torch.as_tensor(rec["rotmat"][:1]), torch.as_tensor(rec["betas"][:1]),
+                           torch.as_tensor(rec["transl_m"][:1])).vertices[0].numpy()  # fmt: skip
+    assert floor.height_m == pytest.approx(float(v[:, 1].max()), abs=0.03)
+    world = floor.world()
+    np.testing.assert_allclose(world.rotation, WorldFrame.camera().rotation, atol=1e-12)
+
+
+def test_a_camera_looking_straight_down_has_a_world_frame():
+    from realtime.floor import Floor
+
+    world = Floor(np.array([0.0, 0.0, -1.0]), 3.0, 30, 30, 0.0).world()
+    assert np.isfinite(world.rotation).all()
+    np.testing.assert_allclose(world.rotation @ world.rotation.T, np.eye(3), atol=1e-12)

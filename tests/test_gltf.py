@@ -187,3 +187,40 @@ def test_cli_and_clear_errors(tmp_path, toy_body_model, capsys, monkeypatch):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert main([str(tmp_path / "bad.npz")]) == 2
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_away_hidden_returns_merged_and_bad_rows_left_out(tmp_path, toy_body_model, caplog):
+    """A person away for 40 frames is hidden through the gap (not slid across it) and hidden
+    again after their last row; a track the live loop re-identified (meta "reid_aliases") joins
+    its person; rows with NaN are left out with a warning; a K that is not 3x3 writes no
+    camera; --track may be given twice."""
+    frames = np.r_[np.arange(0, 10), np.arange(50, 60), np.arange(0, 70)]
+    tracks = np.r_[np.full(10, 1), np.full(10, 5), np.full(70, 2)]  # 5: person 1 back
+    n = len(frames)
+    rng = np.random.default_rng(0)
+    import cv2
+
+    rot = np.stack([[cv2.Rodrigues(v)[0] for v in p] for p in rng.normal(0, 0.2, (n, 24, 3))])
+    rot[:, 0] = np.diag([1.0, -1.0, -1.0])
+    transl = np.column_stack([rng.uniform(-1, 1, n), np.full(n, 0.2), np.full(n, 4.0)])
+    transl[3] = np.nan  # a broken row
+    rec = {"frame_index": frames, "track_id": tracks, "rotmat": rot.astype(np.float32),
+           "betas": np.zeros((n, 10), np.float32), "transl_m": transl.astype(np.float32),
+           "frames_index": np.arange(70), "K": np.array([500.0, 500.0]),
+           "meta_json": np.asarray(json.dumps({"fps": 10, "reid_aliases": {"5": 1}}))}  # fmt: skip
+    np.savez(tmp_path / "rec.npz", **rec)
+    doc, read = _read_glb(export_glb(tmp_path / "rec.npz", body=toy_body_model, floor="camera"))
+    assert "1 of 90 rows hold non-finite values" in caplog.text
+    assert [node["name"] for node in doc["nodes"] if "skin" in node] == ["track1_body",
+                                                                         "track2_body"]
+    assert "cameras" not in doc
+    anim = doc["animations"][0]
+    (scale,) = [anim["samplers"][c["sampler"]] for c in anim["channels"]
+                if c["target"]["path"] == "scale"]  # fmt: skip
+    np.testing.assert_allclose(read(scale["input"]).ravel(), [0.0, 1.0, 5.0, 6.0], atol=1e-6)
+    np.testing.assert_allclose(read(scale["output"])[:, 0], [1.0, 0.0, 1.0, 0.0])
+    assert main([str(tmp_path / "rec.npz"), "--track", "1", "--track", "2", "--floor",
+                 "camera", "--out", str(tmp_path / "both.glb")]) == 0  # fmt: skip
+    doc, _ = _read_glb(tmp_path / "both.glb")
+    assert len(doc["skins"]) == 2
+    assert main([str(tmp_path / "rec.npz"), "--fps", "inf"]) == 2

@@ -116,3 +116,50 @@ def test_tracker_with_reid(monkeypatch):
     for _ in range(3):
         back = plain.update(Detections(box + [150, 0, 150, 0], np.float32([0.9])), img)
     assert back.track_ids.tolist() != ids
+
+
+def test_a_person_walking_in_is_recognised_once_clear_of_the_side():
+    """A returning person's new track first touches the picture's side: it shows its own id
+    until its box is clear of the side, then the old one (recorded as an alias); a track that
+    stays at the side gives up after decide_frames and keeps its own; reset() forgets all."""
+    a = (100, 100, 180, 400)
+    reid = Reidentifier(decide_frames=5)
+    frames = [([1], [(a, "red", "navy")], [])] * 5 + [([], [], [])] * 35
+    frames += [([7], [((560, 100, 640, 400), "red", "navy")], [])] * 3  # at the right side
+    frames += [([7], [((500, 100, 580, 400), "red", "navy")], [])] * 2  # clear of it
+    ids = _run(reid, frames)
+    assert [f[0] for f in ids[-5:]] == [7, 7, 7, 1, 1]
+    assert reid.aliases == {7: 1} and reid.returned == reid.relabelled == 1
+    frames = [([], [], [])] * 30 + [([9], [((560, 100, 640, 400), "red", "navy")], [])] * 8
+    frames += [([9], [((500, 100, 580, 400), "red", "navy")], [])]
+    assert [f[0] for f in _run(reid, frames)[-3:]] == [9, 9, 9]  # decided (own) at the side
+    reid.reset()
+    assert not reid.aliases and reid(np.array([3]), np.array([a]), np.zeros(0),
+                                     _frame([(a, "red", "navy")])).tolist() == [3]  # fmt: skip
+
+
+def test_a_person_the_cap_hides_is_not_gone():
+    """With more people than the person cap, a track the tracker follows but does not show
+    this frame (``others``) keeps its person: a look-alike's new track does not take the id,
+    so no id is ever shown twice."""
+    a, c = (100, 100, 180, 400), (300, 100, 380, 400)
+    reid = Reidentifier()
+    img = _frame([(a, "red", "navy"), (c, "red", "navy")])
+    for _ in range(5):
+        reid(np.array([1]), np.array([a], np.float32), np.zeros(0), img)
+    out = reid(np.array([4]), np.array([c], np.float32), np.zeros(0), img, others=np.array([1]))
+    assert out.tolist() == [4]
+    both = reid(np.array([1, 4]), np.array([a, c], np.float32), np.zeros(0), img)
+    assert both.tolist() == [1, 4] and reid.returned == 0
+
+
+def test_forgotten_pending_tracks_are_dropped():
+    """A track that leaves before it was decided does not stay pending forever."""
+    reid = Reidentifier(memory_frames=5)
+    edge = (600, 100, 640, 400)
+    for t in range(20):
+        reid(np.array([100 + t]), np.array([edge], np.float32), np.zeros(0),
+             _frame([(edge, "red", "navy")]))  # fmt: skip
+        for _ in range(7):
+            reid(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), _frame([]))
+    assert not reid._pending and not reid._people
