@@ -140,8 +140,11 @@ def export_recording(recording: str | Path, out_dir: str | Path | None = None,
         motion = track_motion(src.rec, tid, src.body, src.frame_time_s, start, world)
         path = out_dir / f"{src.path.stem}_track{tid}.bvh"
         tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(bvh_text(motion, unit))
-        tmp.replace(path)
+        try:
+            tmp.write_text(bvh_text(motion, unit))
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
         logger.info("track %d: %d frames from frame %d%s -> %s", tid, len(motion.root_m),
                     motion.first_frame,
                     f" ({motion.filled} without a row, interpolated)" if motion.filled
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("recording", help="the .npz a run wrote (run_camera.py --out DIR)")
     ap.add_argument("--out", default=None, help="folder for the .bvh files (default: the "
                     "recording's)")  # fmt: skip
-    ap.add_argument("--track", type=int, nargs="+", default=None, help="only these track ids")
+    ap.add_argument("--track", type=int, nargs="+", action="extend", default=None,
+                    help="only these track ids")
     ap.add_argument("--unit", default="m", choices=sorted(UNITS), help="length unit (default m)")
     ap.add_argument("--fps", type=float, default=None, help="frame rate (default: the "
                     "recorded source's, else from the capture times)")  # fmt: skip
