@@ -217,8 +217,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     """The CLI of ``run_camera.py`` (see the README for examples)."""
     p = argparse.ArgumentParser(description="Live multi-person 3D human meshes (Multi-RoI HMR).")
     a = p.add_argument
-    a("--source", default="demo", help="camera INDEX, video FILE, URL, image DIR, 'demo' or "
-      "'demo:return' (the walker leaves and comes back)")
+    a("--source", default="demo", help="camera INDEX, video FILE, URL, image DIR, 'demo', "
+      "'demo:return' (the walker leaves and comes back) or 'demo:cross' (two walkers cross)")
     a("--checkpoint", default=None, help="model: a checkpoint (.pt) or an export (.onnx, "
       ".engine/.plan, .ts); default: the shipped default model")  # fmt: skip
     a("--backend", default="auto", help="torch | onnxruntime | tensorrt | ... (default auto: "

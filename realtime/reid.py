@@ -15,6 +15,12 @@ than the next (``margin``), lends the track their id from then on (the log says 
 how many frames it was shown under its own). Ids are never given to two tracks at once, and a
 person whom the tracker still holds as lost is not a candidate.
 
+The same looks catch the tracker carrying a track over onto someone else, as when two people
+cross and one hides the other: a track whose look has been clearly nearer (by ``margin``) to a
+gone person's than to its own person's for JUMP_FRAMES frames in a row takes that person's id
+from then on, and the person it left keeps the look learnt before (looks unlike a track's
+person are not learnt), ready for when they are found again.
+
 On the ``demo:return`` clip (given boxes, every third frame) a person's colours after frame 150
 lie at a distance of 0.14 from their own average before it (median; 90% under 0.24), and of
 0.47 or more from anyone else's (docs/benchmarks.md). Two people dressed alike can be
@@ -37,6 +43,8 @@ MIN_VALUE, MIN_SATURATION = 40, 30  # of 255: darker or greyer pixels carry no h
 STRIP = (0.2, 0.8)  # the central share of the box's width (the body, not the background)
 PARTS = ((0.15, 0.5), (0.5, 0.85))  # shares of the box's height: shirt, trousers
 COVERED = 0.3  # share of a box inside another box from which its colours are not learnt
+JUMP_FRAMES = 3  # frames in a row unlike its person before a track is checked for a jump
+MIN_WEIGHT = 5.0  # frames a person's look is averaged over before a jump can be told
 
 
 def appearance(image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray | None:
@@ -110,6 +118,8 @@ class Reidentifier:
         self._people: dict[int, _Person] = {}  # person id -> what is known of them
         self._of_track: dict[int, int] = {}  # tracker id -> person id
         self._pending: dict[int, int] = {}  # new tracker id -> frames seen before deciding
+        self._strikes: dict[int, int] = {}  # tracker id -> frames in a row unlike its person
+        self.jumps = 0  # tracks carried onto someone else, given that person's id
         self._frame = -1
         self.returned = 0  # tracks given an old id
         self.relabelled = 0  # of them, tracks shown under their own id first
@@ -119,6 +129,7 @@ class Reidentifier:
         self._people.clear()
         self._of_track.clear()
         self._pending.clear()
+        self._strikes.clear()
         self.aliases.clear()
         self._frame = -1
 
@@ -151,12 +162,21 @@ class Reidentifier:
                 self._of_track[t] = t if t not in self._people else max(self._people) + 1
                 self._pending[t] = 0
                 active.add(self._of_track[t])
+            look = looks[i] if clear[i] and whole[i] else None
             if t in self._pending:
-                self._decide(t, looks[i] if clear[i] and whole[i] else None, active | held)
+                self._decide(t, look, active | held)
                 active.add(self._of_track[t])
+            elif look is not None:
+                jump = self._jumped(t, look, active | held)
+                if jump is not None:
+                    self._rejoin(t, jump)
+                    active.add(self._of_track[t])
             pid = self._of_track[t]
             out[i] = pid
-            self._learn(pid, t, looks[i] if clear[i] else None)
+            if self._strikes.get(t, 0) == 0:  # a look unlike the person's is not learnt
+                self._learn(pid, t, looks[i] if clear[i] else None)
+            else:
+                self._people[pid].last_frame = self._frame
         self._forget()
         return out
 
@@ -164,6 +184,54 @@ class Reidentifier:
         """i64[L]: the person id of each tracker id (its own when it has none yet)."""
         ids = [self._of_track.get(int(t), int(t)) for t in np.ravel(tracker_ids)]
         return np.array(ids, np.int64)
+
+    def _gone_match(self, look: np.ndarray, taken: set[int], own: int) -> tuple[float, int] | None:
+        """(distance, id) of the gone person ``look`` is clearly theirs, or None."""
+        gone = sorted(
+            (hellinger(look, p.appearance), pid)
+            for pid, p in self._people.items()
+            if pid not in taken and pid != own and p.appearance is not None
+        )
+        if not gone or gone[0][0] > self.max_distance:
+            return None
+        if len(gone) > 1 and gone[1][0] - gone[0][0] < self.margin:
+            return None
+        return gone[0]
+
+    def _jumped(self, track_id: int, look: np.ndarray, taken: set[int]) -> tuple | None:
+        """The gone person (distance, id) the track's look has been clearly nearer to than to
+        its own person's for JUMP_FRAMES frames in a row (the tracker carried it over onto
+        them, as when two people cross), or None."""
+        own = self._of_track[track_id]
+        p = self._people.get(own)
+        if p is None or p.appearance is None or p.weight < MIN_WEIGHT:
+            return None
+        match = self._gone_match(look, taken, own)
+        if match is None or hellinger(look, p.appearance) - match[0] < self.margin:
+            self._strikes.pop(track_id, None)
+            return None
+        self._strikes[track_id] = self._strikes.get(track_id, 0) + 1
+        return match if self._strikes[track_id] >= JUMP_FRAMES else None
+
+    def _rejoin(self, track_id: int, match: tuple[float, int]) -> None:
+        """A track that jumped onto a gone person takes their id from now on; the person it
+        left keeps their look (it was not learnt while the track looked unlike them)."""
+        old = self._of_track[track_id]
+        dist, pid = match
+        self._of_track[track_id] = pid
+        self._people[old].tracker_ids.discard(track_id)
+        self._people[pid].tracker_ids.add(track_id)
+        self._strikes.pop(track_id, None)
+        self.jumps += 1
+        logger.info(
+            "track %d jumped from person %d to person %d (appearance distance %.2f): shown "
+            "as %d from now on",
+            track_id,
+            old,
+            pid,
+            dist,
+            pid,
+        )
 
     def _decide(self, track_id: int, look: np.ndarray | None, taken: set[int]) -> None:
         """Give a new track a gone person's id once its look can tell (its box whole in the
@@ -176,16 +244,10 @@ class Reidentifier:
             return
         del self._pending[track_id]
         own = self._of_track[track_id]
-        gone = sorted(
-            (hellinger(look, p.appearance), pid)
-            for pid, p in self._people.items()
-            if pid not in taken and pid != own and p.appearance is not None
-        )
-        if not gone or gone[0][0] > self.max_distance:
+        match = self._gone_match(look, taken, own)
+        if match is None:
             return
-        if len(gone) > 1 and gone[1][0] - gone[0][0] < self.margin:
-            return
-        dist, pid = gone[0]
+        dist, pid = match
         self._of_track[track_id] = pid
         mine = self._people.pop(own, None)
         if mine is not None:
@@ -232,6 +294,7 @@ class Reidentifier:
             for t in self._people.pop(pid).tracker_ids:
                 self._of_track.pop(t, None)
                 self._pending.pop(t, None)
+                self._strikes.pop(t, None)
 
     @staticmethod
     def _uncovered(boxes: np.ndarray) -> np.ndarray:

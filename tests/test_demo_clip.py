@@ -132,3 +132,13 @@ def test_the_return_scenario_brings_the_walker_back(tmp_path, toy_model_path):
 
     with pytest.raises(ValueError, match="scenario must be one of"):
         open_source(Spec())
+
+
+def test_the_cross_scenario_has_two_walkers_crossing():
+    from realtime.demo.scene import pose_at, scene_scripts
+
+    first, _, second = scene_scripts("cross")
+    assert second.style == "walk" and second.velocity_xz[0] < 0 < first.velocity_xz[0]
+    gap = [pose_at(first, t)[1][0] - pose_at(second, t)[1][0] for t in (0.0, 2.4, 5.0)]
+    assert gap[0] < -3 and abs(gap[1]) < 0.2 and gap[2] > 3  # they pass each other
+    assert pose_at(second, 2.4)[1][2] - pose_at(first, 2.4)[1][2] == pytest.approx(0.4)

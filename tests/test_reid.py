@@ -163,3 +163,23 @@ def test_forgotten_pending_tracks_are_dropped():
         for _ in range(7):
             reid(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), _frame([]))
     assert not reid._pending and not reid._people
+
+
+def test_a_track_carried_onto_a_gone_person_takes_their_id():
+    """Two people cross: the tracker's track 3 (green over khaki) goes on with person 2 (red
+    over navy, whose own track was dropped): after 3 frames clearly nearer to 2's look than to
+    3's it is shown as 2, and 3's look is not learnt from those frames."""
+    a, b = (100, 100, 180, 400), (400, 100, 480, 400)
+    reid = Reidentifier()
+    frames = [([2, 3], [(a, "red", "navy"), (b, "green", "khaki")], [])] * 10
+    frames += [([3], [(b, "green", "khaki")], [])] * 35  # 2 is gone
+    frames += [([3], [((250, 100, 330, 400), "red", "navy")], [])] * 5  # 3 now on person 2
+    ids = _run(reid, frames)
+    assert [f[0] for f in ids[-5:]] == [3, 3, 2, 2, 2] and reid.jumps == 1
+    look3 = reid._people[3].appearance
+    green = appearance(_frame([(b, "green", "khaki")]), np.array(b))
+    assert hellinger(look3, green) < 0.1  # the red frames did not leak into 3's look
+    # a person whose look just varies does not jump while nobody like them is gone
+    steady = Reidentifier()
+    frames = [([1], [(a, "red", "navy")], [])] * 10 + [([1], [(a, "red", "khaki")], [])] * 10
+    assert {f[0] for f in _run(steady, frames)} == {1} and steady.jumps == 0

@@ -102,8 +102,10 @@ SCENARIOS = {
     "default": "three people; the walker leaves the picture on the right (180 frames)",
     "return": "the same three; the walker turns round 1 s after leaving the picture and comes "
     "back 2.2 s after he left it, under his old id if re-identified (300 frames)",
+    "cross": "two walkers at 4.5 and 4.9 m cross in the middle of the picture, the nearer one "
+    "hiding the other, behind a person waving (180 frames)",
 }
-SCENARIO_FRAMES = {"default": 180, "return": 300}
+SCENARIO_FRAMES = {"default": 180, "return": 300, "cross": 180}
 
 
 def scene_scripts(scenario: str = "default", seed: int = 0) -> list[PersonScript]:
@@ -111,10 +113,13 @@ def scene_scripts(scenario: str = "default", seed: int = 0) -> list[PersonScript
     if scenario not in SCENARIOS:
         raise ValueError(f"demo scenario must be one of {sorted(SCENARIOS)}, got {scenario!r}")
     scripts = default_scripts(seed)
-    if scenario == "return":
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if scenario == "return":
         scripts[0] = replace(scripts[0], turn_at_s=6.2)
+    elif scenario == "cross":
+        scripts[2] = replace(scripts[2], style="walk", start_xz=(1.9, 4.9),
+                             velocity_xz=(-0.75, 0.0))  # fmt: skip
     return scripts
 
 
