@@ -10,7 +10,9 @@ gets an armature ``multiroi_<id>`` with the SMPL skeleton, built from the first 
 which the person appears (its rest bone offsets follow from the posed joints and the joint
 rotations, so the skeleton has the person's proportions), then posed every frame: the root
 where the camera saw the person (Blender axes: x right, y away from the camera, z up; the
-camera at the origin), every bone rotated as SMPL's joint. A person not seen for
+camera at the origin; once the stream has found the floor under the people's feet, its
+"world", the floor is z = 0 and the camera stands above the origin: ``--camera-frame`` keeps
+the camera's frame), every bone rotated as SMPL's joint. A person not seen for
 ``--hide-after`` seconds is hidden until they come back; the custom property ``held`` is true
 while the person's pose is an earlier frame's (covered by a nearer person). Parent a mesh or
 retarget the bones to drive a character.
@@ -39,6 +41,7 @@ NAMES = (
 )  # fmt: skip
 PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 CAM_TO_BLENDER = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # x right, y away, z up
+Y_UP_TO_BLENDER = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # the stream's floor frame
 BODY_TO_BLENDER = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # SMPL's y-up rest -> z-up
 POLL_S = 0.01
 
@@ -92,20 +95,26 @@ def bone_tails(heads: np.ndarray) -> np.ndarray:
     return tails
 
 
-def pose_bases(person: dict, rest_rot: np.ndarray, root_head: np.ndarray) -> np.ndarray:
+def pose_bases(person: dict, rest_rot: np.ndarray, root_head: np.ndarray,
+               world: dict | None = None) -> np.ndarray:  # fmt: skip
     """f64[24,4,4]: each pose bone's ``matrix_basis`` for a streamed person, given the bones'
     rest rotations ``rest_rot`` f64[24,3,3] and the root bone's rest head (armature space).
+    world: the datagram's "world" (the floor found under the feet: camera -> a Y-up frame on
+    the floor), or None for the camera's frame.
 
     SMPL's joint frames are all aligned with the body at rest, so a joint's local rotation R
     becomes, in the bone's own rest frame Rb, ``Rb^T (C R C^T) Rb`` with C the body-to-Blender
     axes; the root also carries the camera-to-Blender turn and its position."""
     local = axis_angle_to_rotmat(np.reshape(person["pose_axis_angle"], (24, 3)))
-    C, A = BODY_TO_BLENDER, CAM_TO_BLENDER
+    C, A, offset = BODY_TO_BLENDER, CAM_TO_BLENDER, np.zeros(3)
+    if world is not None:  # camera -> the floor's Y-up frame -> Blender's z up, floor at z = 0
+        A = Y_UP_TO_BLENDER @ np.reshape(world["rotation"], (3, 3))
+        offset = Y_UP_TO_BLENDER @ np.reshape(world["offset_m"], 3)
     out = np.tile(np.eye(4), (24, 1, 1))
     for j in range(24):
         turn = (A @ local[0] @ C.T) if j == 0 else (C @ local[j] @ C.T)
         out[j, :3, :3] = rest_rot[j].T @ turn @ rest_rot[j]
-    pelvis = A @ np.reshape(person["joints_m"], (24, 3))[0]
+    pelvis = A @ np.reshape(person["joints_m"], (24, 3))[0] + offset
     out[0, :3, 3] = rest_rot[0].T @ (pelvis - root_head)
     return out
 
@@ -173,8 +182,9 @@ def _make_armature(pid: int, person: dict):
     return obj
 
 
-def apply_message(msg: dict, seen: dict, hide_after_s: float = 2.0) -> None:
-    """Pose (creating when new) one armature per person of ``msg``; hide the ones gone."""
+def apply_message(msg: dict, seen: dict, hide_after_s: float = 2.0, floor: bool = True) -> None:
+    """Pose (creating when new) one armature per person of ``msg``; hide the ones gone.
+    floor: stand them on the floor the stream found (its "world"), once it has one."""
     import bpy
     from mathutils import Matrix
 
@@ -185,7 +195,8 @@ def apply_message(msg: dict, seen: dict, hide_after_s: float = 2.0) -> None:
         pid = int(person["id"])
         obj = bpy.data.objects.get(f"multiroi_{pid}") or _make_armature(pid, person)
         rest = np.array([np.array(obj.data.bones[n].matrix_local) for n in NAMES])
-        bases = pose_bases(person, rest[:, :3, :3], rest[0, :3, 3])
+        world = msg.get("world") if floor else None
+        bases = pose_bases(person, rest[:, :3, :3], rest[0, :3, 3], world)
         for name, basis in zip(NAMES, bases, strict=True):  # Blender keeps its own bone order
             obj.pose.bones[name].matrix_basis = Matrix(basis.tolist())
         obj.hide_viewport = obj.hide_render = False
@@ -197,7 +208,7 @@ def apply_message(msg: dict, seen: dict, hide_after_s: float = 2.0) -> None:
             obj.hide_viewport = obj.hide_render = True
 
 
-def start(port: int = 9000, hide_after_s: float = 2.0) -> Receiver:
+def start(port: int = 9000, hide_after_s: float = 2.0, floor: bool = True) -> Receiver:
     """Listen on ``port`` and pose the armatures from a Blender timer."""
     import bpy
 
@@ -207,7 +218,7 @@ def start(port: int = 9000, hide_after_s: float = 2.0) -> Receiver:
     def tick() -> float:
         msg = receiver.poll()
         if msg is not None:
-            apply_message(msg, seen, hide_after_s)
+            apply_message(msg, seen, hide_after_s, floor)
         return POLL_S
 
     bpy.app.timers.register(tick, first_interval=POLL_S, persistent=True)
@@ -215,16 +226,19 @@ def start(port: int = 9000, hide_after_s: float = 2.0) -> Receiver:
     return receiver
 
 
-def _args(argv: list[str]) -> tuple[int, float]:
+def _args(argv: list[str]) -> tuple[int, float, bool]:
     import argparse
 
     ap = argparse.ArgumentParser(prog="blender --python realtime/blender_live.py --")
     ap.add_argument("--port", type=int, default=9000)
     ap.add_argument("--hide-after", type=float, default=2.0, help="seconds")
+    ap.add_argument("--camera-frame", action="store_true",
+                    help="keep the camera at the origin (by default the armatures stand on the "
+                         "floor the stream found under the people's feet, once it has one)")
     args = ap.parse_args(argv)
-    return args.port, args.hide_after
+    return args.port, args.hide_after, not args.camera_frame
 
 
 if __name__ == "__main__":  # run by Blender (after "--" come this script's arguments)
-    port, hide = _args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else [])
-    start(port, hide)
+    port, hide, on_floor = _args(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else [])
+    start(port, hide, on_floor)

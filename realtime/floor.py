@@ -40,6 +40,7 @@ MIN_SPREAD_M = 0.25  # std of the feet over the floor, in both directions, to sh
 MAX_TILT_DEG = 45.0  # a floor tilted more from the camera's up is a wrong fit
 MAX_ROWS = 3000  # rows the fit reads at most (evenly spread)
 CANDIDATES = 512  # vertices per row kept as candidates for the lowest (the feet)
+CAMERA_UP = np.array([0.0, -1.0, 0.0])  # OpenCV camera axes: y down
 
 
 @dataclass
@@ -163,10 +164,21 @@ def estimate_floor(
         )
     if len(rows) > MAX_ROWS:  # evenly over the recording: the fit needs no more
         rows = rows[np.linspace(0, len(rows) - 1, MAX_ROWS).astype(np.int64)]
-    camera_up = np.array([0.0, -1.0, 0.0])
     feet = np.concatenate(
-        [_lowest_vertices(v, camera_up) for v in posed_vertices(body, rec, rows)]
+        [_lowest_vertices(v, CAMERA_UP) for v in posed_vertices(body, rec, rows)]
     )
+    return fit_floor(feet, seed)
+
+
+def fit_floor(feet: np.ndarray, seed: int = 0) -> Floor:
+    """The floor under ``feet`` f[n,K,3] m (per row, the vertices lowest along the camera's up:
+    ``_lowest_vertices``); see :func:`estimate_floor`."""
+    feet = np.asarray(feet, np.float64)
+    rows = len(feet)
+    if rows < MIN_ROWS:
+        raise ValueError(f"cannot find the floor: {rows} rows with the feet in view, "
+                         f"{MIN_ROWS} needed")  # fmt: skip
+    camera_up = CAMERA_UP
     rng = np.random.default_rng(seed)
     up = camera_up
     for _ in range(4):  # the lowest vertex along the floor's normal, then the floor again
@@ -178,14 +190,14 @@ def estimate_floor(
             break
     if inl.sum() < MIN_ROWS or inl.mean() < MIN_INLIER_SHARE:
         raise ValueError(
-            f"cannot find the floor: only {int(inl.sum())} of {len(rows)} rows "
+            f"cannot find the floor: only {int(inl.sum())} of {rows} rows "
             f"with the feet in view agree on a plane (people jumping, sitting or "
             f"on stairs?); export in the camera's frame with --floor camera"
         )
     on = lowest[inl] - lowest[inl].mean(0)
     spread = np.linalg.svd(on - np.outer(on @ n, n), compute_uv=False) / np.sqrt(len(on))
     if spread[1] < MIN_SPREAD_M:
-        return _level_floor(feet, camera_up, len(rows))
+        return _level_floor(feet, camera_up, rows)
     tilt = float(np.degrees(np.arccos(np.clip(n @ camera_up, -1, 1))))
     if tilt > MAX_TILT_DEG:
         raise ValueError(
@@ -199,7 +211,7 @@ def estimate_floor(
             "cannot find the floor: the plane the feet agree on is not below the "
             "camera; export in the camera's frame with --floor camera"
         )
-    return Floor(up, float(d), int(len(rows)), int(inl.sum()), rms)
+    return Floor(up, float(d), rows, int(inl.sum()), rms)
 
 
 def _lowest_vertices(verts: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -246,3 +258,53 @@ def world_frame(rec: dict[str, np.ndarray], body: Any, mode: str = "auto") -> Wo
         return WorldFrame.camera()
     logger.info("floor: %s", floor.describe())
     return floor.world()
+
+
+class LiveFloor:
+    """The floor found while the live loop runs, for the stream (``realtime.stream``):
+    ``add(people, image_wh)`` once a frame keeps the feet of the persons whose feet are in view
+    (as :func:`foot_rows` picks them); the floor is fitted once ``min_rows`` are in (the first
+    frames' few feet can mislead it), again every ``refit_rows`` new rows until ``max_rows``
+    are in, then kept. ``world`` is None until the first fit succeeds."""
+
+    def __init__(
+        self,
+        refit_rows: int = 60,
+        max_rows: int = 600,
+        candidates: int = 128,
+        min_rows: int = 150,
+    ) -> None:
+        self.refit_rows, self.max_rows, self.candidates = refit_rows, max_rows, candidates
+        self.min_rows = max(int(min_rows), MIN_ROWS)  # a few people in a few frames mislead
+        self._feet: list[np.ndarray] = []
+        self._since_fit = 0
+        self.floor: Floor | None = None
+        self.world: WorldFrame | None = None
+
+    def add(self, people: list, image_wh: tuple[int, int]) -> None:
+        if len(self._feet) >= self.max_rows:
+            return
+        h = float(image_wh[1])
+        for p in people:
+            box = np.asarray(p.box_xyxy, np.float64).reshape(4)
+            if getattr(p, "held", False) or p.vertices_m is None:
+                continue
+            if box[3] >= h * (1.0 - BOTTOM_MARGIN) or box[3] - box[1] < MIN_BOX_PX:
+                continue
+            v = np.asarray(p.vertices_m, np.float64)[None]
+            k = min(self.candidates, v.shape[1])
+            idx = np.argpartition(v @ CAMERA_UP, k - 1, axis=1)[:, :k]
+            self._feet.append(np.take_along_axis(v, idx[..., None], axis=1)[0].astype(np.float32))
+            self._since_fit += 1
+        if len(self._feet) >= self.min_rows and (
+            self._since_fit >= self.refit_rows or len(self._feet) >= self.max_rows
+        ):
+            self._since_fit = 0
+            try:
+                floor = fit_floor(np.stack(self._feet))
+            except ValueError as exc:
+                logger.debug("no live floor yet: %s", exc)
+                return
+            if self.floor is None or len(self._feet) >= self.max_rows:
+                logger.info("live floor: %s", floor.describe())
+            self.floor, self.world = floor, floor.world()

@@ -20,6 +20,13 @@ frame's, kept while a nearer person covers or hides this one (``realtime.occlusi
 with nobody is sent too (``"persons": []``). Sending never stops the loop: an unreachable
 receiver is warned about once; a frame too large for one datagram (over ``MAX_DATAGRAM`` bytes:
 about 60 persons, 1 kB each) is sent without ``joints_m``.
+
+Once the floor under the people's feet is found (``realtime.floor.LiveFloor``: from the first
+rows with the feet in view, refitted until 600 rows are in, then kept), every datagram also
+carries ``"world": {"rotation": [[3x3]], "offset_m": [3], "camera_height_m": h, "pitch_deg":
+p, "roll_deg": r, "level": false}``: p_world = rotation @ p_camera + offset is a Y-up frame
+(x right, y up, z towards the camera) on the floor (y = 0), the camera at (0, h, 0); receivers
+that stand avatars on the floor apply it (``realtime/blender_live.py`` does).
 """
 
 from __future__ import annotations
@@ -54,8 +61,8 @@ def _round(a: Any, digits: int = 5) -> list:
 
 
 def message(frame_index: int, t_capture_s: float, image_wh: tuple[int, int], K: Any,
-            people: list, joints: bool = True) -> bytes:  # fmt: skip
-    """The datagram of one frame (see module doc)."""
+            people: list, joints: bool = True, floor: Any = None) -> bytes:  # fmt: skip
+    """The datagram of one frame (see module doc); floor: a ``realtime.floor.Floor`` or None."""
     from realtime.recording import rotmat_to_axis_angle_np
 
     persons = []
@@ -71,6 +78,16 @@ def message(frame_index: int, t_capture_s: float, image_wh: tuple[int, int], K: 
     body = {**FORMAT, "frame": int(frame_index), "t_capture_s": round(float(t_capture_s), 6),
             "image_wh": [int(image_wh[0]), int(image_wh[1])],
             "K": None if K is None else _round(K, 3), "persons": persons}  # fmt: skip
+    if floor is not None:
+        world = floor.world()
+        body["world"] = {
+            "rotation": _round(world.rotation, 6),
+            "offset_m": _round(world.offset_m),
+            "camera_height_m": round(floor.height_m, 4),
+            "pitch_deg": round(floor.pitch_deg, 2),
+            "roll_deg": round(floor.roll_deg, 2),
+            "level": bool(floor.level),
+        }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -79,9 +96,12 @@ class PoseStreamer:
     live loop's ``on_people`` hook), ``close()`` at the end. cameras: ``size_wh -> Camera``
     (``realtime.cameras.CameraProvider``) for the K of each frame, or None."""
 
-    def __init__(self, target: str, cameras: Any = None) -> None:
+    def __init__(self, target: str, cameras: Any = None, floor: bool = True) -> None:
+        from realtime.floor import LiveFloor
+
         self.host, self.port = parse_target(target)
         self.cameras = cameras
+        self.floor = LiveFloor() if floor else None
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sent = 0
@@ -92,9 +112,14 @@ class PoseStreamer:
 
     def send(self, frame: Any, people: list) -> None:
         K = self.cameras(frame.size_wh).K if self.cameras is not None else None
-        data = message(frame.index, frame.t_capture_s, frame.size_wh, K, people)
+        floor = None
+        if self.floor is not None:
+            self.floor.add(people, frame.size_wh)
+            floor = self.floor.floor
+        data = message(frame.index, frame.t_capture_s, frame.size_wh, K, people, floor=floor)
         if len(data) > MAX_DATAGRAM:
-            data = message(frame.index, frame.t_capture_s, frame.size_wh, K, people, joints=False)
+            data = message(frame.index, frame.t_capture_s, frame.size_wh, K, people, joints=False,
+                           floor=floor)  # fmt: skip
         try:
             self._sock.sendto(data, (self.host, self.port))
             self.sent += 1

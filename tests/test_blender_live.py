@@ -136,3 +136,26 @@ def test_it_imports_nothing_blender_lacks():
               if isinstance(n, ast.ImportFrom) and n.module}  # fmt: skip
     allowed = set(sys.stdlib_module_names) | {"numpy", "bpy", "mathutils", "__future__"}
     assert names <= allowed, names - allowed
+
+
+def test_on_the_streamed_floor_bone_heads_stand_in_its_frame(toy_body_model):
+    """With the datagram's "world" (the floor the stream found), the posed bone heads land on
+    the joints in that frame turned to Blender's z up: floor at z = 0, camera above the origin."""
+    from realtime.blender_live import Y_UP_TO_BLENDER
+    from realtime.floor import Floor
+
+    person, _ = _streamed(toy_body_model, 1)
+    pitch = np.deg2rad(8.0)
+    floor = Floor(np.array([0.0, -np.cos(pitch), -np.sin(pitch)]), 1.4, 40, 40, 0.01)
+    world = json.loads(message(0, 0.0, (640, 480), None, [], floor=floor))["world"]
+    assert world["camera_height_m"] == 1.4 and abs(world["pitch_deg"] - 8.0) < 1e-6
+    heads = rest_joints(person) @ BODY_TO_BLENDER.T
+    rest = np.tile(np.eye(4), (24, 1, 1))
+    rest[:, :3, :3] = _random_rotations(24, 3)
+    rest[:, :3, 3] = heads
+    posed = compose(pose_bases(person, rest[:, :3, :3], rest[0, :3, 3], world), rest)
+    w = floor.world()
+    joints = np.reshape(person["joints_m"], (24, 3)) @ w.rotation.T + w.offset_m
+    np.testing.assert_allclose(posed[:, :3, 3], joints @ Y_UP_TO_BLENDER.T, atol=3e-4)
+    camera = Y_UP_TO_BLENDER @ w.offset_m
+    np.testing.assert_allclose(camera, [0, 0, 1.4])  # the camera 1.4 m above the origin

@@ -151,3 +151,29 @@ def test_a_camera_looking_straight_down_has_a_world_frame():
     world = Floor(np.array([0.0, 0.0, -1.0]), 3.0, 30, 30, 0.0).world()
     assert np.isfinite(world.rotation).all()
     np.testing.assert_allclose(world.rotation @ world.rotation.T, np.eye(3), atol=1e-12)
+
+
+def test_the_live_floor_is_found_from_the_people_it_is_shown(toy_body_model):
+    """LiveFloor fed the live loop's persons (feet in view) finds the floor once enough rows
+    are in, leaves out held persons and those cut off by the bottom edge, and stops at
+    max_rows."""
+    from types import SimpleNamespace
+
+    from realtime.floor import LiveFloor
+
+    rec = _standing_rows(toy_body_model, n=80, seed=2)
+    with torch.no_grad():
+        verts = toy_body_model(torch.as_tensor(rec["rotmat"]), torch.as_tensor(rec["betas"]),
+                               torch.as_tensor(rec["transl_m"])).vertices.numpy()  # fmt: skip
+    live = LiveFloor(refit_rows=10, max_rows=60, min_rows=20)
+    cut = SimpleNamespace(box_xyxy=np.float32([0, 100, 50, 479]), held=False, vertices_m=verts[0])
+    held = SimpleNamespace(box_xyxy=np.float32([0, 100, 50, 300]), held=True, vertices_m=verts[0])
+    for k in range(0, 80, 2):
+        people = [SimpleNamespace(box_xyxy=rec["box_xyxy"][i], held=False, vertices_m=verts[i])
+                  for i in (k, k + 1)] + [cut, held]  # fmt: skip
+        live.add(people, (640, 480))
+        if k == 16:
+            assert live.world is None  # 18 rows: not yet
+    assert len(live._feet) == 60 and live.floor is not None
+    assert live.floor.height_m == pytest.approx(HEIGHT_M, abs=5e-3)
+    assert live.floor.pitch_deg == pytest.approx(PITCH_DEG, abs=0.2)
