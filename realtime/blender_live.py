@@ -21,6 +21,8 @@ The math is plain numpy and is tested without Blender (``tests/test_blender_live
 Blender 4.2 (the ``bpy`` wheel), fed the demo clip, the posed bone heads land on the streamed
 joints within 0.001 mm in the frame the skeleton was built from, and within 1 cm (median 2 mm)
 later: the estimated shape varies a little from frame to frame, the bones keep their length.
+On the floor the stream found (its "world"), the bone heads land on the joints in that frame
+within 1 mm too, the ankles 4-7 cm above z = 0.
 (That check ran the ``bpy`` module without a window; the timer in a Blender window was not.)
 """
 
