@@ -18,8 +18,10 @@ person whom the tracker still holds as lost is not a candidate.
 The same looks catch the tracker carrying a track over onto someone else, as when two people
 cross and one hides the other: a track whose look has been clearly nearer (by ``margin``) to a
 gone person's than to its own person's for JUMP_FRAMES frames in a row takes that person's id
-from then on, and the person it left keeps the look learnt before (looks unlike a track's
-person are not learnt), ready for when they are found again.
+from then on, and the person it left keeps the look learnt before, ready for when they are
+found again: a look is learnt only when it is within ``max_distance + margin`` of the track's
+person's and not clearly nearer anyone else's (held or gone). People the tracker follows
+without showing them (lost for now, or over the person cap) are not forgotten meanwhile.
 
 On the ``demo:return`` clip (given boxes, every third frame) a person's colours after frame 150
 lie at a distance of 0.14 from their own average before it (median; 90% under 0.24), and of
@@ -45,6 +47,8 @@ PARTS = ((0.15, 0.5), (0.5, 0.85))  # shares of the box's height: shirt, trouser
 COVERED = 0.3  # share of a box inside another box from which its colours are not learnt
 JUMP_FRAMES = 3  # frames in a row unlike its person before a track is checked for a jump
 MIN_WEIGHT = 5.0  # frames a person's look is averaged over before a jump can be told
+STRIKE_GAP_FRAMES = 5  # frames without a telling look that still count as "in a row"
+FRESH_IDS = 1_000_000  # made-up person ids start above this (tracker ids stay far below)
 
 
 def appearance(image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray | None:
@@ -54,7 +58,9 @@ def appearance(image_bgr: np.ndarray, box_xyxy: np.ndarray) -> np.ndarray | None
     import cv2
 
     h_img, w_img = image_bgr.shape[:2]
-    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box_xyxy).reshape(4))
+    if not np.isfinite([x0, y0, x1, y1]).all():
+        return None
     bw, bh = x1 - x0, y1 - y0
     parts = []
     for top, bottom in PARTS:
@@ -118,7 +124,10 @@ class Reidentifier:
         self._people: dict[int, _Person] = {}  # person id -> what is known of them
         self._of_track: dict[int, int] = {}  # tracker id -> person id
         self._pending: dict[int, int] = {}  # new tracker id -> frames seen before deciding
-        self._strikes: dict[int, int] = {}  # tracker id -> frames in a row unlike its person
+        self._strikes: dict[int, tuple[int, int, int]] = {}  # tracker id -> (frames in a row
+        # nearer a gone person's look than its own, that person, the last such frame)
+        self._top_track = 0  # the highest tracker id seen
+        self._top_fresh = 0  # the last person id made up (see _fresh_id)
         self.jumps = 0  # tracks carried onto someone else, given that person's id
         self._frame = -1
         self.returned = 0  # tracks given an old id
@@ -140,26 +149,36 @@ class Reidentifier:
         lost_ids: np.ndarray,
         image_bgr: np.ndarray,
         others: np.ndarray | None = None,
+        others_boxes: np.ndarray | None = None,
     ) -> np.ndarray:
         """others: tracker ids the tracker still follows but does not show this frame (the
-        person cap): their people are not gone either."""
+        person cap): their people are not gone either; others_boxes f[K,4]: their boxes (they
+        cover the people shown like anyone else)."""
         self._frame += 1
         ids = np.asarray(ids, np.int64).reshape(-1)
+        if image_bgr.ndim == 2 or image_bgr.shape[2] == 1:  # grey frames: no colours to tell
+            image_bgr = np.repeat(image_bgr.reshape(*image_bgr.shape[:2], 1), 3, axis=2)
         h, w = image_bgr.shape[:2]
         full = np.asarray(boxes, np.float64).reshape(-1, 4)
         boxes = np.clip(full, 0, [w, h, w, h])  # the visible part (whole-body boxes run out)
-        looks = [appearance(image_bgr, b) for b in boxes]
-        clear = self._uncovered(boxes)
+        looks = [appearance(image_bgr[..., :3], b) for b in boxes]
+        hidden = np.asarray(others_boxes if others_boxes is not None else (), np.float64)
+        clear = self._uncovered(np.concatenate([boxes, hidden.reshape(-1, 4)]))[: len(boxes)]
         whole = self._in_view(full, boxes, (w, h))
         still = np.concatenate([np.asarray(lost_ids, np.int64).reshape(-1),
                                 np.asarray(others if others is not None else (), np.int64)
                                 .reshape(-1)])  # fmt: skip
+        seen_ids = [int(t) for t in ids] + [int(t) for t in still]
+        self._top_track = max([self._top_track, *seen_ids])
         held = {self._of_track[int(t)] for t in still if int(t) in self._of_track}
+        for pid in held:  # followed by the tracker, if not shown: not to be forgotten
+            if pid in self._people:
+                self._people[pid].last_frame = self._frame
         active = {self._of_track[int(t)] for t in ids if int(t) in self._of_track}
         out = np.empty_like(ids)
         for i, t in enumerate(ids.tolist()):
             if t not in self._of_track:  # a new track: its own id until it is recognised
-                self._of_track[t] = t if t not in self._people else max(self._people) + 1
+                self._of_track[t] = t if t not in self._people else self._fresh_id()
                 self._pending[t] = 0
                 active.add(self._of_track[t])
             look = looks[i] if clear[i] and whole[i] else None
@@ -173,12 +192,31 @@ class Reidentifier:
                     active.add(self._of_track[t])
             pid = self._of_track[t]
             out[i] = pid
-            if self._strikes.get(t, 0) == 0:  # a look unlike the person's is not learnt
-                self._learn(pid, t, looks[i] if clear[i] else None)
-            else:
-                self._people[pid].last_frame = self._frame
+            learn = clear[i] and self._like_own(pid, looks[i])
+            self._learn(pid, t, looks[i] if learn else None)
         self._forget()
         return out
+
+    def _fresh_id(self) -> int:
+        """A person id no tracker id can take: above every id seen, in a range of its own."""
+        self._top_fresh = max(self._top_fresh, FRESH_IDS, max(self._people, default=0)) + 1
+        return self._top_fresh
+
+    def _like_own(self, pid: int, look: np.ndarray | None) -> bool:
+        """Whether ``look`` may be learnt as person ``pid``'s: within max_distance + margin of
+        their look, and not clearly nearer (by margin) anyone else's, held or gone; a look
+        carried over onto someone else is never learnt."""
+        p = self._people.get(pid)
+        if look is None or p is None or p.appearance is None or p.weight < MIN_WEIGHT:
+            return look is not None
+        own = hellinger(look, p.appearance)
+        if own > self.max_distance + self.margin:
+            return False
+        return not any(
+            hellinger(look, q.appearance) < own - self.margin
+            for qid, q in self._people.items()
+            if qid != pid and q.appearance is not None and q.weight >= MIN_WEIGHT
+        )
 
     def person_ids(self, tracker_ids: np.ndarray) -> np.ndarray:
         """i64[L]: the person id of each tracker id (its own when it has none yet)."""
@@ -210,8 +248,11 @@ class Reidentifier:
         if match is None or hellinger(look, p.appearance) - match[0] < self.margin:
             self._strikes.pop(track_id, None)
             return None
-        self._strikes[track_id] = self._strikes.get(track_id, 0) + 1
-        return match if self._strikes[track_id] >= JUMP_FRAMES else None
+        count, target, last = self._strikes.get(track_id, (0, match[1], self._frame))
+        if target != match[1] or self._frame - last > STRIKE_GAP_FRAMES:
+            count = 0  # strikes count in a row, at one person
+        self._strikes[track_id] = (count + 1, match[1], self._frame)
+        return match if count + 1 >= JUMP_FRAMES else None
 
     def _rejoin(self, track_id: int, match: tuple[float, int]) -> None:
         """A track that jumped onto a gone person takes their id from now on; the person it

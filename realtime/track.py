@@ -94,11 +94,14 @@ class PersonTracker:
         finite = np.isfinite(boxes).all(1) & np.isfinite(scores)
         boxes, scores = boxes[finite], scores[finite]
         out = self._tracker.update(_DetResults(boxes, scores), image_bgr)
-        if len(out) == 0:
+        if len(out) == 0:  # nobody shown, but the lost may come back: keep their ids
             self._kept = set()
+            lost_ids, lost_boxes = self._lost()
             if self.reid is not None:  # the frame still counts for its memory
-                self.reid(np.zeros(0, np.int64), np.zeros((0, 4)), self._lost()[0], image_bgr)
-            return Tracks.empty()
+                self.reid(np.zeros(0, np.int64), np.zeros((0, 4)), lost_ids, image_bgr)
+                lost_ids = self.reid.person_ids(lost_ids)
+            empty = Tracks.empty()
+            return Tracks(empty.track_ids, empty.boxes_xyxy, empty.scores, lost_ids, lost_boxes)
         out = np.asarray(out, np.float64)
         ids = out[:, 4].astype(np.int64)
         det_idx = out[:, 7].astype(np.int64)
@@ -111,8 +114,9 @@ class PersonTracker:
         lost_ids, lost_boxes = self._lost()
         ids, boxes_out, track_scores = ids[order], boxes_out[order], track_scores[order]
         if self.reid is not None:  # tracker ids -> person ids (returning people: their old one)
-            capped = np.setdiff1d(out[:, 4].astype(np.int64), ids)  # followed, not shown
-            ids = self.reid(ids, boxes_out, lost_ids, image_bgr, capped)
+            hidden = ~np.isin(out[:, 4].astype(np.int64), ids)  # followed, not shown (cap)
+            ids = self.reid(ids, boxes_out, lost_ids, image_bgr, out[hidden, 4].astype(np.int64),
+                            out[hidden, :4])  # fmt: skip
             lost_ids = self.reid.person_ids(lost_ids)
             order = np.argsort(ids, kind="stable")
             ids, boxes_out, track_scores = ids[order], boxes_out[order], track_scores[order]

@@ -183,3 +183,49 @@ def test_a_track_carried_onto_a_gone_person_takes_their_id():
     steady = Reidentifier()
     frames = [([1], [(a, "red", "navy")], [])] * 10 + [([1], [(a, "red", "khaki")], [])] * 10
     assert {f[0] for f in _run(steady, frames)} == {1} and steady.jumps == 0
+
+
+def test_a_carried_look_is_not_learnt_while_its_owner_is_lost():
+    """Track 3 goes on with person 2 while 2's own track is still lost in the tracker (as
+    when two people cross): person 3's look stays theirs, the track takes 2's id once 2 is
+    gone, and person 3, back under a new track, is recognised."""
+    a, b, c = (100, 100, 180, 400), (400, 100, 480, 400), (250, 100, 330, 400)
+    reid = Reidentifier()
+    frames = [([2, 3], [(a, "red", "navy"), (b, "green", "khaki")], [])] * 10
+    frames += [([3], [(c, "red", "navy")], [2])] * 30  # 2 lost, track 3 on person 2
+    frames += [([3], [(c, "red", "navy")], [])] * 5  # 2 gone: 3 jumps
+    frames += [([3, 9], [(c, "red", "navy"), (b, "green", "khaki")], [])] * 3
+    ids = _run(reid, frames)
+    green = appearance(_frame([(b, "green", "khaki")]), np.array(b))
+    assert hellinger(reid._people[3].appearance, green) < 0.1
+    assert ids[-1] == [2, 3] and reid.jumps == 1 and reid.returned == 1
+
+
+def test_strikes_count_in_a_row_only():
+    """Two odd frames, a long stretch at the picture's side (no telling look), one odd frame:
+    no jump."""
+    a, c = (100, 100, 180, 400), (250, 100, 330, 400)
+    reid = Reidentifier()
+    frames = [([2, 3], [(a, "red", "navy"), (c, "green", "khaki")], [])] * 10
+    frames += [([3], [(c, "green", "khaki")], [])] * 35  # 2 gone
+    odd = [([3], [(c, "red", "navy")], [])]
+    frames += odd * 2 + [([3], [((560, 100, 640, 400), "green", "khaki")], [])] * 20 + odd
+    assert _run(reid, frames)[-1] == [3] and reid.jumps == 0
+
+
+def test_a_frame_with_nobody_shown_keeps_the_lost_ids():
+    """One missed detection with nobody else in view: the tracker's lost person is still
+    reported (the occlusion hold and the smoothing keep their state), with and without re-id."""
+    pytest.importorskip("ultralytics")
+    from multiroi.types import Detections
+    from realtime.track import PersonTracker
+
+    box = np.float32([[100, 100, 180, 400]])
+    img = _frame([((100, 100, 180, 400), "red", "navy")])
+    for reid in (None, Reidentifier()):
+        tracker = PersonTracker(max_persons=4, reid=reid)
+        for _ in range(5):
+            shown = tracker.update(Detections(box, np.float32([0.9])), img).track_ids.tolist()
+        missed = tracker.update(Detections.empty(), _frame([]))
+        assert len(missed) == 0 and missed.lost_ids.tolist() == shown
+        assert missed.lost_boxes.shape == (1, 4)
