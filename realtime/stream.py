@@ -156,8 +156,13 @@ def listen(port: int, host: str = "0.0.0.0", count: int | None = None,
             got.append(msg)
             people = ", ".join(f"{p['id']} at {p['transl_m'][2]:.2f} m"
                                for p in msg.get("persons", []))  # fmt: skip
-            logger.info("frame %s: %d person(s)%s", msg.get("frame"), len(msg.get("persons", [])),
-                        f" ({people})" if people else "")  # fmt: skip
+            world = msg.get("world")
+            floor = ""
+            if isinstance(world, dict) and "camera_height_m" in world:
+                floor = f"; floor {world['camera_height_m']:.2f} m below the camera"
+            n = len(msg.get("persons", []))
+            logger.info("frame %s: %d person(s)%s%s", msg.get("frame"), n,
+                        f" ({people})" if people else "", floor)  # fmt: skip
     return got
 
 

@@ -120,6 +120,23 @@ def test_the_listener_prints_what_arrives(caplog):
     result = _listen_while_sending("127.0.0.1", port, f"127.0.0.1:{port}", [_person(2)])
     assert result and result[0]["frame"] == 9
     assert "frame 9: 1 person(s) (2 at 4.00 m)" in caplog.text
+    assert "floor" not in caplog.text  # no floor found from one frame
+
+
+def test_once_the_floor_is_found_every_datagram_carries_it(monkeypatch, caplog):
+    """The streamer's live floor, once found, goes into each datagram as "world"; the listener
+    says so."""
+    from realtime.floor import Floor
+
+    found = Floor(np.array([0.0, -1.0, 0.0]), 1.25, 200, 190, 0.01)
+    monkeypatch.setattr("realtime.floor.LiveFloor.add",
+                        lambda self, people, wh: setattr(self, "floor", found))  # fmt: skip
+    port = _free_port(socket.AF_INET, "127.0.0.1")
+    result = _listen_while_sending("127.0.0.1", port, f"127.0.0.1:{port}", [_person(2)])
+    world = result[0]["world"]
+    assert world["camera_height_m"] == 1.25 and world["offset_m"] == [0.0, 1.25, 0.0]
+    assert world["level"] is False and np.allclose(world["rotation"], np.diag([1, -1, -1]))
+    assert "floor 1.25 m below the camera" in caplog.text
 
 
 def test_the_cli_option_and_the_config():
