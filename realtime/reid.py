@@ -7,8 +7,9 @@ it a new colour in the viewer, a restarted smoothing and a new file in the expor
 appearance: colour histograms (hue x saturation, 12 x 4 bins, of pixels neither too dark nor
 too grey) of the upper and the lower part of their box's central strip (shirt and trousers),
 averaged over the frames in which no other box covers theirs. A new track shows its own id
-until its box is clear of the picture's sides and of other boxes (someone walking in is half
-outside for a while; at most ``decide_frames``); then its appearance is compared (Hellinger
+until its look can tell: its box clear of other boxes and of the picture's sides, or, for a
+whole-body box running out of the picture, with at least 40% of it in (someone walking in is
+half outside for a while; at most ``decide_frames``); then its appearance is compared (Hellinger
 distance) with the people gone for longer than the tracker still looks for them and less than
 ``memory_frames`` ago, and the nearest, if near enough (``max_distance``) and clearly nearer
 than the next (``margin``), lends the track their id from then on (the log says so, and for
@@ -47,6 +48,7 @@ PARTS = ((0.15, 0.5), (0.5, 0.85))  # shares of the box's height: shirt, trouser
 COVERED = 0.3  # share of a box inside another box from which its colours are not learnt
 JUMP_FRAMES = 3  # frames in a row unlike its person before a track is checked for a jump
 MIN_WEIGHT = 5.0  # frames a person's look is averaged over before a jump can be told
+MIN_SHARE = 0.4  # of a whole-body box in the picture, for its look to tell who it is
 STRIKE_GAP_FRAMES = 5  # frames without a telling look that still count as "in a row"
 FRESH_IDS = 1_000_000  # made-up person ids start above this (tracker ids stay far below)
 
@@ -308,13 +310,16 @@ class Reidentifier:
 
     @staticmethod
     def _in_view(full: np.ndarray, visible: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-        """bool[M]: boxes clear of the picture's left and right edges, of which at least 60% is
-        in it: people come in from the sides, and a box touching one, or a whole-body box
-        running out of the picture, shows part of the person (a waist-up person, cut off by
-        the bottom edge, still counts)."""
+        """bool[M]: boxes whose look tells who it is. People come in from the sides: a box
+        cut at a side (a detector's visible box touching it) shows an unknown share of the
+        person, so it must be clear of the sides; a whole-body box running out of the
+        picture says how much is in it, and at least MIN_SHARE must be (a waist-up person,
+        cut off by the bottom edge, counts)."""
         w, _ = size_wh
-        inside = (full[:, 0] > 2) & (full[:, 2] < w - 2)
-        return inside & (box_area(visible) >= 0.6 * box_area(full))
+        share = box_area(visible) / np.maximum(box_area(full), 1e-9)
+        at_side = (visible[:, 0] <= 2) | (visible[:, 2] >= w - 2)
+        runs_out = share < 0.999
+        return (share >= MIN_SHARE) & (~at_side | runs_out)
 
     def _learn(self, pid: int, track_id: int, look: np.ndarray | None) -> None:
         p = self._people.setdefault(pid, _Person(None, 0.0, self._frame))

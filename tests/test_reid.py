@@ -23,8 +23,9 @@ def _frame(people, seed=0):
         img[y0 : y0 + h // 6, x0 + (x1 - x0) // 3 : x1 - (x1 - x0) // 3] = (120, 150, 200)
         img[y0 + h // 6 : y0 + h // 2, x0:x1] = SHIRTS[shirt]
         img[y0 + h // 2 : y1, x0 + 5 : x1 - 5] = TROUSERS[trousers]
-        noise = rng.integers(-12, 12, (y1 - y0, x1 - x0, 3))
-        img[y0:y1, x0:x1] = np.clip(img[y0:y1, x0:x1] + noise, 0, 255)
+        region = img[y0:y1, x0:x1]  # the part in the picture
+        noise = rng.integers(-12, 12, region.shape)
+        img[y0:y1, x0:x1] = np.clip(region + noise, 0, 255)
     return img
 
 
@@ -229,3 +230,14 @@ def test_a_frame_with_nobody_shown_keeps_the_lost_ids():
         missed = tracker.update(Detections.empty(), _frame([]))
         assert len(missed) == 0 and missed.lost_ids.tolist() == shown
         assert missed.lost_boxes.shape == (1, 4)
+
+
+def test_a_whole_body_box_half_in_the_picture_tells_at_once():
+    """A whole-body box running out of the picture says how much of the person is in it: with
+    57% in, the returning person is recognised on the first frame; with 25% in, not yet."""
+    a = (100, 100, 180, 400)
+    for box, first in (((560, 100, 700, 400), 1), ((610, 100, 730, 400), 7)):
+        reid = Reidentifier()
+        frames = [([1], [(a, "red", "navy")], [])] * 5 + [([], [], [])] * 35
+        frames += [([7], [(box, "red", "navy")], [])]
+        assert _run(reid, frames)[-1] == [first]
