@@ -31,9 +31,7 @@ written (the free model has none). A mesh from SMPL is SMPL data: its licence ap
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,8 @@ from typing import Any
 import numpy as np
 
 from multiroi.body.files import SMPL_JOINT_NAMES, SMPL_PARENTS
+from multiroi.raster import vertex_normals
+from realtime.glb import ARRAY, ELEMENTS, FLOAT, UBYTE, UINT, USHORT, GlbBuilder
 from realtime.motion import (
     CAMERA_TO_YUP,
     TrackMotion,
@@ -54,93 +54,6 @@ logger = logging.getLogger(__name__)
 
 INFLUENCES = 4  # skinning weights per vertex: what every glTF viewer and game engine reads
 HIDE_GAP_FRAMES = 30  # a track's gap this long is time away (ByteTrack's buffer), hidden
-_FLOAT, _UINT, _USHORT, _UBYTE = 5126, 5125, 5123, 5121
-_ARRAY, _ELEMENTS = 34962, 34963
-_SIZES = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
-_DTYPES = {_FLOAT: np.float32, _UINT: np.uint32, _USHORT: np.uint16, _UBYTE: np.uint8}
-
-
-class GlbBuilder:
-    """The JSON document and the one binary buffer of a .glb under construction."""
-
-    def __init__(self, generator: str = "multiroi realtime.gltf") -> None:
-        self.doc: dict[str, Any] = {
-            "asset": {"version": "2.0", "generator": generator},
-            "scene": 0,
-            "scenes": [{"nodes": []}],
-            "nodes": [],
-            "meshes": [],
-            "materials": [],
-            "skins": [],
-            "accessors": [],
-            "bufferViews": [],
-            "buffers": [{"byteLength": 0}],
-        }
-        self._bin = bytearray()
-
-    def accessor(
-        self,
-        data: np.ndarray,
-        kind: str,
-        component: int,
-        target: int | None = None,
-        bounds: bool = False,
-    ) -> int:
-        """Add ``data`` [N, size] (or [N]) as one accessor in its own buffer view; bounds: write
-        min and max (required for positions and animation times). Returns its index."""
-        arr = np.ascontiguousarray(np.asarray(data).astype(_DTYPES[component]))
-        arr = arr.reshape(len(arr), -1)
-        if arr.shape[1] != _SIZES[kind]:
-            raise ValueError(
-                f"a {kind} accessor needs {_SIZES[kind]} values a row, got {arr.shape}"
-            )
-        self._bin += b"\0" * (-len(self._bin) % 4)  # every view starts 4-byte aligned
-        view: dict[str, Any] = {
-            "buffer": 0,
-            "byteOffset": len(self._bin),
-            "byteLength": arr.nbytes,
-        }
-        if target is not None:
-            view["target"] = target
-        self._bin += arr.tobytes()
-        self.doc["bufferViews"].append(view)
-        acc: dict[str, Any] = {
-            "bufferView": len(self.doc["bufferViews"]) - 1,
-            "componentType": component,
-            "count": len(arr),
-            "type": kind,
-        }
-        if bounds:
-            cast = float if component == _FLOAT else int
-            acc["min"] = [cast(v) for v in arr.min(0)]
-            acc["max"] = [cast(v) for v in arr.max(0)]
-        self.doc["accessors"].append(acc)
-        return len(self.doc["accessors"]) - 1
-
-    def node(self, node: dict[str, Any], root: bool = False) -> int:
-        self.doc["nodes"].append(node)
-        idx = len(self.doc["nodes"]) - 1
-        if root:
-            self.doc["scenes"][0]["nodes"].append(idx)
-        return idx
-
-    def glb(self) -> bytes:
-        """The binary file: header, JSON chunk (space-padded), BIN chunk (zero-padded)."""
-        doc = {k: v for k, v in self.doc.items() if v != []}
-        binary = bytes(self._bin) + b"\0" * (-len(self._bin) % 4)
-        doc["buffers"] = [{"byteLength": len(binary)}]
-        text = json.dumps(doc, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 4)
-        total = 12 + 8 + len(text) + 8 + len(binary)
-        return b"".join(
-            [
-                struct.pack("<III", 0x46546C67, 2, total),
-                struct.pack("<II", len(text), 0x4E4F534A),
-                text,
-                struct.pack("<II", len(binary), 0x004E4942),
-                binary,
-            ]
-        )
 
 
 def quaternions_xyzw(rotmat: np.ndarray) -> np.ndarray:
@@ -167,25 +80,14 @@ def skin_weights(weights: np.ndarray, n: int = INFLUENCES) -> tuple[np.ndarray, 
     return idx.astype(np.uint8), top.astype(np.float32)
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """f32[V,3] unit normals, each the area-weighted mean of its faces'."""
-    v = np.asarray(vertices, np.float64)
-    tri = v[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    return n.astype(np.float32)
-
-
 def rest_mesh(body: Any, betas: np.ndarray) -> np.ndarray:
     """f64[V,3] m: the body model's rest vertices for ``betas`` (its own axes, before posing)."""
-    layer = body.layer
-    b = np.zeros(layer.shapedirs.shape[-1])
-    given = np.asarray(betas, np.float64).reshape(-1)[: len(b)]
-    b[: len(given)] = given
-    return layer.v_template.double().numpy() + layer.shapedirs.double().numpy() @ b
+    import torch
+
+    rot = torch.eye(3, dtype=torch.float32).expand(1, 24, 3, 3).contiguous()
+    b = torch.as_tensor(np.asarray(betas, np.float32).reshape(1, -1))
+    with torch.no_grad():
+        return body(rot, b).vertices[0].double().numpy()
 
 
 def _linear(rgb: tuple[float, float, float]) -> list[float]:
@@ -232,7 +134,7 @@ def add_track(
 
     ibm = np.tile(np.eye(4), (24, 1, 1))
     ibm[:, :3, 3] = -rest  # rest rotations are identity: undo the rest joint's position
-    ibm_acc = g.accessor(ibm.transpose(0, 2, 1).reshape(24, 16), "MAT4", _FLOAT)  # column-major
+    ibm_acc = g.accessor(ibm.transpose(0, 2, 1).reshape(24, 16), "MAT4", FLOAT)  # column-major
     g.doc["skins"].append(
         {
             "name": f"track{tid}_skeleton",
@@ -244,12 +146,12 @@ def add_track(
     verts = rest_mesh(body, motion.betas)
     faces = np.asarray(body.faces, np.int64)
     j_idx, j_w = skin_weights(body.layer.lbs_weights.double().numpy())
-    index_type = _USHORT if len(verts) < 65535 else _UINT
+    index_type = USHORT if len(verts) < 65535 else UINT
     attributes = {
-        "POSITION": g.accessor(verts, "VEC3", _FLOAT, _ARRAY, bounds=True),
-        "NORMAL": g.accessor(vertex_normals(verts, faces), "VEC3", _FLOAT, _ARRAY),
-        "JOINTS_0": g.accessor(j_idx, "VEC4", _UBYTE, _ARRAY),
-        "WEIGHTS_0": g.accessor(j_w, "VEC4", _FLOAT, _ARRAY),
+        "POSITION": g.accessor(verts, "VEC3", FLOAT, ARRAY, bounds=True),
+        "NORMAL": g.accessor(vertex_normals(verts, faces), "VEC3", FLOAT, ARRAY),
+        "JOINTS_0": g.accessor(j_idx, "VEC4", UBYTE, ARRAY),
+        "WEIGHTS_0": g.accessor(j_w, "VEC4", FLOAT, ARRAY),
     }
     g.doc["materials"].append(
         {
@@ -269,7 +171,7 @@ def add_track(
                     "attributes": attributes,
                     "mode": 4,
                     "material": len(g.doc["materials"]) - 1,
-                    "indices": g.accessor(faces.reshape(-1, 1), "SCALAR", index_type, _ELEMENTS),
+                    "indices": g.accessor(faces.reshape(-1, 1), "SCALAR", index_type, ELEMENTS),
                 }
             ],
         }
@@ -284,7 +186,7 @@ def add_track(
     )
 
     t_acc = g.accessor(
-        np.asarray(times_s, np.float32).reshape(-1, 1), "SCALAR", _FLOAT, bounds=True
+        np.asarray(times_s, np.float32).reshape(-1, 1), "SCALAR", FLOAT, bounds=True
     )
 
     def channel(
@@ -293,18 +195,18 @@ def add_track(
         samplers.append({"input": times, "output": output, "interpolation": interpolation})
         channels.append({"sampler": len(samplers) - 1, "target": {"node": node, "path": path}})
 
-    channel(joints[0], "translation", g.accessor(motion.root_m, "VEC3", _FLOAT))
+    channel(joints[0], "translation", g.accessor(motion.root_m, "VEC3", FLOAT))
     for j in range(24):
-        channel(joints[j], "rotation", g.accessor(quats[:, j], "VEC4", _FLOAT))
+        channel(joints[j], "rotation", g.accessor(quats[:, j], "VEC4", FLOAT))
     if hide:
         keys = np.asarray(hide, np.float64)
         scale = np.repeat(keys[:, 1:2], 3, axis=1)
         channel(
             first - 1,
             "scale",
-            g.accessor(scale, "VEC3", _FLOAT),
+            g.accessor(scale, "VEC3", FLOAT),
             "STEP",
-            g.accessor(keys[:, :1], "SCALAR", _FLOAT, bounds=True),
+            g.accessor(keys[:, :1], "SCALAR", FLOAT, bounds=True),
         )
 
 
