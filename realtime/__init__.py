@@ -199,16 +199,25 @@ def run(cfg: Any, renderer: Any = None) -> Any:
 def _export(recording: Path, kinds: Any, body: Any) -> None:
     """The ``--export`` files of a recording; a failure is logged, never raised: the recording
     is already safe (``python -m realtime.gltf`` / ``realtime.bvh`` can make them again)."""
+    world: Any = "auto"
+    if len(kinds) > 1:  # one floor fit for all the files
+        from realtime.floor import world_frame
+        from realtime.motion import open_recording
+
+        try:
+            world = world_frame(open_recording(recording, body=body).rec, body, "auto")
+        except Exception:  # noqa: BLE001 - each export below says what is wrong
+            world = "auto"
     for kind in kinds:
         try:
             if kind == "glb":
                 from realtime.gltf import export_glb
 
-                export_glb(recording, body=body)
+                export_glb(recording, body=body, floor=world)
             else:
                 from realtime.bvh import export_recording
 
-                export_recording(recording, body=body)
+                export_recording(recording, body=body, floor=world)
         except Exception as exc:  # noqa: BLE001 - an export is a by-product of the run
             logger.warning("could not export %s as %s: %s (the recording is kept; try "
                            "python -m realtime.%s %s)", recording, kind, exc,

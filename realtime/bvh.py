@@ -120,7 +120,7 @@ def _depth_first() -> list[int]:
 def export_recording(recording: str | Path, out_dir: str | Path | None = None,
                      tracks: list[int] | None = None, unit: str = "m", fps: float | None = None,
                      body: Any = None, align: bool = False,
-                     floor: str = "auto") -> list[Path]:  # fmt: skip
+                     floor: Any = "auto") -> list[Path]:  # fmt: skip
     """Write one BVH per track of ``recording`` (all, or ``tracks``) into ``out_dir`` (default:
     the recording's folder), each atomically. align: every file starts at the recording's
     first frame (so files imported together line up); floor: ``"auto"`` stands the motion on

@@ -32,7 +32,7 @@ from realtime.motion import WorldFrame
 logger = logging.getLogger(__name__)
 
 INLIER_M = 0.05  # a lowest point within this of the plane agrees with it
-MIN_ROWS = 20  # rows with the feet in view needed to trust a floor
+MIN_ROWS = 150  # rows with the feet in view to trust a floor (a few frames' feet mislead)
 MIN_INLIER_SHARE = 0.5
 BOTTOM_MARGIN = 0.02  # share of the image height: boxes ending within it are cut off
 MIN_BOX_PX = 48
@@ -92,15 +92,20 @@ class Floor:
         )
 
 
-def foot_rows(rec: dict[str, np.ndarray], image_wh: tuple[int, int]) -> np.ndarray:
-    """Indices of the rows whose feet can touch the floor in the image (see module doc)."""
-    box = np.asarray(rec["box_xyxy"], np.float64).reshape(-1, 4)
-    h = float(image_wh[1])
-    ok = box[:, 3] < h * (1.0 - BOTTOM_MARGIN)
+def feet_in_view(boxes: np.ndarray, held: np.ndarray | None, image_h: float) -> np.ndarray:
+    """bool[N]: the persons whose feet can touch the floor in the image (see module doc), from
+    their boxes f[N,4] px and held flags bool[N] (None: none held)."""
+    box = np.asarray(boxes, np.float64).reshape(-1, 4)
+    ok = box[:, 3] < float(image_h) * (1.0 - BOTTOM_MARGIN)
     ok &= (box[:, 3] - box[:, 1]) >= MIN_BOX_PX
-    if "held" in rec:
-        ok &= ~np.asarray(rec["held"], bool)
-    return np.flatnonzero(ok)
+    if held is not None:
+        ok &= ~np.asarray(held, bool).reshape(-1)
+    return ok
+
+
+def foot_rows(rec: dict[str, np.ndarray], image_wh: tuple[int, int]) -> np.ndarray:
+    """Indices of the rows of a recording whose feet can touch the floor in the image."""
+    return np.flatnonzero(feet_in_view(rec["box_xyxy"], rec.get("held"), image_wh[1]))
 
 
 def posed_vertices(body: Any, rec: dict[str, np.ndarray], rows: np.ndarray, chunk: int = 64):
@@ -170,14 +175,15 @@ def estimate_floor(
     return fit_floor(feet, seed)
 
 
-def fit_floor(feet: np.ndarray, seed: int = 0) -> Floor:
+def fit_floor(feet: np.ndarray, seed: int = 0, min_rows: int = MIN_ROWS) -> Floor:
     """The floor under ``feet`` f[n,K,3] m (per row, the vertices lowest along the camera's up:
-    ``_lowest_vertices``); see :func:`estimate_floor`."""
+    ``_lowest_vertices``), from at least ``min_rows`` rows, at least half of them agreeing; see
+    :func:`estimate_floor`."""
     feet = np.asarray(feet, np.float64)
     rows = len(feet)
-    if rows < MIN_ROWS:
+    if rows < min_rows:
         raise ValueError(f"cannot find the floor: {rows} rows with the feet in view, "
-                         f"{MIN_ROWS} needed")  # fmt: skip
+                         f"{min_rows} needed")  # fmt: skip
     camera_up = CAMERA_UP
     rng = np.random.default_rng(seed)
     up = camera_up
@@ -188,7 +194,7 @@ def fit_floor(feet: np.ndarray, seed: int = 0) -> Floor:
         up = n
         if turned < 0.05:
             break
-    if inl.sum() < MIN_ROWS or inl.mean() < MIN_INLIER_SHARE:
+    if inl.mean() < MIN_INLIER_SHARE:
         raise ValueError(
             f"cannot find the floor: only {int(inl.sum())} of {rows} rows "
             f"with the feet in view agree on a plane (people jumping, sitting or "
@@ -197,7 +203,7 @@ def fit_floor(feet: np.ndarray, seed: int = 0) -> Floor:
     on = lowest[inl] - lowest[inl].mean(0)
     spread = np.linalg.svd(on - np.outer(on @ n, n), compute_uv=False) / np.sqrt(len(on))
     if spread[1] < MIN_SPREAD_M:
-        return _level_floor(feet, camera_up, rows)
+        return _level_floor(feet, camera_up)
     tilt = float(np.degrees(np.arccos(np.clip(n @ camera_up, -1, 1))))
     if tilt > MAX_TILT_DEG:
         raise ValueError(
@@ -214,21 +220,22 @@ def fit_floor(feet: np.ndarray, seed: int = 0) -> Floor:
     return Floor(up, float(d), rows, int(inl.sum()), rms)
 
 
-def _lowest_vertices(verts: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """f64[n,K,3]: the CANDIDATES vertices of each mesh f[n,V,3] lowest along ``up`` (its feet:
-    the lowest along any floor normal near ``up`` is among them)."""
-    k = min(CANDIDATES, verts.shape[1])
+def _lowest_vertices(verts: np.ndarray, up: np.ndarray, k: int = CANDIDATES) -> np.ndarray:
+    """f[n,K,3]: the ``k`` vertices of each mesh f[n,V,3] lowest along ``up`` (its feet: the
+    lowest along any floor normal near ``up`` is among them)."""
+    k = min(k, verts.shape[1])
     idx = np.argpartition(verts @ up, k - 1, axis=1)[:, :k]
     return np.take_along_axis(verts, idx[..., None], axis=1)
 
 
-def _level_floor(feet: np.ndarray, up: np.ndarray, rows: int) -> Floor:
+def _level_floor(feet: np.ndarray, up: np.ndarray) -> Floor:
     """The floor under a level camera (normal = the camera's up) at the feet's median height."""
     lowest = feet[np.arange(len(feet)), np.argmin(feet @ up, axis=1)]
     heights = -(lowest @ up)  # below the camera: positive
     h = float(np.median(heights))
     inl = np.abs(heights - h) < INLIER_M
-    if inl.sum() < MIN_ROWS or inl.mean() < MIN_INLIER_SHARE or h <= 0:
+    rows = len(feet)
+    if inl.mean() < MIN_INLIER_SHARE or h <= 0:
         raise ValueError(
             f"cannot find the floor: the feet of {rows} rows are not at one height below the "
             f"camera; export in the camera's frame with --floor camera"
@@ -237,9 +244,14 @@ def _level_floor(feet: np.ndarray, up: np.ndarray, rows: int) -> Floor:
     return Floor(up.copy(), h, rows, int(inl.sum()), rms, level=True)
 
 
-def world_frame(rec: dict[str, np.ndarray], body: Any, mode: str = "auto") -> WorldFrame:
+def world_frame(
+    rec: dict[str, np.ndarray], body: Any, mode: str | WorldFrame = "auto"
+) -> WorldFrame:
     """The exports' frame: ``"camera"`` (the camera's own, Y up) or ``"auto"`` (the floor found
-    from the feet; when it cannot be found, the camera's, with a warning saying why)."""
+    from the feet; when it cannot be found, the camera's, with a warning saying why); a
+    WorldFrame already found is returned as it is (exports of one recording share one fit)."""
+    if isinstance(mode, WorldFrame):
+        return mode
     if mode not in ("auto", "camera"):
         raise ValueError(f"--floor must be auto or camera, got {mode!r}")
     if mode == "camera":
@@ -272,10 +284,10 @@ class LiveFloor:
         refit_rows: int = 60,
         max_rows: int = 600,
         candidates: int = 128,
-        min_rows: int = 150,
+        min_rows: int = MIN_ROWS,
     ) -> None:
         self.refit_rows, self.max_rows, self.candidates = refit_rows, max_rows, candidates
-        self.min_rows = max(int(min_rows), MIN_ROWS)  # a few people in a few frames mislead
+        self.min_rows = int(min_rows)
         self._feet: list[np.ndarray] = []
         self._since_fit = 0
         self.floor: Floor | None = None
@@ -284,24 +296,21 @@ class LiveFloor:
     def add(self, people: list, image_wh: tuple[int, int]) -> None:
         if len(self._feet) >= self.max_rows:
             return
-        h = float(image_wh[1])
-        for p in people:
-            box = np.asarray(p.box_xyxy, np.float64).reshape(4)
-            if getattr(p, "held", False) or p.vertices_m is None:
-                continue
-            if box[3] >= h * (1.0 - BOTTOM_MARGIN) or box[3] - box[1] < MIN_BOX_PX:
-                continue
-            v = np.asarray(p.vertices_m, np.float64)[None]
-            k = min(self.candidates, v.shape[1])
-            idx = np.argpartition(v @ CAMERA_UP, k - 1, axis=1)[:, :k]
-            self._feet.append(np.take_along_axis(v, idx[..., None], axis=1)[0].astype(np.float32))
+        people = [p for p in people if p.vertices_m is not None]
+        boxes = np.array([np.asarray(p.box_xyxy, np.float64).reshape(4) for p in people])
+        held = np.array([bool(getattr(p, "held", False)) for p in people])
+        for i in np.flatnonzero(feet_in_view(boxes, held, image_wh[1])):
+            v = np.asarray(people[i].vertices_m, np.float32)[None]
+            self._feet.append(
+                _lowest_vertices(v, CAMERA_UP.astype(np.float32), self.candidates)[0]
+            )
             self._since_fit += 1
         if len(self._feet) >= self.min_rows and (
             self._since_fit >= self.refit_rows or len(self._feet) >= self.max_rows
         ):
             self._since_fit = 0
             try:
-                floor = fit_floor(np.stack(self._feet))
+                floor = fit_floor(np.stack(self._feet), min_rows=self.min_rows)
             except ValueError as exc:
                 logger.debug("no live floor yet: %s", exc)
                 return

@@ -269,7 +269,7 @@ def export_glb(
     fps: float | None = None,
     body: Any = None,
     camera: bool = True,
-    floor: str = "auto",
+    floor: str | WorldFrame = "auto",
 ) -> Path:
     """Write the .glb of ``recording`` (all its tracks, or ``tracks``) to ``out`` (default: next
     to the recording, ``<name>.glb``), atomically; floor: ``"auto"`` stands the take on the

@@ -131,11 +131,11 @@ def frame_time_of(rec: dict[str, np.ndarray], fps: float | None = None) -> float
     """Seconds per frame index: ``fps``, else the recorded file's (meta "fps"), else the median
     of the capture time per frame index between recorded frames (frames dropped by a live
     source leave gaps in the indices), else 1/30."""
-    from realtime.score import _meta
+    from realtime.recording import recording_meta
 
     if fps is not None:
         return 1.0 / float(fps)
-    recorded = _meta(rec).get("fps")
+    recorded = recording_meta(rec).get("fps")
     if isinstance(recorded, (int, float)) and np.isfinite(recorded) and recorded > 0:
         return 1.0 / float(recorded)
     t = np.asarray(rec.get("frames_t_capture_s", ()), np.float64).reshape(-1)
@@ -167,7 +167,7 @@ def open_recording(recording: str | Path, tracks: list[int] | None = None,
                    fps: float | None = None, body: Any = None) -> MotionRecording:  # fmt: skip
     """Load and check a live-loop recording for export (a clear ValueError for a file that is
     not one, has nobody in it, or lacks the tracks asked for; ``fps`` must be above 0)."""
-    from realtime.score import _meta, load_npz
+    from realtime.recording import body_model_path, load_npz
 
     recording = Path(recording)
     rec = load_npz(recording, "recording")
@@ -190,8 +190,7 @@ def open_recording(recording: str | Path, tracks: list[int] | None = None,
     if body is None:
         from multiroi.body import load_body_model
 
-        config = _meta(rec).get("config") or {}
-        body = load_body_model((config.get("inference") or {}).get("body_model"))
+        body = load_body_model(body_model_path(rec))
     frames = np.concatenate([np.asarray(rec.get("frames_index", ()), np.int64).reshape(-1),
                              np.asarray(rec["frame_index"], np.int64).reshape(-1)])  # fmt: skip
     return MotionRecording(recording, rec, body, wanted, frame_time_of(rec, fps),
@@ -204,13 +203,13 @@ def _usable_rows(path: Path, rec: dict[str, np.ndarray]) -> dict[str, np.ndarray
     joins the person's), and rows with non-finite values left out (with a warning)."""
     import logging
 
-    from realtime.score import _meta
+    from realtime.recording import recording_meta
 
     rec = dict(rec)
     n = len(np.asarray(rec["track_id"]).reshape(-1))
     if n == 0:
         return rec
-    aliases = _meta(rec).get("reid_aliases") or {}
+    aliases = recording_meta(rec).get("reid_aliases") or {}
     if isinstance(aliases, dict) and aliases:
         ids = np.asarray(rec["track_id"], np.int64).copy()
         for own, person in aliases.items():

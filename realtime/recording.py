@@ -40,6 +40,38 @@ def rotmat_to_axis_angle_np(rotmat: np.ndarray) -> np.ndarray:
     return out.reshape(*np.shape(rotmat)[:-2], 3).astype(np.float32)
 
 
+def load_npz(path: str | Path, what: str,
+             hint: str = "give the .npz file a run wrote") -> dict[str, np.ndarray]:  # fmt: skip
+    """All arrays of an .npz, never unpickling; a missing or foreign file says so in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found: {hint}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise ValueError(f"{what} {path} is not an .npz file (not a zip archive): {hint}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{what} {path} is not a readable .npz file ({exc}): {hint}") from None
+
+
+def recording_meta(rec: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The recording's meta (its ``meta_json``) as a dict; {} when missing or not a JSON object."""
+    try:
+        meta = json.loads(str(rec.get("meta_json", "{}")))
+    except json.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def body_model_path(rec: dict[str, np.ndarray]) -> str | None:
+    """The body model the recorded run drove (its config's), or None (the default model)."""
+    config = recording_meta(rec).get("config") or {}
+    inference = config.get("inference") if isinstance(config, dict) else None
+    return (inference or {}).get("body_model") if isinstance(inference, dict) else None
+
+
 class Recorder:
     """Collects rows in memory (about 1 KB per person per frame) and writes them at close.
 

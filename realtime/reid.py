@@ -128,7 +128,6 @@ class Reidentifier:
         self._pending: dict[int, int] = {}  # new tracker id -> frames seen before deciding
         self._strikes: dict[int, tuple[int, int, int]] = {}  # tracker id -> (frames in a row
         # nearer a gone person's look than its own, that person, the last such frame)
-        self._top_track = 0  # the highest tracker id seen
         self._top_fresh = 0  # the last person id made up (see _fresh_id)
         self.jumps = 0  # tracks carried onto someone else, given that person's id
         self._frame = -1
@@ -170,8 +169,6 @@ class Reidentifier:
         still = np.concatenate([np.asarray(lost_ids, np.int64).reshape(-1),
                                 np.asarray(others if others is not None else (), np.int64)
                                 .reshape(-1)])  # fmt: skip
-        seen_ids = [int(t) for t in ids] + [int(t) for t in still]
-        self._top_track = max([self._top_track, *seen_ids])
         held = {self._of_track[int(t)] for t in still if int(t) in self._of_track}
         for pid in held:  # followed by the tracker, if not shown: not to be forgotten
             if pid in self._people:
@@ -200,7 +197,7 @@ class Reidentifier:
         return out
 
     def _fresh_id(self) -> int:
-        """A person id no tracker id can take: above every id seen, in a range of its own."""
+        """A person id no tracker id can take: counted up in a range of its own (FRESH_IDS+)."""
         self._top_fresh = max(self._top_fresh, FRESH_IDS, max(self._people, default=0)) + 1
         return self._top_fresh
 

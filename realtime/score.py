@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from realtime.recording import body_model_path, load_npz, recording_meta
+
 logger = logging.getLogger(__name__)
 
 
@@ -212,33 +214,9 @@ def idf1(persons: np.ndarray, track_ids: np.ndarray, rows: int, true_persons: in
     return 2.0 * tp / (rows + true_persons)
 
 
-def load_npz(path: str | Path, what: str,
-             hint: str = "give the .npz file a run wrote") -> dict[str, np.ndarray]:  # fmt: skip
-    """All arrays of an .npz, never unpickling; a missing or foreign file says so in one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found: {hint}")
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
-            raise ValueError(f"{what} {path} is not an .npz file (not a zip archive): {hint}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{what} {path} is not a readable .npz file ({exc}): {hint}") from None
-
-
-def _meta(rec: dict[str, np.ndarray]) -> dict[str, Any]:
-    try:
-        meta = json.loads(str(rec.get("meta_json", "{}")))
-    except json.JSONDecodeError:
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def ground_truth_of(rec: dict[str, np.ndarray]) -> Path | None:
     """The ground-truth file a recording names in its meta (recordings of ``--source demo``)."""
-    gt = _meta(rec).get("ground_truth")
+    gt = recording_meta(rec).get("ground_truth")
     return Path(gt) if gt else None
 
 
@@ -250,8 +228,7 @@ def score_files(recording: str | Path, gt_path: str | Path | None = None,
     if body is None:
         from multiroi.body import load_body_model
 
-        config = _meta(rec).get("config") or {}
-        body = load_body_model((config.get("inference") or {}).get("body_model"))
+        body = load_body_model(body_model_path(rec))
     gt_path = gt_path or ground_truth_of(rec)
     if gt_path is None:
         raise ValueError(f"{recording} names no ground truth (only recordings of --source demo "
