@@ -1,6 +1,10 @@
 """The cost of the lifter's test-time flip (``ModelConfig.flip_test``), measured side by side.
 
     python -m realtime.bench_flip --persons 1 3 --iters 20 --out DIR
+    python -m realtime.bench_flip --checkpoint NEW.pt --against OLD.pt --out DIR
+
+With ``--against OTHER.pt`` the two settings are instead that checkpoint and ``--checkpoint``,
+both with the flip off (e.g. the cost of a tuned 2D tail, ``ModelConfig.lifter_tail``).
 
 Times the network call (P persons x the checkpoint's RoIs) with the flip off and on, the two
 alternating call by call so that both see the same machine state, for PyTorch fp32 and for
@@ -24,8 +28,10 @@ logger = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnxruntime")
 
 
-def _callers(checkpoint: str | None, runtimes: Sequence[str], workdir: Path, threads: int):
-    """{(runtime, flip): f(crops np.ndarray, box_info np.ndarray)} for the checkpoint."""
+def _callers(checkpoint: str | None, runtimes: Sequence[str], workdir: Path, threads: int,
+             against: str | None = None):  # fmt: skip
+    """{(runtime, setting): f(crops np.ndarray, box_info np.ndarray)}: setting False / True is
+    the flip off / on, or with ``against`` that checkpoint / ``checkpoint``, flip off."""
     import torch
 
     from multiroi.checkpoint import default_checkpoint_path, load_checkpoint
@@ -37,9 +43,16 @@ def _callers(checkpoint: str | None, runtimes: Sequence[str], workdir: Path, thr
         raise ValueError("no default model here ($MULTIROI_CHECKPOINT is 'none'?): pass "
                          "--checkpoint FILE, a .pt with the keypoint lifter")  # fmt: skip
     out = {}
+    rois = set()
     for flip in (False, True):
-        net, _ = load_checkpoint(checkpoint)
-        set_flip_test(net, flip)
+        if against is None:
+            net, _ = load_checkpoint(checkpoint)
+            set_flip_test(net, flip)
+        else:
+            net, _ = load_checkpoint(checkpoint if flip else against)
+            if net.cfg.lifter:
+                set_flip_test(net, False)
+        rois.add(net.cfg.num_rois)
         if "torch" in runtimes:
 
             def run_torch(crops, info, net=net):
@@ -60,15 +73,19 @@ def _callers(checkpoint: str | None, runtimes: Sequence[str], workdir: Path, thr
             out[("onnxruntime", flip)] = lambda c, i, s=sess: s.run(
                 None, {"crops": c, "box_info": i}
             )
-    return out, net.cfg.num_rois
+    if len(rois) != 1:
+        raise ValueError(f"{against} and {checkpoint} have different RoI counts {sorted(rois)}")
+    return out, rois.pop()
 
 
 def bench(checkpoint: str | None, persons: Sequence[int], runtimes: Sequence[str], iters: int,
-          warmup: int, threads: int, workdir: Path) -> list[dict]:  # fmt: skip
-    """Rows {runtime, persons, off_ms, on_ms, ratio}: p50 of ``iters`` alternating calls."""
+          warmup: int, threads: int, workdir: Path,
+          against: str | None = None) -> list[dict]:  # fmt: skip
+    """Rows {runtime, persons, off_ms, on_ms, ratio}: p50 of ``iters`` alternating calls
+    (with ``against``: off = that checkpoint, on = ``checkpoint``)."""
     from tqdm import tqdm
 
-    callers, rois = _callers(checkpoint, runtimes, workdir, threads)
+    callers, rois = _callers(checkpoint, runtimes, workdir, threads, against)
     rng = np.random.default_rng(0)
     rows = []
     bar = tqdm(total=len(persons) * len(runtimes) * (iters + warmup), desc="flip bench")
@@ -91,10 +108,14 @@ def bench(checkpoint: str | None, persons: Sequence[int], runtimes: Sequence[str
     return rows
 
 
-def markdown(rows: list[dict], threads: int) -> str:
+def markdown(rows: list[dict], threads: int, names: tuple[str, str] | None = None) -> str:
+    """The table; ``names``: the two checkpoints' names (``--against``), else flip off / on."""
+    a, b = names or ("flip off", "flip on")
+    what = f"{a} and {b}" if names else "flip off and on"
+    ratio = f"{b} / {a}" if names else "on / off"
     head = (f"Machine: {platform.machine()}, {threads} thread(s). p50 of the network call "
-            "(RoI batch of P persons), flip off and on alternating.\n\n"
-            "| runtime | persons | flip off, p50 ms | flip on, p50 ms | on / off |\n"
+            f"(RoI batch of P persons), {what} alternating.\n\n"
+            f"| runtime | persons | {a}, p50 ms | {b}, p50 ms | {ratio} |\n"
             "|---|---|---|---|---|\n")  # fmt: skip
     body = "".join(f"| {r['runtime']} | {r['persons']} | {r['off_ms']:.1f} | {r['on_ms']:.1f} "
                    f"| {r['ratio']:.2f} |\n" for r in rows)  # fmt: skip
@@ -111,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (the live loop's "
                    "on 2 cores: 1)")  # fmt: skip
+    p.add_argument("--against", default=None, help="time this checkpoint against "
+                   "--checkpoint instead, both with the flip off")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -120,11 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         rows = bench(args.checkpoint, args.persons, args.runtimes, args.iters, args.warmup,
-                     args.threads, out)  # fmt: skip
-    except ValueError as exc:  # a checkpoint without the lifter, a bad file
+                     args.threads, out, args.against)  # fmt: skip
+    except (ValueError, OSError) as exc:  # a checkpoint without the lifter, a bad file
         logger.error("%s", exc)
         return 2
-    text = markdown(rows, args.threads)
+    names = None
+    if args.against:
+        names = (Path(args.against).name, Path(args.checkpoint or "default").name)
+        if names[0] == names[1]:
+            names = (args.against, args.checkpoint)
+    text = markdown(rows, args.threads, names)
     (out / "bench_flip.md").write_text(text)
     logger.info("%s\nwrote %s", text, out / "bench_flip.md")
     return 0

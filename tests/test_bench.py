@@ -90,3 +90,22 @@ def test_bench_flip_refuses_a_network_without_the_lifter(tmp_path, caplog):
     args = ["--checkpoint", str(ckpt), "--runtimes", "torch", "--out", str(tmp_path / "b")]
     assert bench_flip.main(args) == 2
     assert "keypoint lifter" in caplog.text
+
+
+def test_bench_flip_against_another_checkpoint_names_both(tmp_path):
+    from multiroi.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+    from multiroi.model import ModelConfig, MultiRoINet
+    from realtime import bench_flip
+
+    net = MultiRoINet(ModelConfig(backbone="resnet18", num_rois=5, contrastive=False))
+    other = save_checkpoint(tmp_path / "small.pt", net, net.cfg, body_model_id="toy")
+    assert bench_flip.main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--against", str(other),
+                            "--persons", "1", "--runtimes", "torch", "--iters", "1",
+                            "--warmup", "0", "--out", str(tmp_path / "b")]) == 0  # fmt: skip
+    table = (tmp_path / "b" / "bench_flip.md").read_text()
+    assert "| small.pt, p50 ms | multiroi_default.pt, p50 ms |" in table
+    assert "flip" not in table.splitlines()[-1]
+    one = MultiRoINet(ModelConfig(backbone="resnet18", num_rois=1, contrastive=False))
+    bad = save_checkpoint(tmp_path / "one.pt", one, one.cfg, body_model_id="toy")
+    assert bench_flip.main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--against", str(bad),
+                            "--runtimes", "torch", "--out", str(tmp_path / "c")]) == 2

@@ -93,6 +93,22 @@ def test_the_map_is_fit_on_whole_persons_and_cut_ones_are_scored(cut_sampler):
     assert scores["pa_mpjpe_mm"] < scores["pa_mpjpe_all_mm"]  # the cut persons are harder
 
 
+def test_the_landmark_map_is_kept_when_asked(sampler):
+    """A network with a tuned 2D tail was trained through its landmark map: fit_map=False
+    keeps it (and its errors are what the scores report)."""
+    from train.lifter import train_lifter
+
+    rendered = _rendered_from_sampler(sampler, 400, seed=5)
+    lifter = KeypointLifter(width=64)
+    torch.manual_seed(0)
+    lifter.landmark_map.normal_(0, 0.01)
+    before = lifter.landmark_map.clone()
+    scores = train_lifter(lifter, rendered, sampler, samples=2000, steps=60, batch=64,
+                          lr=1e-3, seed=0, progress=False, fit_map=False)  # fmt: skip
+    assert torch.equal(lifter.landmark_map, before)
+    assert scores["map_2d_error_box"] > 0.1  # the kept (poor) map, not a fitted one
+
+
 def test_the_refiner_corrects_what_the_landmarks_miss(sampler):
     """Stand-in: for half the persons BlazePose's landmarks swap left and right, which only the
     rest of its feature shows (the feature map); the linear map cannot undo it, the refiner

@@ -122,6 +122,13 @@ def check_cache_for_model(cache: FeatureDataset, model, freeze: list[str]) -> No
             f"{model.cfg.box_extent} boxes (--model.box_extent): make the cache with "
             f"--box-extent {model.cfg.box_extent}"
         )
+    if bool(meta.get("lifter_slot")) != bool(model.cfg.lifter_tail):
+        has = "has" if meta.get("lifter_slot") else "has no"
+        raise ValueError(
+            f"feature cache {cache.root} {has} the lifter tail's features; the model "
+            f"{'has' if model.cfg.lifter_tail else 'has no'} lifter tail: make the cache "
+            "with --init the training's --run.init"
+        )
     mine = backbone_fingerprint(model.backbone)
     if meta["fingerprint"] != mine:
         raise ValueError(
@@ -153,9 +160,12 @@ def write_cache(
     data: str, out: str | Path, *, backbone: str, num_rois: int, draws: int, init: str,
     seed: int = 0, min_box_px: float = 16.0, batch_size: int = 32, num_workers: int = 1,
     augment: aug.AugmentConfig | None = None, image_root: str | None = None,
-    box_extent: str = "visible",
+    box_extent: str = "visible", tap: bool = False,
 ) -> Path:  # fmt: skip
-    """Compute and write the cache (see the module doc); returns its folder."""
+    """Compute and write the cache (see the module doc); returns its folder. ``tap``: also
+    write BlazePose's map at ``LIFTER_TAP`` of the base RoI, ``tap.npy`` f16[N,144,8,8] (what
+    train.tune2d trains the lifter's tail on). A backbone with a lifter tail
+    (``ModelConfig.lifter_tail``) adds its features of the base RoI as an extra slot R."""
     from tqdm import tqdm
 
     from train.trainer import amp_mode
@@ -167,6 +177,9 @@ def write_cache(
     ds = open_dataset(data, num_rois, augment, seed, image_root, min_box_px, box_extent)
     n = len(ds)
     bb = build_backbone_for_cache(backbone, init).eval()
+    lifter_slot = getattr(bb, "lifter_tail", None) is not None
+    if tap and not hasattr(bb, "forward_with_tap"):
+        raise ValueError(f"--tap needs the blazepose_full backbone, not {backbone}")
     amp, dtype = amp_mode(True, torch.device("cpu"))
     fingerprint = backbone_fingerprint(bb)
     part = out.with_name(out.name + ".part")
@@ -177,7 +190,7 @@ def write_cache(
     for d in range(draws):
         folder = part / f"draw_{d}"
         folder.mkdir()
-        feats = None
+        feats = taps = None
         labels: dict[str, list[np.ndarray]] = {k: [] for k in LABEL_FIELDS}
         keys = list(range(d * n, (d + 1) * n))
         loader = torch.utils.data.DataLoader(
@@ -188,26 +201,42 @@ def write_cache(
         for batch in loader:
             p = len(batch)
             with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=amp):
-                f = bb(batch.crops.flatten(0, 1)).float().reshape(p, num_rois, -1)
+                if tap or lifter_slot:
+                    f, t = bb.forward_with_tap(batch.crops.flatten(0, 1))
+                    t = t.float().reshape(p, num_rois, *t.shape[1:])[:, 0]
+                    f = f.float().reshape(p, num_rois, -1)
+                    if lifter_slot:
+                        f = torch.cat([f, bb.lifter_features(t).float()[:, None]], dim=1)
+                else:
+                    f = bb(batch.crops.flatten(0, 1)).float().reshape(p, num_rois, -1)
             if feats is None:
-                shape = (n, num_rois, int(f.shape[-1]))
+                shape = (n, int(f.shape[1]), int(f.shape[-1]))
                 feats = np.lib.format.open_memmap(
                     folder / "features.npy", mode="w+", dtype=np.float16, shape=shape
                 )
+            if tap and taps is None:
+                taps = np.lib.format.open_memmap(
+                    folder / "tap.npy", mode="w+", dtype=np.float16, shape=(n, *t.shape[1:])
+                )
             feats[row : row + p] = f.numpy().astype(np.float16)
+            if tap:
+                taps[row : row + p] = t.numpy().astype(np.float16)
             for k in LABEL_FIELDS:
                 labels[k].append(getattr(batch, k).numpy())
             row += p
             bar.update(p)
         feats.flush()
         del feats
+        if taps is not None:
+            taps.flush()
+            del taps
         np.savez(folder / "labels.npz", **{k: np.concatenate(v) for k, v in labels.items()})
     bar.close()
     meta = {
         "kind": KIND, "backbone": backbone, "num_rois": num_rois, "persons": n, "draws": draws,
         "fingerprint": fingerprint, "init": init, "source": str(data), "seed": seed,
         "min_box_px": min_box_px, "box_extent": box_extent, "augment": dataclasses.asdict(augment),
-        "feature_dim": int(bb.num_features),
+        "feature_dim": int(bb.num_features), "lifter_slot": lifter_slot, "tap": tap,
     }  # fmt: skip
     source_meta = Path(data) / "meta.json"
     if source_meta.is_file():
@@ -240,13 +269,18 @@ def main(argv: list[str] | None = None) -> int:
         help="base box around the visible pixels or the whole body (amodal)",
     )
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--no-augment", action="store_true",
+                        help="the crops as they are (held-out sets), no augmentation draws")
+    parser.add_argument("--tap", action="store_true",
+                        help="also write the base RoI's BlazePose map for train.tune2d")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         write_cache(args.data, args.out, backbone=args.backbone, num_rois=args.num_rois,
                     draws=args.draws, init=args.init, seed=args.seed,
                     min_box_px=args.min_box_px, num_workers=args.workers,
-                    image_root=args.image_root, box_extent=args.box_extent)  # fmt: skip
+                    image_root=args.image_root, box_extent=args.box_extent, tap=args.tap,
+                    augment=aug.AugmentConfig(enabled=not args.no_augment))  # fmt: skip
     except (ValueError, FileExistsError, OSError) as exc:
         logger.error("%s", exc)
         return 1

@@ -44,6 +44,7 @@ from train.lifter_pairs import PairSampler, box_placement, scene_ranges
 logger = logging.getLogger(__name__)
 
 RIDGE = 1e-2
+MIN_WHOLE = 200  # rendered persons wholly in their crops the landmark map needs
 
 
 @dataclasses.dataclass
@@ -73,7 +74,9 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
         metas.append(cache.meta)
         for d in range(cache.draws):
             lab = cache.labels[d]
-            f0 = torch.as_tensor(np.asarray(cache.draw_features(d)[:, 0], np.float32))
+            # the lifter tail's features when the cache has them (slot R), else RoI 0's
+            slot = cache.num_rois if cache.meta.get("lifter_slot") else 0
+            f0 = torch.as_tensor(np.asarray(cache.draw_features(d)[:, slot], np.float32))
             c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
             uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
             seen = (lab["kp2d"][:, :, 2] > 0).all(1)  # real data: joints without labels
@@ -90,9 +93,9 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
                          "them all with the same --box-extent")  # fmt: skip
     out = Rendered(np.concatenate(ins), np.concatenate(j2), np.concatenate(j3),
                    np.concatenate(whole), np.concatenate(feats))  # fmt: skip
-    if out.whole.sum() < 200:
+    if out.whole.sum() < MIN_WHOLE:
         raise ValueError(f"only {out.whole.sum()} rendered persons lie wholly inside their crop; "
-                         "the lifter needs at least 200: cache more data")  # fmt: skip
+                         f"the lifter needs at least {MIN_WHOLE}: cache more data")  # fmt: skip
     return out, metas
 
 
@@ -159,10 +162,11 @@ def _refined(refiner: Refiner2D, features: np.ndarray, chunk: int = 4096) -> np.
 def train_lifter(
     lifter: KeypointLifter, rendered: Rendered, sampler: PairSampler, *, samples: int,
     steps: int, batch: int, lr: float, seed: int, progress: bool = True,
-    refine_steps: int = 6000,
+    refine_steps: int = 6000, fit_map: bool = True,
 ) -> dict:  # fmt: skip
-    """Fit ``landmark_map``, train the refiner (when the lifter has one) and the MLP (module
-    doc). Returns scores in mm (2D errors in box heights)."""
+    """Fit ``landmark_map`` (``fit_map``; else keep the lifter's: a tuned 2D tail was trained
+    through it), train the refiner (when the lifter has one) and the MLP (module doc).
+    Returns scores in mm (2D errors in box heights)."""
     from tqdm import tqdm
 
     from multiroi.metrics import pa_mpjpe
@@ -173,8 +177,11 @@ def train_lifter(
     held = rng.permutation(n)[: max(n // 10, 1)]
     rest = np.setdiff1d(np.arange(n), held)
     fit = rest[rendered.whole[rest]]  # the map and its errors: persons wholly in their crops
-    lmap = fit_landmark_map(rendered.inputs[fit], rendered.joints_2d[fit])
-    lifter.landmark_map.copy_(torch.as_tensor(lmap))
+    if fit_map:
+        lmap = fit_landmark_map(rendered.inputs[fit], rendered.joints_2d[fit])
+        lifter.landmark_map.copy_(torch.as_tensor(lmap))
+    else:
+        lmap = lifter.landmark_map.numpy().copy()
     mapped = (rendered.inputs @ lmap).reshape(n, NUM_JOINTS, 2).astype(np.float32)
     ridge_mapped = mapped
     pool = fit
@@ -262,6 +269,13 @@ def _parser() -> argparse.ArgumentParser:
         help="train a 2D refiner from BlazePose's whole feature (default: on)",
     )
     p.add_argument("--refine-steps", type=int, default=6000, help="the 2D refiner's steps")
+    p.add_argument(
+        "--fit-map",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refit the landmark map by ridge regression (default: on, except for a network "
+        "with a tuned 2D tail, which was trained through --init's map)",
+    )
     p.add_argument("--body-model", default=None, help="body model file (default: the free model)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -299,9 +313,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = ModelConfig(backbone="blazepose_full", num_rois=num_rois.pop(), lifter=True,
                               lifter_refine=args.refine, box_extent=box_extent)  # fmt: skip
+        slots = {bool(m.get("lifter_slot")) for m in metas}
+        if slots != {cfg.lifter_tail}:
+            raise ValueError(
+                "the lifter's network "
+                f"{'has' if cfg.lifter_tail else 'has no'} tuned 2D tail (train.tune2d) but "
+                f"caches {'without' if cfg.lifter_tail else 'with'} its features were given: "
+                "make the caches with train.feature_cache --init the same checkpoint as --init"
+            )
         model = MultiRoINet(cfg, allow_random_init=True)
         if args.init:
             warm_start(payload, args.init, model)
+        if cfg.lifter_tail:  # the slot's features must be this tail's
+            from train.feature_cache import backbone_fingerprint
+
+            mine = backbone_fingerprint(model.backbone)
+            other = [c for c, m in zip(split_list(args.cache), metas, strict=True)
+                     if m.get("fingerprint") != mine]  # fmt: skip
+            if other:
+                raise ValueError(f"{other[0]} was made with another backbone or 2D tail than "
+                                 f"{args.init}'s: make it with --init {args.init}")  # fmt: skip
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2
@@ -311,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     scores = train_lifter(model.lifter, rendered, sampler, samples=args.samples,
                           steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                           progress=not args.no_progress,
-                          refine_steps=args.refine_steps)  # fmt: skip
+                          refine_steps=args.refine_steps,
+                          fit_map=not cfg.lifter_tail if args.fit_map is None
+                          else args.fit_map)  # fmt: skip
     recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
     # for the model card
     data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}

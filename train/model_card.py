@@ -207,6 +207,26 @@ def _lifter_recipe(info: dict) -> list[str]:
     return lines
 
 
+def _tune2d_recipe(info: dict) -> list[str]:
+    """Markdown bullets of a 2D-tail stage (python -m train.tune2d)."""
+    r, sc = info.get("recipe") or {}, info.get("scores") or {}
+    init = f"`{run_file_name(r['init'])}`" if r.get("init") else "?"
+    lines = [f"- The lifter's copy of BlazePose's last layers tuned for 2D joints (`python -m "
+             f"train.tune2d`): {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning "
+             f"rate {r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
+    data = {d.get("cache"): d for d in info.get("data") or []}
+    caches = split_list(str(r.get("cache") or ""))
+    if caches:
+        lines.append(f"- Rendered persons from {len(caches)} cache(s): "
+                     + ", ".join(_cache_line(c, data.get(c)) for c in caches))  # fmt: skip
+    before, after = sc.get("val_before") or {}, sc.get("val_after") or {}
+    if before and after:
+        lines.append(f"- On {after.get('persons', '?')} held-out rendered persons: median 2D "
+                     f"error of the landmark map's joints {before['error_2d_all_box']:.4f} -> "
+                     f"{after['error_2d_all_box']:.4f} box heights")  # fmt: skip
+    return lines
+
+
 def model_card(
     path: str | Path, meta: CheckpointMeta, *, metrics: dict[str, float] | None = None,
     eval_data: str | None = None, eval_persons: int | None = None,
@@ -236,11 +256,17 @@ def model_card(
         if st.get("lifter") and not st.get("train_config"):
             lines += _lifter_recipe(st["lifter"]) + [""]
             continue
+        if st.get("tune2d") and not st.get("train_config"):
+            lines += _tune2d_recipe(st["tune2d"]) + [""]
+            continue
         lines += _recipe(st.get("train_config"), int(st.get("step", 0)), cfg.num_rois) + [""]
     if extra.get("stages"):
         lines.append(f"Stage {len(extra['stages']) + 1}, this model, started from stage "
                      f"{len(extra['stages'])}:")  # fmt: skip
-    lines += _recipe(train_cfg, meta.step, cfg.num_rois)
+    if not train_cfg and extra.get("lifter"):  # packaged straight from python -m train.lifter
+        lines += _lifter_recipe(extra["lifter"])
+    else:
+        lines += _recipe(train_cfg, meta.step, cfg.num_rois)
     lines += ["", "## Training data", ""]
     for dm in metas:
         sc = dm.get("scene")

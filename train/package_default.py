@@ -50,6 +50,13 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -
         )
         if metas:
             extra["train_data_meta"] = metas[0] if len(metas) == 1 else metas
+    elif (meta.extra or {}).get("lifter"):  # straight from python -m train.lifter
+        stages = (meta.extra or {}).get("stages") or []
+        extra["stages"], extra["lifter"] = stages, meta.extra["lifter"]
+        # the decoders' data: that of the last stage that trained them
+        data = [st["train_data_meta"] for st in stages if st.get("train_data_meta")]
+        if data:
+            extra["train_data_meta"] = data[-1]
     path = save_checkpoint(
         out, slim.eval(), cfg, body_model_id=meta.body_model_id, step=meta.step, extra=extra,
         storage=storage,

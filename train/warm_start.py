@@ -98,5 +98,9 @@ def earlier_stages(payload: Any, path: str | os.PathLike) -> list[dict]:
              "train_config": extra.get("train_config")}  # fmt: skip
     if extra.get("lifter"):  # written by python -m train.lifter
         stage["lifter"] = extra["lifter"]
+    if extra.get("tune2d"):  # written by python -m train.tune2d
+        stage["tune2d"] = extra["tune2d"]
+    if extra.get("train_data_meta"):  # the data of a decoder stage, for the model card
+        stage["train_data_meta"] = extra["train_data_meta"]
     stages.append(stage)
     return stages

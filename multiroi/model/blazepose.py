@@ -59,6 +59,9 @@ FEATURE_TENSORS = [
     "model_1/model/convworld_3d/BiasAdd/ReadVariableOp/resource1",
 ]
 INPUT_SIZE = 256
+# Where the lifter's own copy of the last layers starts (ModelConfig.lifter_tail): the trunk's
+# 8x8x144 map, before the regression branch's last 40 ops (1.7 M parameters).
+LIFTER_TAP = "t269"
 
 
 class BlazePoseWeightsError(RuntimeError):
@@ -173,6 +176,14 @@ class BlazePoseBackbone(nn.Module):
                     raise
                 logger.warning("BlazePose weights could not be loaded (%s); random init", exc)
         self.graph.to(memory_format=torch.channels_last)  # 2-3x faster depthwise convs on CPUs
+        self.lifter_tail: GraphNet | None = None
+
+    def add_lifter_tail(self) -> None:
+        """Give the lifter its own copy of the layers after ``LIFTER_TAP`` (starting from the
+        shared ones' current weights), to be trained on rendered persons (train.tune2d) while
+        the features the decoders read stay MediaPipe's."""
+        self.lifter_tail = self.graph.subgraph(LIFTER_TAP)
+        self.lifter_tail.to(memory_format=torch.channels_last)
 
     def load_mediapipe_weights(self, path: str | Path) -> int:
         """Copy the weights of a ``pose_landmark_full.tflite`` into the graph; returns the
@@ -188,6 +199,21 @@ class BlazePoseBackbone(nn.Module):
         return n
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return _feature(*self.graph(self._prepare(images)))
+
+    def forward_with_tap(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (features f32[N,1464], the map at ``LIFTER_TAP`` f32[N,144,8,8])."""
+        fmap, landmarks, world, tap = self.graph(self._prepare(images), taps=(LIFTER_TAP,))
+        return _feature(fmap, landmarks, world), tap
+
+    def lifter_features(self, tap: torch.Tensor) -> torch.Tensor:
+        """Maps at ``LIFTER_TAP`` f32[N,144,8,8] -> the lifter's features f32[N,1464], from its
+        own copy of the last layers (:meth:`add_lifter_tail`)."""
+        if self.lifter_tail is None:
+            raise RuntimeError("this backbone has no lifter tail (add_lifter_tail)")
+        return _feature(*self.lifter_tail(tap.contiguous(memory_format=torch.channels_last)))
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = images * self.in_std + self.in_mean  # back to [0, 1] RGB, as MediaPipe feeds it
         h, w = int(x.shape[-2]), int(x.shape[-1])
         side = max(h, w)
@@ -197,10 +223,14 @@ class BlazePoseBackbone(nn.Module):
         if side != INPUT_SIZE:
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
                               align_corners=False)  # fmt: skip
-        fmap, landmarks, world = self.graph(x.contiguous(memory_format=torch.channels_last))
-        lm = landmarks.reshape(-1, NUM_LANDMARKS, 5)
-        lm = torch.cat([lm[..., :3] / INPUT_SIZE, torch.sigmoid(lm[..., 3:])], dim=-1)
-        return torch.cat([fmap.flatten(1), lm.flatten(1), world.flatten(1)], dim=1)
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def _feature(fmap: torch.Tensor, landmarks: torch.Tensor, world: torch.Tensor) -> torch.Tensor:
+    """The graph's outputs -> the backbone's feature f32[N,1464] (module doc)."""
+    lm = landmarks.reshape(-1, NUM_LANDMARKS, 5)
+    lm = torch.cat([lm[..., :3] / INPUT_SIZE, torch.sigmoid(lm[..., 3:])], dim=-1)
+    return torch.cat([fmap.flatten(1), lm.flatten(1), world.flatten(1)], dim=1)
 
 
 def write_spec(tflite_path: Path, out: Path = SPEC_PATH) -> None:

@@ -47,6 +47,10 @@ class ModelConfig:
     lifter_refine: the lifter's 2D joints also read BlazePose's whole feature (an MLP adding a
       correction to the landmarks' linear map, trained on rendered persons by
       ``python -m train.lifter``); needs ``lifter``.
+    lifter_tail: the lifter reads its own copy of BlazePose's last 40 ops (from the trunk's
+      8x8 map on, 1.7 M parameters), fine-tuned on rendered persons for the 2D joints
+      (``python -m train.tune2d``), while the decoders keep MediaPipe's features. Costs those
+      ops once more for the base RoI; needs ``lifter``.
     flip_test: the lifter also reads the base RoI's left-right mirror image and lifts the mean
       of the two 2D estimates (ours; inference from crops only, not from cached features). One
       more backbone call per person; on held-out renders 0.7-1.6 mm lower PA-MPJPE and 3-6 mm
@@ -78,6 +82,7 @@ class ModelConfig:
     pool: str = "avg"
     lifter: bool = False
     lifter_refine: bool = False
+    lifter_tail: bool = False
     flip_test: bool = False
     feature_dropout: float = 0.0
     box_extent: str = "visible"
@@ -146,6 +151,12 @@ class ModelConfig:
             "True or False, and True only with lifter=True",
         )
         _check(
+            isinstance(self.lifter_tail, bool) and (self.lifter or not self.lifter_tail),
+            "lifter_tail",
+            self.lifter_tail,
+            "True or False, and True only with lifter=True",
+        )
+        _check(
             isinstance(self.flip_test, bool) and (self.lifter or not self.flip_test),
             "flip_test",
             self.flip_test,
@@ -196,6 +207,7 @@ class ModelConfig:
         rois = f"{self.num_rois} RoI" + ("s" if self.num_rois != 1 else "")
         lifter = ", keypoint lifter" if self.lifter else ""
         lifter += " (2D refined)" if self.lifter_refine else ""
+        lifter += ", tuned 2D tail" if self.lifter_tail else ""
         lifter += ", flip test" if self.flip_test else ""
         boxes = ", whole-body boxes" if self.box_extent == "amodal" else ""
         return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}{lifter}{boxes}"

@@ -100,6 +100,8 @@ class MultiRoINet(nn.Module):
             cfg.backbone, cfg.pretrained, allow_random_init=allow_random_init,
             downsample=cfg.downsample, pool=cfg.pool,
         )  # fmt: skip
+        if cfg.lifter_tail:
+            self.backbone.add_lifter_tail()
         d = self.backbone.num_features
         self.fusion = build_fusion(
             cfg.fusion, d, cfg.num_rois, cfg.pos_enc, cfg.pe_levels, cfg.relative_mode
@@ -128,11 +130,12 @@ class MultiRoINet(nn.Module):
         """Raise ValueError unless crops f32[P,R,3,H,W] (or backbone features f32[P,R,D]) and
         box_info f32[P,R,3], R = num_rois."""
         r, d = self.cfg.num_rois, self.feature_dim
-        is_features = crops.ndim == 3 and crops.shape[1] == r and crops.shape[2] == d
+        slots = r + 1 if self.cfg.lifter_tail else r  # + the lifter tail's features of RoI 0
+        is_features = crops.ndim == 3 and crops.shape[1] == slots and crops.shape[2] == d
         if not is_features and (crops.ndim != 5 or crops.shape[1] != r or crops.shape[2] != 3):
             raise ValueError(
                 f"crops must be [P,{r},3,256,192] (P persons, {r} RoIs, RGB) or backbone "
-                f"features [P,{r},{d}], got {list(crops.shape)}"
+                f"features [P,{slots},{d}], got {list(crops.shape)}"
             )
         if tuple(box_info.shape) != (crops.shape[0], r, 3):
             raise ValueError(
@@ -155,12 +158,28 @@ class MultiRoINet(nn.Module):
                 return self._empty_output(crops)
         p, r, d = crops.shape[0], self.cfg.num_rois, self.feature_dim
         mirrored = None  # the base RoI's mirror image's features, for the lifter (flip_test)
-        if crops.ndim == 3:  # precomputed features (train.feature_cache)
-            features = crops
+        lifter_in = None  # the lifter's features of the base RoI (lifter_tail), else RoI 0's
+        tail = self.cfg.lifter_tail
+        if crops.ndim == 3:  # precomputed features (train.feature_cache), slot R: lifter_tail
+            features = crops[:, :r]
+            lifter_in = crops[:, r] if tail else None
         elif self.lifter is not None and self.cfg.flip_test and not self.training:
             images = torch.cat([crops.flatten(0, 1), torch.flip(crops[:, 0], dims=[-1])])
-            out = self.backbone(images)  # one call for P*R + P
-            features, mirrored = out[: p * r].reshape(p, r, d), out[p * r :]
+            if tail:  # one call for P*R + P, then the tail for the P base crops and mirrors
+                out, taps = self.backbone.forward_with_tap(images)
+                base = taps[: p * r].reshape(p, r, *taps.shape[1:])[:, 0]
+                both = self.backbone.lifter_features(torch.cat([base, taps[p * r :]]))
+                lifter_in, mirrored = both[:p], both[p:]
+            else:
+                out = self.backbone(images)  # one call for P*R + P
+                mirrored = out[p * r :]
+            features = out[: p * r].reshape(p, r, d)
+        elif tail:
+            out, taps = self.backbone.forward_with_tap(crops.flatten(0, 1))
+            features = out.reshape(p, r, d)
+            lifter_in = self.backbone.lifter_features(
+                taps.reshape(p, r, *taps.shape[1:])[:, 0]
+            )
         else:
             features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
         fused = self.fusion(features, box_info)
@@ -168,7 +187,9 @@ class MultiRoINet(nn.Module):
         cam = self.camera_decoder(
             fused.roi_features.flatten(0, 1), box_info.flatten(0, 1), init_cam
         )
-        lifted = None if self.lifter is None else self.lifter(features[:, 0], mirrored).flatten(1)
+        if lifter_in is None:
+            lifter_in = features[:, 0]
+        lifted = None if self.lifter is None else self.lifter(lifter_in, mirrored).flatten(1)
         pose6d, betas = self.mesh_decoder(
             self._drop_features(fused.shared),
             box_info[:, 0],

@@ -310,8 +310,33 @@ class GraphNet(nn.Module):
                 n += 1
         return n
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def subgraph(self, start: str) -> GraphNet:
+        """The ops after the one that writes tensor ``start``, as a GraphNet whose input is
+        ``start`` (same outputs), with copies of their weights: e.g. the last layers of a
+        backbone, to be trained apart from the shared ones. Raises TFLiteGraphError when
+        ``start`` is no op's output or a later op reads a tensor from before it."""
+        ops = self.spec["ops"]
+        at = next((i for i, op in enumerate(ops) if op["output"] == start), None)
+        if at is None:
+            raise TFLiteGraphError(f"no op of the graph writes tensor {start!r}")
+        tail = ops[at + 1 :]
+        known = {start} | {op["output"] for op in tail}
+        outside = sorted({t for op in tail for t in op.get("inputs", [])} - known)
+        if outside or not set(self.spec["outputs"]) <= known:
+            raise TFLiteGraphError(f"the graph after {start!r} also reads {outside}: it cannot "
+                                   "start there")  # fmt: skip
+        spec = dict(self.spec, input=start, ops=tail)
+        spec.pop("input_shape", None)
+        sub = GraphNet(spec)
+        sub.load_state_dict({k: v for k, v in self.state_dict().items()
+                             if k.split(".")[1] in sub.convs})  # fmt: skip
+        return sub
+
+    def forward(self, x: torch.Tensor, taps: tuple[str, ...] = ()) -> list[torch.Tensor]:
+        """x f32[N,C,H,W] -> the spec's outputs, then the tensors named in ``taps`` (inner
+        tensors kept for the caller, e.g. where a :meth:`subgraph` starts)."""
         values = {self.spec["input"]: x}
+        kept = {}
         for op, free in zip(self.spec["ops"], self._free_after, strict=True):
             a = values[op["inputs"][0]]
             kind = op["op"]
@@ -340,9 +365,14 @@ class GraphNet(nn.Module):
                 y = F.interpolate(a, size=size, mode="bilinear",
                                   align_corners=op["align_corners"])  # fmt: skip
             values[op["output"]] = y
+            if op["output"] in taps:
+                kept[op["output"]] = y
             for t in free:
                 del values[t]
-        return [values[o] for o in self.spec["outputs"]]
+        missing = [t for t in taps if t not in kept]
+        if missing:
+            raise TFLiteGraphError(f"no op of the graph writes tensor(s) {missing}")
+        return [values[o] for o in self.spec["outputs"]] + [kept[t] for t in taps]
 
     @staticmethod
     def _pad_same(x: torch.Tensor, kernel, stride, dilation, value: float = 0.0) -> torch.Tensor:

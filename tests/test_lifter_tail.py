@@ -1,0 +1,272 @@
+"""The lifter's own copy of BlazePose's last layers (ModelConfig.lifter_tail): the subgraph, the
+network paths that read it, its feature caches and its training (train.tune2d)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from multiroi.model.blazepose import LIFTER_TAP, BlazePoseBackbone
+from multiroi.model.config import ModelConfig
+from multiroi.model.network import MultiRoINet
+from multiroi.model.tflite_graph import TFLiteGraphError
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    bb = BlazePoseBackbone().eval()  # random weights: the graph is what is tested
+    bb.add_lifter_tail()
+    return bb
+
+
+def test_the_tail_continues_the_graph_from_the_tap(backbone):
+    x = torch.randn(3, 3, 256, 192)
+    with torch.no_grad():
+        plain = backbone(x)
+        features, tap = backbone.forward_with_tap(x)
+        again = backbone.lifter_features(tap)
+    assert tap.shape == (3, 144, 8, 8)
+    assert torch.equal(plain, features)
+    assert torch.allclose(again, plain, atol=1e-5)  # a copy of the same weights
+    assert sum(p.numel() for p in backbone.lifter_tail.parameters()) == 1_698_648
+
+
+def test_the_tail_is_a_copy_that_trains_apart(backbone):
+    bb = BlazePoseBackbone().eval()
+    bb.add_lifter_tail()
+    name = next(iter(bb.lifter_tail.convs))
+    with torch.no_grad():
+        bb.lifter_tail.convs[name].weight.add_(1.0)
+    assert not torch.equal(bb.lifter_tail.convs[name].weight, bb.graph.convs[name].weight)
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        f, tap = bb.forward_with_tap(x)
+        assert not torch.allclose(bb.lifter_features(tap), f, atol=1e-3)
+
+
+def test_a_subgraph_must_start_where_nothing_earlier_is_read(backbone):
+    with pytest.raises(TFLiteGraphError, match="no op"):
+        backbone.graph.subgraph("t9999")
+    # t300 is read by a later max pool and t301's conv: starting at t301 misses t300
+    with pytest.raises(TFLiteGraphError, match="also reads"):
+        backbone.graph.subgraph("t301")
+    with pytest.raises(TFLiteGraphError, match="writes"):
+        backbone.graph(torch.randn(1, 3, 256, 256), taps=("t9999",))
+    assert LIFTER_TAP in {op["output"] for op in backbone.graph.spec["ops"]}
+
+
+def _nets(**kw):
+    """A network with the lifter tail and one without, with the same weights."""
+    torch.manual_seed(1)
+    base = dict(backbone="blazepose_full", num_rois=2, contrastive=False, lifter=True, **kw)
+    plain = MultiRoINet(ModelConfig(**base)).eval()
+    plain.lifter.landmark_map.normal_()
+    tailed = MultiRoINet(ModelConfig(**base, lifter_tail=True)).eval()
+    missing, unexpected = tailed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("backbone.lifter_tail.") for k in missing)
+    tailed.backbone.add_lifter_tail()
+    return plain, tailed
+
+
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_an_untrained_tail_gives_the_network_without_it(flip_test):
+    plain, tailed = _nets(flip_test=flip_test)
+    lifted = []
+    tailed.lifter.register_forward_hook(lambda m, i, o: lifted.append(o))
+    plain.lifter.register_forward_hook(lambda m, i, o: lifted.append(o))
+    crops, info = torch.randn(2, 2, 3, 256, 192), torch.randn(2, 2, 3) * 0.3
+    with torch.no_grad():
+        a, b = plain(crops, info), tailed(crops, info)
+        assert torch.allclose(a.rotmat, b.rotmat, atol=1e-4)
+        assert torch.allclose(lifted[0], lifted[1], atol=1e-4)
+        # a changed tail changes what the lifter reads, not the cameras
+        tailed.backbone.lifter_tail.convs["t336"].bias.add_(10.0)  # landmarks 0.04 box heights off
+        c = tailed(crops, info)
+    assert not torch.allclose(lifted[0], lifted[2], atol=1e-3)
+    assert torch.allclose(a.cam_local, c.cam_local, atol=1e-5)
+
+
+def test_cached_features_carry_the_tails_slot():
+    plain, tailed = _nets()
+    crops, info = torch.randn(2, 2, 3, 256, 192), torch.randn(2, 2, 3) * 0.3
+    with torch.no_grad():
+        feats, taps = tailed.backbone.forward_with_tap(crops.flatten(0, 1))
+        slot = tailed.backbone.lifter_features(taps.reshape(2, 2, 144, 8, 8)[:, 0])
+        cached = torch.cat([feats.reshape(2, 2, -1), slot[:, None]], dim=1)
+        assert torch.allclose(tailed(cached, info).rotmat, tailed(crops, info).rotmat, atol=1e-4)
+    with pytest.raises(ValueError, match=r"features \[P,3,1464\]"):
+        tailed(feats.reshape(2, 2, -1), info)  # without the slot
+
+
+def test_the_tail_needs_the_lifter():
+    with pytest.raises(ValueError, match="lifter_tail"):
+        ModelConfig(backbone="blazepose_full", lifter_tail=True).validate()
+    assert "tuned 2D tail" in ModelConfig(backbone="blazepose_full", lifter=True,
+                                          lifter_tail=True).describe()  # fmt: skip
+
+
+def test_a_network_with_the_tail_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from tests.test_onnx_parity import export_onnx
+
+    _, net = _nets(flip_test=True)
+    with torch.no_grad():
+        net.backbone.lifter_tail.convs["t336"].bias.add_(10.0)
+    export_onnx(net, tmp_path / "tail.onnx", (256, 192))
+    sess = ort.InferenceSession(str(tmp_path / "tail.onnx"), providers=["CPUExecutionProvider"])
+    crops, info = torch.randn(2, 2, 3, 256, 192), torch.randn(2, 2, 3) * 0.3
+    outs = sess.run(None, {"crops": crops.numpy(), "box_info": info.numpy()})
+    with torch.no_grad():
+        ref = net(crops, info)
+    assert np.allclose(outs[0], ref.rotmat.numpy(), atol=1e-4)
+
+
+# ---- caches and training ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lifter_ckpt(tmp_path_factory, toy_body_model):
+    """A 1-RoI blazepose network with a lifter whose landmark map reads landmark k as joint k."""
+    from multiroi.checkpoint import save_checkpoint
+    from multiroi.model.lifter import BODY_LANDMARKS, LANDMARK_INPUTS
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=1, contrastive=False, lifter=True,
+                      box_extent="amodal")  # fmt: skip
+    net = MultiRoINet(cfg)
+    lmap = torch.zeros(LANDMARK_INPUTS, 48)
+    for k in range(24):
+        lmap[2 * k, 2 * k] = lmap[2 * k + 1, 2 * k + 1] = 1.0
+    assert BODY_LANDMARKS >= 24
+    net.lifter.landmark_map.copy_(lmap)
+    path = tmp_path_factory.mktemp("tail") / "lifter.pt"
+    save_checkpoint(path, net, cfg, body_model_id=toy_body_model.model_id)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tap_cache(make_synth, lifter_ckpt, tmp_path_factory):
+    from train.feature_cache import write_cache
+
+    data = make_synth(6, seed=21, shard_size=3)
+    out = tmp_path_factory.mktemp("tapc") / "cache"
+    return write_cache(str(data), out, backbone="blazepose_full", num_rois=1, draws=2,
+                       init=str(lifter_ckpt), num_workers=0, tap=True,
+                       box_extent="amodal", min_box_px=8)  # fmt: skip
+
+
+def test_a_tap_cache_holds_the_base_roi_maps(tap_cache, lifter_ckpt):
+    from multiroi.checkpoint import load_checkpoint
+    from train.feature_cache import FeatureDataset
+
+    fd = FeatureDataset(tap_cache)
+    assert fd.meta["tap"] and not fd.meta["lifter_slot"]
+    taps = np.load(tap_cache / "draw_0" / "tap.npy")
+    assert taps.shape == (len(fd), 144, 8, 8) and taps.dtype == np.float16
+    net, _ = load_checkpoint(lifter_ckpt)
+    bb = net.backbone.eval()
+    bb.add_lifter_tail()
+    with torch.no_grad():
+        again = bb.lifter_features(torch.from_numpy(taps[:2].astype(np.float32)))
+    cached = torch.from_numpy(np.asarray(fd.draw_features(0)[:2, 0], np.float32))
+    assert (again - cached).abs().max() < 0.05 * cached.abs().max()  # bf16 / f16 rounding
+
+
+def _tune(tap_cache, lifter_ckpt, tmp_path):
+    """train.tune2d on the tap cache -> (checkpoint, a 1-RoI cache made with it), checked."""
+    from multiroi.checkpoint import load_checkpoint
+    from train import tune2d
+    from train.feature_cache import FeatureDataset, write_cache
+
+    out = tmp_path / "tail.pt"
+    argv = ["--cache", str(tap_cache), "--val", str(tap_cache), "--init", str(lifter_ckpt),
+            "--out", str(out), "--steps", "60", "--batch", "16", "--lr", "1e-3",
+            "--no-progress"]  # fmt: skip
+    assert tune2d.main(argv) == 0
+    net, _ = load_checkpoint(out)
+    assert net.cfg.lifter_tail
+    scores = torch.load(out, weights_only=True)["extra"]["tune2d"]["scores"]
+    before, after = scores["val_before"], scores["val_after"]
+    assert after["error_2d_all_box"] < 0.8 * before["error_2d_all_box"], scores
+    # a cache made with the tuned network carries the tail's features as slot R
+    cache = write_cache(str(FeatureDataset(tap_cache).meta["source"]), tmp_path / "slot",
+                        backbone="blazepose_full", num_rois=1, draws=1, init=str(out),
+                        num_workers=0, box_extent="amodal", min_box_px=8)  # fmt: skip
+    fd = FeatureDataset(cache)
+    assert fd.meta["lifter_slot"] and fd.draw_features(0).shape[1:] == (2, 1464)
+    return out, cache
+
+
+def test_tune2d_lowers_the_2d_error_and_its_network_caches_the_slot(
+    tap_cache, lifter_ckpt, tmp_path
+):
+    _tune(tap_cache, lifter_ckpt, tmp_path)
+
+
+@pytest.fixture()
+def tuned(tap_cache, lifter_ckpt, tmp_path):
+    return _tune(tap_cache, lifter_ckpt, tmp_path)
+
+
+def test_train_lifter_reads_the_slot_and_refuses_other_caches(
+    tuned, tap_cache, lifter_ckpt, tmp_path, monkeypatch, caplog
+):
+    from train import lifter as tl
+    from train.feature_cache import FeatureDataset
+
+    monkeypatch.setattr(tl, "MIN_WHOLE", 1)
+    ckpt, cache = tuned
+    rendered, _ = tl.read_rendered([str(cache)])
+    slot = np.asarray(FeatureDataset(cache).draw_features(0)[:, 1], np.float32)
+    base = np.asarray(FeatureDataset(cache).draw_features(0)[:, 0], np.float32)
+    assert len(rendered.features) == len(slot)
+    assert np.allclose(rendered.features.astype(np.float32), slot)
+    assert not np.allclose(slot, base, atol=1e-2)  # the tuned tail's features, not RoI 0's
+    out = tmp_path / "l.pt"
+    # a tail network with a cache of the untuned backbone (no slot), and a network without
+    # the tail with the slot cache: both refused, nothing written
+    for init, c in ((ckpt, tap_cache), (lifter_ckpt, cache)):
+        argv = ["--cache", str(c), "--init", str(init), "--out", str(out), "--no-progress"]
+        assert tl.main(argv) == 2
+        assert not out.exists()
+    assert "tuned 2D tail" in caplog.text
+
+
+def test_tune2d_refuses_a_folder_that_is_no_cache(
+    tap_cache, lifter_ckpt, tmp_path, caplog
+):
+    from train import tune2d
+
+    nocache = tmp_path / "x"
+    nocache.mkdir()
+    assert tune2d.main(["--cache", str(nocache), "--init", str(lifter_ckpt),
+                        "--out", str(tmp_path / "o.pt")]) == 2  # fmt: skip
+    assert "not a feature cache" in caplog.text
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_the_trainer_reads_a_slot_cache_like_the_images(tuned, lifter_ckpt, toy_body_model_path,
+                                                        tmp_path):  # fmt: skip
+    """Decoder stages of a network with a tuned tail train from its caches (slot R)."""
+    from tests.test_trainer import tiny_config
+    from train.feature_cache import FeatureDataset
+    from train.trainer import Trainer
+
+    ckpt, cache = tuned
+    source = FeatureDataset(cache).meta["source"]
+    cfg = tiny_config(source, toy_body_model_path, tmp_path / "dec", steps=2)
+    cfg.data.train, cfg.run.init, cfg.optim.freeze = str(cache), str(ckpt), "backbone,lifter"
+    cfg.model.backbone, cfg.model.num_rois, cfg.model.contrastive = "blazepose_full", 1, False
+    cfg.model.lifter, cfg.model.lifter_tail, cfg.model.box_extent = True, True, "amodal"
+    cfg.data.min_box_px = 8
+    tr = Trainer(cfg)
+    batch = next(iter(tr.loader()))
+    assert batch.crops.shape[1:] == (2, 1464)  # 1 RoI + the tail's slot
+    tr.run()
+    assert (tmp_path / "dec" / "last.pt").is_file()
+    cfg.model.lifter_tail = False  # a network without the tail refuses the slot cache
+    cfg.run.init, cfg.run.out_dir = str(lifter_ckpt), str(tmp_path / "dec2")
+    with pytest.raises(ValueError, match="lifter tail"):
+        Trainer(cfg)

@@ -1,0 +1,183 @@
+"""Fine-tune the lifter's own copy of BlazePose's last layers for 2D joints on rendered persons.
+
+    python -m train.feature_cache --data runs/front/train --out runs/front/tap \\
+        --num-rois 1 --draws 1 --min-box-px 48 --box-extent amodal --tap
+    python -m train.tune2d --cache runs/front/tap,runs/close/tap --val runs/front/tap_val \\
+        --init multiroi/assets/models/multiroi_default.pt --out runs/tune2d/tail.pt
+
+BlazePose was trained on photos; on rendered persons its 2D landmarks are the lifter's largest
+error (docs/experiments.md, runs K and L). Fine-tuning the whole backbone would change the
+features the decoders read as well. Instead the network gets a second copy of the layers after
+the trunk's 8x8 map (``ModelConfig.lifter_tail``, ``BlazePoseBackbone.add_lifter_tail``), read
+by the lifter only, and that copy is trained here:
+
+1. The caches' ``tap.npy`` (the base RoI's map at ``LIFTER_TAP``, ``feature_cache --tap``) and
+   labels: each person's 24 joints in 2D, box heights from the crop centre (cut-off ones too).
+2. The tail -> landmarks -> the ``--init`` lifter's landmark map -> 24 joints; L1 of the 2D
+   distance to the true joints (mean over joints); AdamW, one-cycle schedule.
+3. Scored before and after on the ``--val`` caches (persons kept out): median 2D error in box
+   heights, of the persons wholly in their crops and of all.
+4. Written atomically to ``--out``: ``--init``'s network with ``lifter_tail`` on and the tuned
+   copy. Then ``train.feature_cache --init OUT`` (the caches get the tail's features as slot R)
+   and ``train.lifter --init OUT`` refit the landmark map, refiner and lifter on images the
+   tail never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+
+from multiroi.model.lifter import in_crop
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TapSet:
+    """taps f16[N,144,8,8] (the base RoI's map at LIFTER_TAP); joints_2d f32[N,24,2] box
+    heights from the crop centre; whole bool[N]: every joint inside the crop window."""
+
+    taps: torch.Tensor
+    joints_2d: torch.Tensor
+    whole: torch.Tensor
+    metas: list[dict] = dataclasses.field(default_factory=list)
+
+
+def read_taps(cache_dirs: list[str]) -> TapSet:
+    """The persons of ``feature_cache --tap`` caches with labelled 2D joints (every draw)."""
+    from train.feature_cache import FeatureDataset
+
+    taps, j2, metas = [], [], []
+    for root in cache_dirs:
+        cache = FeatureDataset(root)
+        metas.append(cache.meta)
+        if not cache.meta.get("tap"):
+            raise ValueError(f"{root} has no tap.npy: make it with python -m "
+                             "train.feature_cache --tap")  # fmt: skip
+        for d in range(cache.draws):
+            lab = cache.labels[d]
+            c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
+            uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
+            keep = (lab["kp2d"][:, :, 2] > 0).all(1) & (lab["has_smpl"] > 0)
+            tap = np.load(cache.root / f"draw_{d}" / "tap.npy", mmap_mode="r")
+            taps.append(torch.from_numpy(np.ascontiguousarray(tap[keep])))
+            j2.append(torch.from_numpy(uv[keep].astype(np.float32)))
+    if not taps or sum(len(t) for t in taps) == 0:
+        raise ValueError(f"no labelled persons in {cache_dirs}")
+    joints = torch.cat(j2)
+    return TapSet(torch.cat(taps), joints, in_crop(joints).all(1), metas)
+
+
+def joints_2d(model, taps: torch.Tensor) -> torch.Tensor:
+    """The lifter's mapped 2D joints f32[N,24,2] from maps at LIFTER_TAP (no refiner)."""
+    return model.lifter.mapped_2d(model.backbone.lifter_features(taps.float()))
+
+
+def score(model, data: TapSet, chunk: int = 512) -> dict:
+    """Median 2D error (box heights) of the mapped joints: wholly in the crop, all."""
+    with torch.no_grad():
+        pred = torch.cat([joints_2d(model, data.taps[i : i + chunk])
+                          for i in range(0, len(data.taps), chunk)])  # fmt: skip
+    err = (pred - data.joints_2d).norm(dim=-1)
+    return {"persons": len(err), "error_2d_whole_box": float(err[data.whole].median()),
+            "error_2d_all_box": float(err.median())}  # fmt: skip
+
+
+def tune(model, train: TapSet, val: TapSet | None, *, steps: int, batch: int, lr: float,
+         seed: int, progress: bool = True) -> dict:  # fmt: skip
+    """Train ``model.backbone.lifter_tail`` (everything else frozen); returns the scores."""
+    from tqdm import tqdm
+
+    tail = model.backbone.lifter_tail
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in tail.parameters():
+        p.requires_grad_(True)
+    scores = {"val_before": score(model, val) if val is not None else None}
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(tail.parameters(), lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    model.eval()  # no dropout or batch statistics anywhere; only the tail learns
+    bar = tqdm(range(steps), desc="2D tail", unit="step", disable=not progress)
+    for _ in bar:
+        i = torch.randint(0, len(train.taps), (batch,), generator=gen)
+        loss = (joints_2d(model, train.taps[i]) - train.joints_2d[i]).norm(dim=-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix_str(f"err_box={loss.item():.4f}", refresh=False)
+    for p in tail.parameters():
+        p.requires_grad_(False)
+    scores["train_after"] = score(model, train)
+    scores["val_after"] = score(model, val) if val is not None else None
+    return scores
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.tune2d", description=__doc__.split("\n")[0])
+    p.add_argument("--cache", required=True, help="feature caches with --tap, comma-separated")
+    p.add_argument("--val", default=None, help="held-out caches with --tap, comma-separated")
+    p.add_argument("--init", required=True, help="network checkpoint with the keypoint lifter")
+    p.add_argument("--out", required=True, help="network checkpoint to write (.pt)")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from multiroi.checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint
+    from multiroi.model.config import ModelConfig
+    from multiroi.model.network import MultiRoINet
+    from train.config import split_list
+    from train.warm_start import earlier_stages, warm_start
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        payload = read_checkpoint_file(args.init)
+        src = ModelConfig.from_dict(payload["model_config"])
+        if not src.lifter:
+            raise ValueError(f"{args.init} has no keypoint lifter ({src.describe()}): give a "
+                             "checkpoint of python -m train.lifter")  # fmt: skip
+        cfg = dataclasses.replace(src, lifter_tail=True)
+        model = MultiRoINet(cfg, allow_random_init=True)
+        warm_start(payload, args.init, model)
+        if not src.lifter_tail:  # the copy starts from the (loaded) shared layers
+            model.backbone.add_lifter_tail()
+        train = read_taps(split_list(args.cache))
+        val = read_taps(split_list(args.val)) if args.val else None
+    except (ValueError, CheckpointError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 2
+    logger.info("2D tail: %d rendered persons to train on, %s held out", len(train.taps),
+                len(val.taps) if val is not None else "none")  # fmt: skip
+    scores = tune(model, train, val, steps=args.steps, batch=args.batch, lr=args.lr,
+                  seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    for name, s in scores.items():
+        if s:
+            logger.info("%s: %d persons, median 2D error %.4f box heights wholly in the crop, "
+                        "%.4f all", name, s["persons"], s["error_2d_whole_box"],
+                        s["error_2d_all_box"])  # fmt: skip
+    recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
+    data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}
+            for c, m in zip(split_list(args.cache), train.metas, strict=True)]  # fmt: skip
+    save_checkpoint(args.out, model, cfg, body_model_id=payload.get("body_model_id", ""),
+                    step=0, extra={"stages": earlier_stages(payload, args.init),
+                                   "tune2d": {"recipe": recipe, "scores": scores,
+                                              "data": data}})  # fmt: skip
+    logger.info("wrote %s (%s)", args.out, cfg.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
