@@ -141,17 +141,21 @@ def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
     assert bb.num_features == NUM_FEATURES
 
 
-@pytest.mark.parametrize("lifter", [False, True, "refined", "flip_test"])
+@pytest.mark.parametrize("lifter", [False, True, "refined", "flip_test", "tail_flip"])
 def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter):
     ort = pytest.importorskip("onnxruntime")
     from tests.test_onnx_parity import export_onnx
 
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False,
                       lifter=bool(lifter), lifter_refine=lifter in ("refined", "flip_test"),
-                      flip_test=lifter == "flip_test")  # fmt: skip
+                      flip_test=lifter in ("flip_test", "tail_flip"),
+                      lifter_tail=lifter == "tail_flip")  # fmt: skip
     net = MultiRoINet(cfg)
     if lifter:  # the landmarks reach the mesh through the lifter
         net.lifter.landmark_map.normal_()
+    if cfg.lifter_tail:  # the lifter's own tail differs from the shared layers
+        with torch.no_grad():
+            net.backbone.lifter_tail.convs["t336"].bias.add_(10.0)
     if cfg.lifter_refine:  # and the rest of the feature through the refiner
         torch.nn.init.normal_(net.lifter.refiner.mlp[-1].weight, std=0.1)
     net.eval()

@@ -107,22 +107,6 @@ def test_the_tail_needs_the_lifter():
                                           lifter_tail=True).describe()  # fmt: skip
 
 
-def test_a_network_with_the_tail_exports_to_onnx(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    from tests.test_onnx_parity import export_onnx
-
-    _, net = _nets(flip_test=True)
-    with torch.no_grad():
-        net.backbone.lifter_tail.convs["t336"].bias.add_(10.0)
-    export_onnx(net, tmp_path / "tail.onnx", (256, 192))
-    sess = ort.InferenceSession(str(tmp_path / "tail.onnx"), providers=["CPUExecutionProvider"])
-    crops, info = torch.randn(2, 2, 3, 256, 192), torch.randn(2, 2, 3) * 0.3
-    outs = sess.run(None, {"crops": crops.numpy(), "box_info": info.numpy()})
-    with torch.no_grad():
-        ref = net(crops, info)
-    assert np.allclose(outs[0], ref.rotmat.numpy(), atol=1e-4)
-
-
 # ---- caches and training ---------------------------------------------------------------------
 
 
@@ -232,6 +216,23 @@ def test_train_lifter_reads_the_slot_and_refuses_other_caches(
         assert tl.main(argv) == 2
         assert not out.exists()
     assert "tuned 2D tail" in caplog.text
+    # the matching pair trains; packaged, the model card tells both stages
+    from train.package_default import package
+
+    argv = ["--cache", str(cache), "--init", str(ckpt), "--out", str(out), "--no-progress",
+            "--no-refine", "--samples", "2000", "--steps", "60", "--batch", "64"]  # fmt: skip
+    assert tl.main(argv) == 0
+    net = torch.load(out, weights_only=True)
+    assert torch.equal(net["state_dict"]["lifter.landmark_map"],
+                       torch.load(ckpt, weights_only=True)["state_dict"]["lifter.landmark_map"])
+    from multiroi.checkpoint import load_checkpoint
+    from train.model_card import model_card
+
+    pkg = package(out, tmp_path / "pkg.pt")
+    card = model_card(pkg, load_checkpoint(pkg)[1])
+    assert "`python -m train.tune2d`): 60 steps of 16" in card
+    assert "Keypoint lifter (`python -m train.lifter`): 2,000 pose-prior pairs" in card
+    assert "Rendered persons from 1 feature cache(s)" in card
 
 
 def test_tune2d_refuses_a_folder_that_is_no_cache(

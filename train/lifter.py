@@ -61,6 +61,15 @@ class Rendered:
     features: np.ndarray | None = None
 
 
+def base_roi_joints(labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A cache draw's labels -> (the 24 joints f32[N,24,2] in box heights from the base crop's
+    centre, bool[N]: persons with every 2D joint and SMPL labelled)."""
+    c, s = labels["centers"][:, 0], labels["sizes"][:, 0]
+    uv = ((labels["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]).astype(np.float32)
+    seen = (labels["kp2d"][:, :, 2] > 0).all(1)  # real data: joints without labels
+    return uv, seen & (labels["has_smpl"] > 0)
+
+
 def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
     """The rendered persons of feature caches (base RoI, every draw) and the caches' metas."""
     from train.feature_cache import FeatureDataset
@@ -77,10 +86,7 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
             # the lifter tail's features when the cache has them (slot R), else RoI 0's
             slot = cache.num_rois if cache.meta.get("lifter_slot") else 0
             f0 = torch.as_tensor(np.asarray(cache.draw_features(d)[:, slot], np.float32))
-            c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
-            uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
-            seen = (lab["kp2d"][:, :, 2] > 0).all(1)  # real data: joints without labels
-            keep = seen & (lab["has_smpl"] > 0)
+            uv, keep = base_roi_joints(lab)
             kp3d = lab["kp3d"][:, :, :3]
             ins.append(landmark_inputs(f0).numpy()[keep])
             feats.append(f0.numpy()[keep].astype(np.float16))

@@ -176,6 +176,16 @@ def _cache_line(cache: str, data: dict | None) -> str:
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
+def _caches_lines(info: dict) -> list[str]:
+    """The bullet naming the feature caches a lifter or 2D-tail stage read (none: [])."""
+    caches = split_list(str((info.get("recipe") or {}).get("cache") or ""))
+    data = {d.get("cache"): d for d in info.get("data") or []}  # recorded since 2026-12-04
+    if not caches:
+        return []
+    return [f"- Rendered persons from {len(caches)} feature cache(s): "
+            + ", ".join(_cache_line(c, data.get(c)) for c in caches)]  # fmt: skip
+
+
 def _lifter_recipe(info: dict) -> list[str]:
     """Markdown bullets of a keypoint-lifter stage (python -m train.lifter)."""
     r, sc = info.get("recipe") or {}, info.get("scores") or {}
@@ -183,11 +193,7 @@ def _lifter_recipe(info: dict) -> list[str]:
     lines = [f"- Keypoint lifter (`python -m train.lifter`): {r.get('samples', 0):,} pose-prior "
              f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
              f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
-    caches = split_list(str(r.get("cache") or ""))
-    data = {d.get("cache"): d for d in info.get("data") or []}  # recorded since 2026-12-04
-    if caches:  # the rendered persons of the 2D stage: more data than the decoders' stages
-        lines.append(f"- Rendered persons from {len(caches)} feature cache(s): "
-                     + ", ".join(_cache_line(c, data.get(c)) for c in caches))  # fmt: skip
+    lines += _caches_lines(info)  # the 2D stage's persons: more data than the decoders' stages
     if sc.get("refined_2d"):
         lines.append(f"- Its 2D joints refined from BlazePose's whole feature "
                      f"({r.get('refine_steps', 0):,} steps): median 2D error on the held-out "
@@ -214,11 +220,7 @@ def _tune2d_recipe(info: dict) -> list[str]:
     lines = [f"- The lifter's copy of BlazePose's last layers tuned for 2D joints (`python -m "
              f"train.tune2d`): {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning "
              f"rate {r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
-    data = {d.get("cache"): d for d in info.get("data") or []}
-    caches = split_list(str(r.get("cache") or ""))
-    if caches:
-        lines.append(f"- Rendered persons from {len(caches)} cache(s): "
-                     + ", ".join(_cache_line(c, data.get(c)) for c in caches))  # fmt: skip
+    lines += _caches_lines(info)
     before, after = sc.get("val_before") or {}, sc.get("val_after") or {}
     if before and after:
         lines.append(f"- On {after.get('persons', '?')} held-out rendered persons: median 2D "

@@ -51,6 +51,7 @@ class TapSet:
 def read_taps(cache_dirs: list[str]) -> TapSet:
     """The persons of ``feature_cache --tap`` caches with labelled 2D joints (every draw)."""
     from train.feature_cache import FeatureDataset
+    from train.lifter import base_roi_joints
 
     taps, j2, metas = [], [], []
     for root in cache_dirs:
@@ -60,13 +61,10 @@ def read_taps(cache_dirs: list[str]) -> TapSet:
             raise ValueError(f"{root} has no tap.npy: make it with python -m "
                              "train.feature_cache --tap")  # fmt: skip
         for d in range(cache.draws):
-            lab = cache.labels[d]
-            c, s = lab["centers"][:, 0], lab["sizes"][:, 0]
-            uv = (lab["kp2d"][:, :, :2] - c[:, None]) / s[:, None, None]
-            keep = (lab["kp2d"][:, :, 2] > 0).all(1) & (lab["has_smpl"] > 0)
+            uv, keep = base_roi_joints(cache.labels[d])
             tap = np.load(cache.root / f"draw_{d}" / "tap.npy", mmap_mode="r")
             taps.append(torch.from_numpy(np.ascontiguousarray(tap[keep])))
-            j2.append(torch.from_numpy(uv[keep].astype(np.float32)))
+            j2.append(torch.from_numpy(uv[keep]))
     if not taps or sum(len(t) for t in taps) == 0:
         raise ValueError(f"no labelled persons in {cache_dirs}")
     joints = torch.cat(j2)

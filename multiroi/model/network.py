@@ -158,30 +158,26 @@ class MultiRoINet(nn.Module):
                 return self._empty_output(crops)
         p, r, d = crops.shape[0], self.cfg.num_rois, self.feature_dim
         mirrored = None  # the base RoI's mirror image's features, for the lifter (flip_test)
-        lifter_in = None  # the lifter's features of the base RoI (lifter_tail), else RoI 0's
+        lifter_in = None  # the lifter's features of the base RoI: lifter_tail's, else RoI 0's
         tail = self.cfg.lifter_tail
         if crops.ndim == 3:  # precomputed features (train.feature_cache), slot R: lifter_tail
             features = crops[:, :r]
             lifter_in = crops[:, r] if tail else None
-        elif self.lifter is not None and self.cfg.flip_test and not self.training:
-            images = torch.cat([crops.flatten(0, 1), torch.flip(crops[:, 0], dims=[-1])])
-            if tail:  # one call for P*R + P, then the tail for the P base crops and mirrors
+        else:
+            images = crops.flatten(0, 1)  # one backbone call for P*R (+ P mirrored base crops)
+            flip = self.lifter is not None and self.cfg.flip_test and not self.training
+            if flip:
+                images = torch.cat([images, torch.flip(crops[:, 0], dims=[-1])])
+            if tail:  # then the tail for the P base crops (and their mirror images)
                 out, taps = self.backbone.forward_with_tap(images)
                 base = taps[: p * r].reshape(p, r, *taps.shape[1:])[:, 0]
-                both = self.backbone.lifter_features(torch.cat([base, taps[p * r :]]))
-                lifter_in, mirrored = both[:p], both[p:]
+                lifter_out = self.backbone.lifter_features(torch.cat([base, taps[p * r :]]))
+                lifter_in = lifter_out[:p]
+                mirrored = lifter_out[p:] if flip else None
             else:
-                out = self.backbone(images)  # one call for P*R + P
-                mirrored = out[p * r :]
+                out = self.backbone(images)
+                mirrored = out[p * r :] if flip else None
             features = out[: p * r].reshape(p, r, d)
-        elif tail:
-            out, taps = self.backbone.forward_with_tap(crops.flatten(0, 1))
-            features = out.reshape(p, r, d)
-            lifter_in = self.backbone.lifter_features(
-                taps.reshape(p, r, *taps.shape[1:])[:, 0]
-            )
-        else:
-            features = self.backbone(crops.flatten(0, 1)).reshape(p, r, d)  # one call for P*R
         fused = self.fusion(features, box_info)
         init_cam = self.init_cam.expand(p * r, -1)
         cam = self.camera_decoder(
