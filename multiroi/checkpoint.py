@@ -34,6 +34,9 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "models" / "mu
 FORMAT = "multiroi-checkpoint"
 FORMAT_VERSION = 1
 STORAGES = ("fp32", "fp16", "int8")
+# small geometric buffers kept in float32 by every storage (the rest joints of
+# ModelConfig.lifter_ik: fp16 would move them by up to 0.2 mm)
+FULL_PRECISION = ("ik_joint_template", "ik_joint_dirs")
 # Config fields that change the weights or the inference graph (pretrained/dropout do not).
 ARCH_FIELDS = (
     "backbone",
@@ -117,7 +120,7 @@ def save_checkpoint(
         v = v.detach().cpu()
         if storage == "int8" and v.is_floating_point() and v.ndim >= 2 and v.numel() >= 1024:
             payload["state_dict"][k], scales[k] = quantize_int8(v)
-        elif storage != "fp32" and v.is_floating_point():
+        elif storage != "fp32" and v.is_floating_point() and k not in FULL_PRECISION:
             payload["state_dict"][k] = v.half()
         else:
             payload["state_dict"][k] = v

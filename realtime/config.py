@@ -114,8 +114,10 @@ class InferenceConfig:
     CPU without fast bf16, the network runs in onnxruntime (exported at start; on 2 cores
     3.6-6.0x faster than torch fp32 for the network, docs/benchmarks.md).
     flip_test: the lifter also reads each person's mirrored base crop (``ModelConfig.flip_test``;
-    one more backbone call per person); None: as the checkpoint says. PyTorch checkpoints only
-    (an export keeps the setting it was exported with). hold_occluded: a track whose box is
+    one more backbone call per person); None: as the checkpoint says. lifter_ik: the weight of
+    the lifter's joints in the pose (``ModelConfig.lifter_ik``; 0: off; None: as the checkpoint
+    says). Both for PyTorch checkpoints only (an export keeps the settings it was exported
+    with). hold_occluded: a track whose box is
     covered by at least this share by a nearer person's box keeps its last reliable pose,
     shape and depth (``realtime.occlusion``; 0 = off). coast_occluded: with the hold, a person
     the tracker lost while behind a nearer person is shown at their predicted box, held, for as
@@ -132,6 +134,7 @@ class InferenceConfig:
     threads: int = 0
     precision: str = "auto"
     flip_test: bool | None = None
+    lifter_ik: float | None = None
     hold_occluded: float = 0.5
     coast_occluded: bool = True
 
@@ -139,6 +142,9 @@ class InferenceConfig:
         if not 0 <= self.hold_occluded <= 1:
             raise ValueError(f"--hold-occluded must be a share of the box in [0, 1] (0 = off), "
                              f"got {self.hold_occluded}")  # fmt: skip
+        if self.lifter_ik is not None and not 0 <= self.lifter_ik <= 1:
+            raise ValueError(f"--lifter-ik must be a weight in [0, 1] (0 = off), got "
+                             f"{self.lifter_ik}")  # fmt: skip
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.threads < 0:
@@ -227,6 +233,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--flip-test", choices=("on", "off"), default=None,
       help="the lifter also reads the mirrored base crop: a little more accurate, one more "
       "backbone call per person (default: as the checkpoint says)")  # fmt: skip
+    a("--lifter-ik", type=float, default=None, metavar="W",
+      help="weight of the keypoint lifter's 3D joints in the pose, 0-1: the mesh decoder's pose "
+      "is swung towards them (0: off; default: as the checkpoint says)")  # fmt: skip
     a(
         "--rois",
         type=int,
@@ -317,6 +326,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             threads=args.threads,
             precision=args.precision,
             flip_test=None if args.flip_test is None else args.flip_test == "on",
+            lifter_ik=args.lifter_ik,
             hold_occluded=args.hold_occluded,
             coast_occluded=not args.no_coast,
         ),

@@ -322,7 +322,7 @@ def build_inference_stage(
     from multiroi.backends import create_backend, resolve_backend_name
     from multiroi.backends.torch_backend import load_network
     from multiroi.body import load_body_model
-    from multiroi.model.network import set_flip_test
+    from multiroi.model.network import set_flip_test, set_lifter_ik
     from realtime.config import cpu_threads
     from realtime.occlusion import OcclusionGuard
     from realtime.smoothing import TrackSmoothers
@@ -336,10 +336,15 @@ def build_inference_stage(
         # its backbone; the torch and onnxruntime backends both take the loaded network
         net = load_network(inf.checkpoint, inf.num_rois, inf.backbone)
         set_flip_test(net, inf.flip_test)
-    elif inf.flip_test is not None:
+        lifter_ik = getattr(inf, "lifter_ik", None)
+        if lifter_ik and not hasattr(net, "ik_joint_template"):  # rest joints: the body model's
+            set_lifter_ik(net, lifter_ik, load_body_model(inf.body_model))
+        else:
+            set_lifter_ik(net, lifter_ik)
+    elif inf.flip_test is not None or getattr(inf, "lifter_ik", None) is not None:
         raise ValueError(
-            f"--flip-test applies to PyTorch checkpoints (.pt); {inf.checkpoint} keeps the "
-            "setting it was exported with: leave --flip-test out"
+            f"--flip-test and --lifter-ik apply to PyTorch checkpoints (.pt); "
+            f"{inf.checkpoint} keeps the settings it was exported with: leave them out"
         )
     name, extra = choose_backend(inf, threads, net.cfg.backbone if net is not None else None)
     if net is not None and name in ("torch", "onnxruntime"):

@@ -18,6 +18,7 @@ from multiroi.model.blazepose import (
     find_pose_landmark_tflite,
     load_spec,
 )
+from multiroi.model.network import set_lifter_ik
 from multiroi.model.tflite_graph import GraphNet, TFLiteGraphError, read_tflite
 
 REFERENCE = Path(__file__).parent / "data" / "blazepose_reference.npz"
@@ -141,16 +142,18 @@ def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
     assert bb.num_features == NUM_FEATURES
 
 
-@pytest.mark.parametrize("lifter", [False, True, "refined", "flip_test", "tail_flip"])
-def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter):
+@pytest.mark.parametrize("lifter", [False, True, "refined", "flip_test", "tail_flip", "ik"])
+def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter, toy_body_model):
     ort = pytest.importorskip("onnxruntime")
     from tests.test_onnx_parity import export_onnx
 
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False,
                       lifter=bool(lifter), lifter_refine=lifter in ("refined", "flip_test"),
                       flip_test=lifter in ("flip_test", "tail_flip"),
-                      lifter_tail=lifter == "tail_flip")  # fmt: skip
+                      lifter_tail=lifter in ("tail_flip", "ik"))  # fmt: skip
     net = MultiRoINet(cfg)
+    if lifter == "ik":  # the decoder's pose swung to the lifted joints (ModelConfig.lifter_ik)
+        set_lifter_ik(net, 0.7, toy_body_model)
     if lifter:  # the landmarks reach the mesh through the lifter
         net.lifter.landmark_map.normal_()
     if cfg.lifter_tail:  # the lifter's own tail differs from the shared layers

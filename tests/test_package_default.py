@@ -136,13 +136,44 @@ def test_card_data_of_several_sources_and_of_a_feature_cache(tmp_path):
 
 
 def test_card_options_name_the_flip_only_for_a_lifter():
-    """The card tells a user of a lifter network how to switch the test-time flip, and whether
-    this model has it on; a network without the lifter has no such option."""
+    """The card tells a user of a lifter network how to switch the test-time flip and the
+    lifted joints in the pose, and whether this model has them on; a network without the
+    lifter has no such option."""
     from multiroi.model import ModelConfig
     from train.model_card import options
 
     assert options(ModelConfig(backbone="resnet18")) == []
     off = options(ModelConfig(backbone="blazepose_full", lifter=True))
     on = options(ModelConfig(backbone="blazepose_full", lifter=True, flip_test=True))
-    assert len(off) == 1 and "off in this model" in off[0] and "--flip-test on" in off[0]
+    assert len(off) == 2 and "off in this model" in off[0] and "--flip-test on" in off[0]
     assert "on in this model" in on[0]
+    # and the lifted joints in the pose, with this model's weight
+    assert "Lifted joints into the pose (off in this model)" in off[1]
+    ik = options(ModelConfig(backbone="blazepose_full", lifter=True, lifter_ik=0.7))
+    assert "(weight 0.7 in this model)" in ik[1] and "--lifter-ik W" in ik[1]
+
+
+def test_package_puts_the_lifted_joints_into_the_pose(toy_body_model, toy_body_model_path,
+                                                      tmp_path, caplog):  # fmt: skip
+    """--lifter-ik W packages a lifter network with that weight and its body model's rest
+    joints; a body model other than the network's is refused in one line."""
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=1, contrastive=False, lifter=True)
+    src = save_checkpoint(tmp_path / "lifter.pt", MultiRoINet(cfg), cfg,
+                          body_model_id=toy_body_model.model_id)  # fmt: skip
+    out = tmp_path / "ik.pt"
+    assert main(["--checkpoint", str(src), "--out", str(out), "--lifter-ik", "0.7",
+                 "--body-model", str(toy_body_model_path)]) == 0  # fmt: skip
+    net, meta = load_checkpoint(out)
+    assert meta.model_config.lifter_ik == 0.7
+    assert torch.allclose(net.ik_joint_template, toy_body_model.joint_template)
+    assert "(weight 0.7 in this model)" in out.with_suffix(".md").read_text()
+    # packaged again (the weight off): the card still names the training checkpoint
+    assert main(["--checkpoint", str(out), "--out", str(tmp_path / "off.pt"), "--lifter-ik",
+                 "0"]) == 0  # fmt: skip
+    off, meta = load_checkpoint(tmp_path / "off.pt")
+    assert off.cfg.lifter_ik == 0 and meta.extra["source_checkpoint"] == "lifter.pt"
+    other = save_checkpoint(tmp_path / "other.pt", MultiRoINet(cfg), cfg, body_model_id="smpl")
+    assert main(["--checkpoint", str(other), "--out", str(tmp_path / "x.pt"), "--lifter-ik",
+                 "0.7", "--body-model", str(toy_body_model_path)]) == 2  # fmt: skip
+    assert "trained for body model smpl" in caplog.text
+    assert not (tmp_path / "x.pt").exists()

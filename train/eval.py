@@ -125,20 +125,22 @@ def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, image_root: str | None = None,
     body_model: str | None = None, batch_size: int = 16, device: str = "cpu",
     max_persons: int | None = None, box_extent: str | None = None,
-    flip_test: bool | None = None,
+    flip_test: bool | None = None, lifter_ik: float | None = None,
 ) -> tuple[dict[str, float], int, int]:  # fmt: skip
     """:func:`evaluate` of a checkpoint file on a synthetic folder or ``.npz`` (crops cut for the
     checkpoint's RoI count, around the boxes it was trained on unless ``box_extent`` says
     "visible" or "amodal"; ``flip_test`` True/False: the lifter's test-time flip on/off, None:
-    the checkpoint's). Returns (metrics, the checkpoint's step, persons evaluated)."""
+    the checkpoint's; ``lifter_ik``: the weight of the lifter's joints in the pose, None: the
+    checkpoint's). Returns (metrics, the checkpoint's step, persons evaluated)."""
     from multiroi.body import load_body_model
     from multiroi.checkpoint import load_checkpoint
-    from multiroi.model.network import set_flip_test
+    from multiroi.model.network import set_flip_test, set_lifter_ik
     from train.datasets import open_dataset
 
     model, meta = load_checkpoint(checkpoint, map_location=device)
     set_flip_test(model, flip_test)
     body = load_body_model(body_model, device=device)
+    set_lifter_ik(model, lifter_ik, body)
     dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root,
                            box_extent=box_extent or model.cfg.box_extent)  # fmt: skip
     metrics = evaluate(model, body, dataset, batch_size, device, max_persons, progress=True)
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the lifter's test-time flip (default: as the checkpoint says)",
     )
+    p.add_argument("--lifter-ik", type=float, default=None, metavar="W",
+                   help="weight of the lifter's joints in the pose, 0-1 (0: off; default: as "
+                        "the checkpoint says)")  # fmt: skip
     p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
     args = p.parse_args(argv)
     from multiroi.checkpoint import CheckpointError
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics, step, persons = evaluate_checkpoint(
             args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
             args.device, args.max_persons or None, args.box_extent,
-            None if args.flip_test is None else args.flip_test == "on",
+            None if args.flip_test is None else args.flip_test == "on", args.lifter_ik,
         )  # fmt: skip
     except (CheckpointError, ValueError) as exc:
         logger.error("%s", exc)

@@ -168,10 +168,12 @@ def _refined(refiner: Refiner2D, features: np.ndarray, chunk: int = 4096) -> np.
 def train_lifter(
     lifter: KeypointLifter, rendered: Rendered, sampler: PairSampler, *, samples: int,
     steps: int, batch: int, lr: float, seed: int, progress: bool = True,
-    refine_steps: int = 6000, fit_map: bool = True,
+    refine_steps: int = 6000, fit_map: bool = True, rendered_share: float = 0.0,
 ) -> dict:  # fmt: skip
     """Fit ``landmark_map`` (``fit_map``; else keep the lifter's: a tuned 2D tail was trained
     through it), train the refiner (when the lifter has one) and the MLP (module doc).
+    ``rendered_share``: that share of each batch is rendered persons, their 2D estimates with
+    their true 3D joints (the rest pose-prior pairs); the held-out tenth is never among them.
     Returns scores in mm (2D errors in box heights)."""
     from tqdm import tqdm
 
@@ -205,6 +207,11 @@ def train_lifter(
             raise ValueError("no rendered person wholly in its crop was kept out of the 2D "
                              "refiner's training: cache more data")  # fmt: skip
     errors = torch.as_tensor(mapped[pool] - rendered.joints_2d[pool])
+    # rendered pairs: persons whose 2D estimates no 2D stage was fitted on
+    real = pool if lifter.refiner is not None else rest
+    real_uv = torch.as_tensor(mapped[real])
+    real_j3 = torch.as_tensor(rendered.joints_3d[real])
+    n_real = int(round(batch * rendered_share)) if len(real) else 0
     t0 = time.time()
     uv, j3 = [], []
     for start in tqdm(range(0, samples, 5000), desc="pose prior", unit="x5000",
@@ -218,9 +225,13 @@ def train_lifter(
     gen = torch.Generator().manual_seed(seed)
 
     def batch_loss() -> torch.Tensor:
-        i = torch.randint(0, len(uv_t), (batch,), generator=gen)
-        e = torch.randint(0, len(errors), (batch,), generator=gen)
-        return (lifter.lift(uv_t[i] + errors[e]) - j3_t[i]).abs().mean()
+        i = torch.randint(0, len(uv_t), (batch - n_real,), generator=gen)
+        e = torch.randint(0, len(errors), (batch - n_real,), generator=gen)
+        x, y = uv_t[i] + errors[e], j3_t[i]
+        if n_real:
+            r = torch.randint(0, len(real_uv), (n_real,), generator=gen)
+            x, y = torch.cat([x, real_uv[r]]), torch.cat([y, real_j3[r]])
+        return (lifter.lift(x) - y).abs().mean()
 
     _optimise(lifter, batch_loss, steps=steps, lr=lr, weight_decay=1e-4, desc="lifter",
               shown=lambda v: f"loss_mm={v * 1000:.0f}", progress=progress,
@@ -282,6 +293,10 @@ def _parser() -> argparse.ArgumentParser:
         help="refit the landmark map by ridge regression (default: on, except for a network "
         "with a tuned 2D tail, which was trained through --init's map)",
     )
+    p.add_argument("--rendered-share", type=float, default=0.0,
+                   help="share of each batch taken from the rendered persons (their 2D "
+                        "estimates and true 3D joints) instead of the pose prior, 0-1 "
+                        "(default 0)")  # fmt: skip
     p.add_argument("--body-model", default=None, help="body model file (default: the free model)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -297,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not 0.0 <= args.rendered_share <= 1.0:
+        logger.error("--rendered-share must be a share in [0, 1], got %s", args.rendered_share)
+        return 2
     try:
         rendered, metas = read_rendered(split_list(args.cache))
         num_rois = {int(m["num_rois"]) for m in metas}  # only the base RoI is read
@@ -350,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                           progress=not args.no_progress,
                           refine_steps=args.refine_steps,
                           fit_map=not cfg.lifter_tail if args.fit_map is None
-                          else args.fit_map)  # fmt: skip
+                          else args.fit_map, rendered_share=args.rendered_share)  # fmt: skip
     recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
     # for the model card
     data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}

@@ -26,18 +26,37 @@ from multiroi.model import MultiRoINet
 logger = logging.getLogger(__name__)
 
 
-def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16") -> Path:
-    """Copy the inference weights of ``checkpoint`` into a new checkpoint at ``out``."""
+def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16",
+            lifter_ik: float | None = None, body_model: str | None = None) -> Path:  # fmt: skip
+    """Copy the inference weights of ``checkpoint`` into a new checkpoint at ``out``.
+    ``lifter_ik``: the weight of the lifter's joints in the pose (``ModelConfig.lifter_ik``;
+    None: the checkpoint's); its rest joints come from ``body_model`` (default: the free
+    model), which must be the one the network was trained for."""
+    from multiroi.model.network import set_lifter_ik
+
     net, meta = load_checkpoint(checkpoint)
     cfg = dataclasses.replace(meta.model_config, contrastive=False, pretrained=False)
-    slim = MultiRoINet(cfg)
+    weight = cfg.lifter_ik if lifter_ik is None else lifter_ik
+    slim = MultiRoINet(dataclasses.replace(cfg, lifter_ik=0.0))
     state = {k: v for k, v in net.state_dict().items() if k in slim.state_dict()}
     missing = set(slim.state_dict()) - set(state)
     if missing:
         raise ValueError(f"{checkpoint}: weights missing for {sorted(missing)[:5]}")
     slim.load_state_dict(state)
-    extra = {"source_checkpoint": Path(checkpoint).name, "source_step": meta.step,
-             "storage": storage}  # fmt: skip
+    if weight:
+        from multiroi.body import load_body_model
+
+        body = load_body_model(body_model)
+        if body.model_id != meta.body_model_id:
+            raise ValueError(f"--lifter-ik: {checkpoint} was trained for body model "
+                             f"{meta.body_model_id}, not {body.model_id}: pass --body-model "
+                             "with that model's file")  # fmt: skip
+        set_lifter_ik(slim, weight, body)
+    cfg = slim.cfg
+    source = Path(checkpoint).name
+    if "storage" in (meta.extra or {}):  # a packaged model packaged again: the same weights
+        source = meta.extra.get("source_checkpoint") or source
+    extra = {"source_checkpoint": source, "source_step": meta.step, "storage": storage}
     train_cfg = (meta.extra or {}).get("train_config")
     if train_cfg:  # the recipe and the data description travel with the weights (model card)
         from train.model_card import data_metas
@@ -71,11 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--storage", choices=("fp32", "fp16", "int8"), default="fp16")
+    ap.add_argument("--lifter-ik", type=float, default=None, metavar="W",
+                    help="weight of the lifter's joints in the pose, 0-1 (0: off; default: the "
+                         "checkpoint's)")  # fmt: skip
+    ap.add_argument("--body-model", default=None,
+                    help="the body model the network was trained for (default: the free model)")
     ap.add_argument("--check", default=None, help="held-out data: evaluate source and package")
     ap.add_argument("--check-persons", type=int, default=300)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = package(args.checkpoint, args.out, storage=args.storage)
+    try:
+        out = package(args.checkpoint, args.out, storage=args.storage,
+                      lifter_ik=args.lifter_ik, body_model=args.body_model)  # fmt: skip
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
     packed, meta = load_checkpoint(out)  # as users will load it: checked and described
     metrics, persons = None, None
     if args.check:
@@ -83,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         from train.datasets import open_dataset
         from train.eval import evaluate
 
-        body = load_body_model(None)
+        body = load_body_model(args.body_model)
         data = open_dataset(args.check, packed.cfg.num_rois, None, 0, None,
                             box_extent=packed.cfg.box_extent)  # fmt: skip
         persons = min(len(data), args.check_persons)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from multiroi.geometry.rotations import rot6d_to_rotmat
+from multiroi.geometry.joint_ik import blend_into_pose
+from multiroi.geometry.rotations import rot6d_to_rotmat, rotmat_to_rot6d
 from multiroi.model.backbone import build_backbone
 from multiroi.model.config import ModelConfig
 from multiroi.model.decoders import CAM_DIM, NUM_BETAS, NUM_JOINTS, CameraDecoder, MeshDecoder
@@ -115,6 +116,9 @@ class MultiRoINet(nn.Module):
         self.register_buffer("init_pose6d", pose6d)
         self.register_buffer("init_betas", betas)
         self.register_buffer("init_cam", cam)
+        if cfg.lifter_ik > 0:  # the body model's rest joints, set by set_lifter_ik
+            self.register_buffer("ik_joint_template", torch.zeros(NUM_JOINTS, 3))
+            self.register_buffer("ik_joint_dirs", torch.zeros(NUM_JOINTS, 3, NUM_BETAS))
 
     @property
     def feature_dim(self) -> int:
@@ -194,6 +198,10 @@ class MultiRoINet(nn.Module):
             lifted,
         )
         rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
+        if lifted is not None and self.cfg.lifter_ik > 0 and not self.training:
+            swung = self._lifted_into_pose(rotmat, betas, lifted.reshape(p, NUM_JOINTS, 3))
+            pose6d = rotmat_to_rot6d(swung).flatten(1)  # and back: rotations to the last bit
+            rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
         proj = None
         if self.training and self.proj_head is not None:
             proj = self.proj_head(features.flatten(0, 1)).reshape(p, r, -1)
@@ -206,6 +214,20 @@ class MultiRoINet(nn.Module):
             proj=proj,
             fusion_weights=fused.weights,
         )
+
+    def _lifted_into_pose(self, rotmat: torch.Tensor, betas: torch.Tensor,
+                          lifted: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """``cfg.lifter_ik``: the decoder's pose f32[P,24,3,3] swung towards the lifted joints
+        f32[P,24,3] (multiroi.geometry.joint_ik.blend_into_pose), in float32."""
+        template = getattr(self, "ik_joint_template", None)
+        if template is None or (not _exporting() and not bool(template.abs().sum() > 0)):
+            raise ValueError("ModelConfig.lifter_ik needs the body model's rest joints in the "
+                             "network: call multiroi.model.network.set_lifter_ik(net, weight, "
+                             "body) first")  # fmt: skip
+        rest = self.ik_joint_template + torch.einsum(
+            "pb,jkb->pjk", betas.float(), self.ik_joint_dirs)
+        out = blend_into_pose(rotmat.float(), rest, lifted.float(), self.cfg.lifter_ik)
+        return out.to(rotmat.dtype)
 
     def _drop_features(self, shared: torch.Tensor) -> torch.Tensor:
         """Training with ``cfg.feature_dropout``: zero each person's fused feature f32[P,D] for
@@ -244,6 +266,34 @@ def set_flip_test(net: MultiRoINet, flip_test: bool | None) -> None:
                          f"{net.cfg.describe()}: leave --flip-test out")  # fmt: skip
     net.cfg = dataclasses.replace(net.cfg, flip_test=flip_test)
     logger.info("test-time flip %s", "on" if flip_test else "off")
+
+
+def set_lifter_ik(net: MultiRoINet, weight: float | None, body: Any = None) -> None:
+    """Set the weight of the lifter's joints in the pose (``ModelConfig.lifter_ik``; 0: off;
+    None: leave it). ``body`` (a multiroi.body.BodyModel, the one the network was trained for)
+    gives the rest joints the step needs; without it the network must already hold them."""
+    if weight is None or (net.cfg.lifter_ik == weight and (weight == 0 or body is None)):
+        return
+    if weight and not net.cfg.lifter:
+        raise ValueError(f"--lifter-ik needs a network with the keypoint lifter; this one is "
+                         f"{net.cfg.describe()}: leave --lifter-ik out")  # fmt: skip
+    net.cfg = dataclasses.replace(net.cfg, lifter_ik=float(weight))
+    if weight and body is not None:
+        like = net.init_cam
+        template = body.joint_template.to(like)
+        dirs = body.joint_dirs[..., :NUM_BETAS].to(like)
+        if hasattr(net, "ik_joint_template"):
+            net.ik_joint_template.copy_(template)
+            net.ik_joint_dirs.copy_(dirs)
+        else:
+            net.register_buffer("ik_joint_template", template.clone())
+            net.register_buffer("ik_joint_dirs", dirs.clone())
+    elif weight and not hasattr(net, "ik_joint_template"):
+        raise ValueError("--lifter-ik: this network holds no rest joints; pass the body model")
+    if not weight:  # off: the rest joints go, so that a saved network loads as configured
+        for name in ("ik_joint_template", "ik_joint_dirs"):
+            net._buffers.pop(name, None)
+    logger.info("lifted joints into the pose: %s", f"weight {weight:g}" if weight else "off")
 
 
 class ExportWrapper(nn.Module):
