@@ -20,6 +20,9 @@
    their projection into a box placed as around a rendered person. No rendering: hundreds of
    thousands of pairs in a minute.
 3. The MLP learns 2D (plus an error vector from the pool) -> root-relative 3D joints (L1).
+   With ``--rendered-share S`` a share S of each batch is rendered persons instead: their
+   2D estimates with their true 3D joints (errors that go with the pose and the image, which
+   the pool's independent draws lack).
 4. The network: ``--init``'s weights (the mesh decoder widened by zero columns for the lifted
    joints, so it starts exactly where ``--init`` stopped), ``model.lifter`` on, the lifter
    trained, ``model.box_extent`` that of the caches (``train.feature_cache --box-extent``);
