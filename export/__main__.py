@@ -33,6 +33,9 @@ def _add_onnx(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the lifter's test-time flip in the graph (default: the checkpoint's)",
     )
+    p.add_argument("--lifter-ik", type=float, default=None, metavar="W",
+                   help="weight of the lifter's joints in the pose in the graph, 0-1 (0: off; "
+                        "default: the checkpoint's)")  # fmt: skip
 
 
 def _add_trt(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -85,6 +88,7 @@ def _run_onnx(args: argparse.Namespace) -> str:
         with_body_model=args.with_body_model, body_model=args.body_model,
         verify=not args.no_verify, atol=args.atol,
         flip_test=None if args.flip_test is None else args.flip_test == "on",
+        lifter_ik=args.lifter_ik,
     )  # fmt: skip
     if args.checkpoint:
         return str(export_checkpoint(args.checkpoint, args.out, cfg).path)

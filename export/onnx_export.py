@@ -43,7 +43,9 @@ class OnnxExportConfig:
     to run); with_body_model: vertices/joints in the graph; body_model: path of the body-model
     file (None: the default resolution); verify: check against PyTorch after export;
     atol: max abs difference allowed (fp32); flip_test: the test-time flip of the lifter in the
-    graph (``ModelConfig.flip_test``; None: as the checkpoint says)."""
+    graph (``ModelConfig.flip_test``; None: as the checkpoint says); lifter_ik: the weight of
+    the lifter's joints in the pose in the graph (``ModelConfig.lifter_ik``; None: as the
+    checkpoint says; rest joints from ``body_model`` when the checkpoint has none)."""
 
     num_rois: int | None = None
     opset: int = 18
@@ -53,6 +55,7 @@ class OnnxExportConfig:
     verify: bool = True
     atol: float = 1e-4
     flip_test: bool | None = None
+    lifter_ik: float | None = None
 
     def validate(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -199,8 +202,15 @@ def export_checkpoint(
 ) -> ExportResult:
     """``python -m export onnx``: load a checkpoint (multiroi.checkpoint) and export it."""
     from multiroi.checkpoint import load_checkpoint
-    from multiroi.model.network import set_flip_test
+    from multiroi.model.network import set_flip_test, set_lifter_ik
 
     net, meta = load_checkpoint(checkpoint)
-    set_flip_test(net, (cfg or OnnxExportConfig()).flip_test)
+    cfg = cfg or OnnxExportConfig()
+    set_flip_test(net, cfg.flip_test)
+    if cfg.lifter_ik and not hasattr(net, "ik_joint_template"):  # rest joints: the body model's
+        from multiroi.body import load_body_model
+
+        set_lifter_ik(net, cfg.lifter_ik, load_body_model(cfg.body_model))
+    else:
+        set_lifter_ik(net, cfg.lifter_ik)
     return export_onnx(net, out_path, cfg, body_model_id=meta.body_model_id)

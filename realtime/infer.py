@@ -330,7 +330,7 @@ def build_inference_stage(
     inf = cfg.inference
     threads = cpu_threads(inf.threads)
     torch.set_num_threads(threads)  # the torch backend and the body model
-    net = None
+    net, body = None, None
     if resolve_backend_name(inf.backend, inf.checkpoint) == "torch":
         # a PyTorch checkpoint (or none): load it once, here, so the choice of runtime can see
         # its backbone; the torch and onnxruntime backends both take the loaded network
@@ -338,7 +338,8 @@ def build_inference_stage(
         set_flip_test(net, inf.flip_test)
         lifter_ik = getattr(inf, "lifter_ik", None)
         if lifter_ik and not hasattr(net, "ik_joint_template"):  # rest joints: the body model's
-            set_lifter_ik(net, lifter_ik, load_body_model(inf.body_model))
+            body = load_body_model(inf.body_model)
+            set_lifter_ik(net, lifter_ik, body)
         else:
             set_lifter_ik(net, lifter_ik)
     elif inf.flip_test is not None or getattr(inf, "lifter_ik", None) is not None:
@@ -351,7 +352,7 @@ def build_inference_stage(
         extra = {k: v for k, v in extra.items() if k != "backbone"} | {"net": net}
     backend = create_backend(name, inf.checkpoint, num_rois=inf.num_rois, device=inf.device,
                              **extra)  # fmt: skip
-    body = load_body_model(inf.body_model)
+    body = body if body is not None else load_body_model(inf.body_model)
     logger.info("backend %s (%s) on %s, %d RoIs, %d CPU threads; body model %s", backend.name,
                 getattr(backend, "precision", "fp32"), backend.device, backend.num_rois, threads,
                 body.model_id)  # fmt: skip

@@ -149,7 +149,7 @@ def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter, toy_body_
 
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False,
                       lifter=bool(lifter), lifter_refine=lifter in ("refined", "flip_test"),
-                      flip_test=lifter in ("flip_test", "tail_flip"),
+                      flip_test=lifter in ("flip_test", "tail_flip", "ik"),
                       lifter_tail=lifter in ("tail_flip", "ik"))  # fmt: skip
     net = MultiRoINet(cfg)
     if lifter == "ik":  # the decoder's pose swung to the lifted joints (ModelConfig.lifter_ik)

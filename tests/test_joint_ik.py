@@ -90,6 +90,43 @@ def test_blending_takes_the_estimates_articulation_not_its_orientation(toy_body_
     assert 0.2 < ((half - own).norm(dim=-1).mean() / (full - own).norm(dim=-1).mean()) < 0.8
 
 
+def test_the_estimates_orientation_and_position_are_not_taken(toy_body_model):
+    """The pose's own joints, turned and moved anywhere, leave the pose as it is: only the
+    estimate's articulation counts, not its orientation."""
+    rest, _ = _rest(toy_body_model, 5, 11)
+    start = _pose(5, 12)
+    spin = rot6d_to_rotmat(torch.randn(5, 6, generator=torch.Generator().manual_seed(13)))
+    moved = (spin @ forward_kinematics(start, rest).transpose(1, 2)).transpose(1, 2) + 2.0
+    for weight in (0.5, 1.0):
+        assert torch.allclose(blend_into_pose(start, rest, moved, weight), start, atol=1e-4)
+
+
+def test_a_mirrored_or_degenerate_estimate_still_gives_rotations(toy_body_model):
+    rest, _ = _rest(toy_body_model, 4, 14)
+    start = _pose(4, 15, spread=0.3)
+    mirrored = forward_kinematics(_pose(4, 16, spread=0.3), rest) * torch.tensor([-1.0, 1, 1])
+    collapsed = torch.zeros(4, 24, 3)  # a lifter that outputs nothing
+    for estimate in (mirrored, collapsed):
+        out = blend_into_pose(start, rest, estimate, 1.0)
+        assert torch.isfinite(out).all()
+        assert torch.allclose(torch.linalg.det(out), torch.ones(4, 24), atol=1e-3)
+    # nothing to point at: the pose stays
+    assert torch.allclose(blend_into_pose(start, rest, collapsed, 1.0), start, atol=1e-4)
+
+
+def test_the_swing_of_opposite_and_empty_directions():
+    from multiroi.geometry.joint_ik import _swing
+
+    v = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.3, -0.2, 0.9], [0.0, 0.0, 0.0]])
+    t = torch.tensor([[0.0, -2.0, 0.0], [-1.0, 1e-7, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    turn = _swing(v, t)
+    unit = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    moved = (turn[:3] @ unit(v[:3])[..., None])[..., 0]
+    assert torch.allclose(moved, unit(t[:3]), atol=1e-3)  # opposite ones too
+    assert torch.allclose(torch.linalg.det(turn), torch.ones(4), atol=1e-4)
+    assert torch.allclose(turn[3], torch.eye(3))  # a zero-length bone: no turn
+
+
 def _lifter_net(**kw) -> MultiRoINet:
     torch.manual_seed(10)
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False, lifter=True,
@@ -134,6 +171,12 @@ def test_the_network_swings_its_pose_to_the_lifted_joints(toy_body_model, tmp_pa
         return float(((turn @ est.transpose(1, 2)).transpose(1, 2) - mesh).norm(dim=-1).max())
 
     assert misfit(swung.rotmat) < 1e-3 < 0.1 < misfit(plain.rotmat)
+    # in float32 under autocast too (bf16 would move the joints by millimetres)
+    args = (plain.rotmat, plain.betas, lifted[-1])
+    with torch.no_grad():
+        exact = net._lifted_into_pose(*args)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(net._lifted_into_pose(*args), exact)
     # training leaves the decoder's pose to the losses
     net.train()
     with torch.no_grad():

@@ -236,3 +236,19 @@ def test_freeze_names_an_unknown_part_in_one_line():
     with pytest.raises(ValueError, match="unknown part.*'head'.*backbone, fusion"):
         OptimConfig(freeze="backbone,head")
     assert OptimConfig(freeze=" backbone , fusion ").freeze
+
+
+def test_a_run_with_lifted_joints_in_the_pose_holds_its_body_models_rest_joints(
+    synth_dir, toy_body_model, toy_body_model_path, tmp_path
+):
+    """--model.lifter_ik W: the network gets the run's body model's rest joints (for its
+    evaluation and its checkpoints), whatever a warm start brought."""
+    from multiroi.checkpoint import load_checkpoint
+
+    cfg = tiny_config(synth_dir, toy_body_model_path, tmp_path / "ik", steps=1)
+    cfg.model.backbone, cfg.model.num_rois, cfg.model.lifter = "blazepose_full", 1, True
+    cfg.model.lifter_ik, cfg.loss.con = 0.7, 0.0
+    cfg.optim.freeze = "backbone"
+    net, meta = load_checkpoint(train(cfg).checkpoint)
+    assert meta.model_config.lifter_ik == 0.7
+    assert torch.allclose(net.ik_joint_template, toy_body_model.joint_template)

@@ -125,10 +125,10 @@ def options(cfg) -> list[str]:
         out.append(
             f"Lifted joints into the pose ({state}): the mesh decoder's pose is swung, bone by "
             "bone, towards the keypoint lifter's 3D joints (turned onto the decoder's torso), "
-            "keeping each bone's twist; `--lifter-ik W` in `python -m train.eval` and "
-            "`python -m train.package_default` sets the weight (0: off). About 1-2 ms a "
-            "frame on a CPU, whatever the number of persons (docs/training.md, \"Lifted "
-            "joints into the pose\")."
+            "keeping each bone's twist; `--lifter-ik W` in run_camera.py, `python -m "
+            "train.eval`, `python -m export onnx` and `python -m train.package_default` sets "
+            "the weight (0: off). About 1-3 ms a frame on a CPU, whatever the number of "
+            "persons (docs/training.md, \"Lifted joints into the pose\")."
         )
     return out
 

@@ -193,9 +193,8 @@ class Trainer:
             # the --run.init file is neither read again nor needed any more
             built = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, init="scratch"))
         self.model = build_model(built, self.stages).to(self.device)
-        template = getattr(self.model, "ik_joint_template", None)
-        if template is not None and not bool(template.abs().sum() > 0):
-            from multiroi.model.network import set_lifter_ik  # rest joints for the evaluation
+        if self.model.cfg.lifter_ik > 0:  # the rest joints of this run's body model (eval)
+            from multiroi.model.network import set_lifter_ik
 
             set_lifter_ik(self.model, self.model.cfg.lifter_ik, self.body)
         freeze_parts(self.model, freeze_names(cfg.optim.freeze))

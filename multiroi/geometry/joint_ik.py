@@ -55,8 +55,10 @@ def _frame(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _swing(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The smallest rotation f32[...,3,3] taking direction v f32[...,3] to direction t
-    (Rodrigues, R = c I + [k]x + k k^T / (1 + c) with k = v x t, c = v . t; for opposite
-    directions it degrades instead of failing)."""
+    (Rodrigues, R = c I + [k]x + k k^T / (1 + c) with k = v x t, c = v . t). Opposite
+    directions get a half turn about an axis square to v; a zero-length v or t the identity."""
+    v_len = torch.sqrt((v * v).sum(-1, keepdim=True))
+    t_len = torch.sqrt((t * t).sum(-1, keepdim=True))
     v, t = _normalize(v), _normalize(t)
     k = _cross(v, t)
     c = (v * t).sum(-1, keepdim=True)[..., None]  # [...,1,1]
@@ -66,7 +68,14 @@ def _swing(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                         torch.stack((-ky, kx, zero), -1)), dim=-2)  # fmt: skip
     eye = torch.eye(3, dtype=v.dtype, device=v.device)
     outer = k[..., :, None] * k[..., None, :]
-    return c * eye + skew + outer / torch.clamp(1.0 + c, min=_EPS)
+    turn = c * eye + skew + outer / torch.clamp(1.0 + c, min=_EPS)
+    # opposite: half a turn about v x (the axis v is least along), 2 a a^T - I
+    axis = torch.where(v[..., :1].abs() < 0.9, torch.zeros_like(v) + eye[0], eye[1])
+    a = _normalize(_cross(v, axis))
+    half = 2.0 * a[..., :, None] * a[..., None, :] - eye
+    turn = torch.where(1.0 + c < 1e-4, half, turn)
+    short = ((v_len < _EPS) | (t_len < _EPS))[..., None]  # [...,1,1]
+    return torch.where(short, eye.expand_as(turn), turn)
 
 
 def _cofactor(m: torch.Tensor) -> torch.Tensor:
@@ -98,13 +107,16 @@ def align_rotation(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return nearest_rotation(b.transpose(1, 2) @ a)
 
 
-def _framed(rest: torch.Tensor, target: torch.Tensor, j: int) -> torch.Tensor:
-    """The global rotation f32[B,3,3] of joint j in FRAMED that takes its two rest bones'
-    frame to the target's."""
+def _framed(rest: torch.Tensor, target: torch.Tensor, j: int, fallback: torch.Tensor
+            ) -> torch.Tensor:  # fmt: skip
+    """The global rotation f32[B,3,3] of joint j in FRAMED that takes the frame of its children
+    at rest (child a - child b, child c - joint) to the target's; ``fallback`` f32[B,3,3]
+    where the target's children give no frame (coincident joints)."""
     a, b, c = FRAMED[j]
     rest_f = _frame(rest[:, a] - rest[:, b], rest[:, c] - rest[:, j])
     goal_f = _frame(target[:, a] - target[:, b], target[:, c] - target[:, j])
-    return goal_f @ rest_f.transpose(-1, -2)
+    ok = (goal_f[..., 0] * _cross(goal_f[..., 1], goal_f[..., 2])).sum(-1) > 0.5  # det 1, not 0
+    return torch.where(ok[:, None, None], goal_f @ rest_f.transpose(-1, -2), fallback)
 
 
 def swing_to_joints(rotmat: torch.Tensor, rest: torch.Tensor, target: torch.Tensor
@@ -113,7 +125,7 @@ def swing_to_joints(rotmat: torch.Tensor, rest: torch.Tensor, target: torch.Tens
     target f32[B,24,3] m (any translation: only differences are read) -> f32[B,24,3,3] local
     rotations whose bones point along the target's where the tree allows, each keeping the
     initial pose's twist about its bone. Computed level by level of the tree."""
-    glob = {0: _framed(rest, target, 0)}
+    glob = {0: _framed(rest, target, 0, rotmat[:, 0])}
     local = {0: glob[0]}
     for level in LEVELS:
         par = [PARENTS[j] for j in level]
@@ -128,7 +140,7 @@ def swing_to_joints(rotmat: torch.Tensor, rest: torch.Tensor, target: torch.Tens
         parts = []
         for i, j in enumerate(level):
             if j in FRAMED:
-                parts.append(_framed(rest, target, j))
+                parts.append(_framed(rest, target, j, pre[:, i]))
             elif j in SWUNG:
                 parts.append(turned[:, swung.index(i)])
             else:  # a leaf

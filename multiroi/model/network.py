@@ -218,16 +218,25 @@ class MultiRoINet(nn.Module):
     def _lifted_into_pose(self, rotmat: torch.Tensor, betas: torch.Tensor,
                           lifted: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """``cfg.lifter_ik``: the decoder's pose f32[P,24,3,3] swung towards the lifted joints
-        f32[P,24,3] (multiroi.geometry.joint_ik.blend_into_pose), in float32."""
+        f32[P,24,3] (multiroi.geometry.joint_ik.blend_into_pose), in float32 also under
+        autocast (in bf16 the polar iteration and the chained rotations drift by millimetres)."""
         template = getattr(self, "ik_joint_template", None)
-        if template is None or (not _exporting() and not bool(template.abs().sum() > 0)):
+        if template is None or not (_exporting() or self._ik_ready(template)):
             raise ValueError("ModelConfig.lifter_ik needs the body model's rest joints in the "
                              "network: call multiroi.model.network.set_lifter_ik(net, weight, "
                              "body) first")  # fmt: skip
-        rest = self.ik_joint_template + torch.einsum(
-            "pb,jkb->pjk", betas.float(), self.ik_joint_dirs)
-        out = blend_into_pose(rotmat.float(), rest, lifted.float(), self.cfg.lifter_ik)
+        with torch.autocast(rotmat.device.type, enabled=False):
+            rest = template.float() + torch.einsum(
+                "pb,jkb->pjk", betas.float(), self.ik_joint_dirs.float())
+            out = blend_into_pose(rotmat.float(), rest, lifted.float(), self.cfg.lifter_ik)
         return out.to(rotmat.dtype)
+
+    def _ik_ready(self, template: torch.Tensor) -> bool:
+        """Whether the rest joints were set (not the zeros a new network starts with); checked
+        once, not on every call (on a GPU each check waits for the device)."""
+        if not getattr(self, "_ik_checked", False):
+            self._ik_checked = bool(template.abs().sum() > 0)
+        return self._ik_checked
 
     def _drop_features(self, shared: torch.Tensor) -> torch.Tensor:
         """Training with ``cfg.feature_dropout``: zero each person's fused feature f32[P,D] for
@@ -277,22 +286,22 @@ def set_lifter_ik(net: MultiRoINet, weight: float | None, body: Any = None) -> N
     if weight and not net.cfg.lifter:
         raise ValueError(f"--lifter-ik needs a network with the keypoint lifter; this one is "
                          f"{net.cfg.describe()}: leave --lifter-ik out")  # fmt: skip
-    net.cfg = dataclasses.replace(net.cfg, lifter_ik=float(weight))
-    if weight and body is not None:
-        like = net.init_cam
-        template = body.joint_template.to(like)
-        dirs = body.joint_dirs[..., :NUM_BETAS].to(like)
-        if hasattr(net, "ik_joint_template"):
-            net.ik_joint_template.copy_(template)
-            net.ik_joint_dirs.copy_(dirs)
-        else:
-            net.register_buffer("ik_joint_template", template.clone())
-            net.register_buffer("ik_joint_dirs", dirs.clone())
-    elif weight and not hasattr(net, "ik_joint_template"):
+    if weight and body is None and not hasattr(net, "ik_joint_template"):
         raise ValueError("--lifter-ik: this network holds no rest joints; pass the body model")
+    cfg = dataclasses.replace(net.cfg, lifter_ik=float(weight))  # validates the weight
+    if weight and body is not None:  # float32 on the network's device, whatever its dtype
+        where = dict(device=net.init_cam.device, dtype=torch.float32)
+        template = body.joint_template.to(**where)
+        dirs = body.joint_dirs[..., :NUM_BETAS].to(**where)
+        net._buffers.pop("ik_joint_template", None)
+        net._buffers.pop("ik_joint_dirs", None)
+        net.register_buffer("ik_joint_template", template.clone())
+        net.register_buffer("ik_joint_dirs", dirs.clone())
     if not weight:  # off: the rest joints go, so that a saved network loads as configured
         for name in ("ik_joint_template", "ik_joint_dirs"):
             net._buffers.pop(name, None)
+    net.cfg = cfg
+    net._ik_checked = False
     logger.info("lifted joints into the pose: %s", f"weight {weight:g}" if weight else "off")
 
 
