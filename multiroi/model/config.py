@@ -55,8 +55,9 @@ class ModelConfig:
       of the two 2D estimates (ours; inference from crops only, not from cached features). One
       more backbone call per person; on held-out renders 0.7-1.6 mm lower PA-MPJPE and 3-6 mm
       lower MPJPE (docs/training.md, "Test-time flip"). Needs ``lifter``.
-    lifter_ik: the weight w of the lifter's joints in the pose's joint targets, at inference
-      (ours, ``multiroi.geometry.joint_ik``): the lifted joints are turned onto the mesh
+    lifter_ik: the weight w of the lifter's joints in the pose's joint targets (ours,
+      ``multiroi.geometry.joint_ik``; at inference, and in training, where the decoders then
+      learn for the swung pose): the lifted joints are turned onto the mesh
       decoder's torso, blended with the decoder's own joints (w lifted + (1 - w) decoder's),
       and the decoder's pose is swung bone by bone to point at them, keeping each bone's twist.
       0: off. Needs ``lifter`` and the body model's rest joints in the network

@@ -198,7 +198,8 @@ class MultiRoINet(nn.Module):
             lifted,
         )
         rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
-        if lifted is not None and self.cfg.lifter_ik > 0 and not self.training:
+        if lifted is not None and self.cfg.lifter_ik > 0:  # in training too: the decoders
+            # then learn for the swung pose, which is what the network outputs
             swung = self._lifted_into_pose(rotmat, betas, lifted.reshape(p, NUM_JOINTS, 3))
             pose6d = rotmat_to_rot6d(swung).flatten(1)  # and back: rotations to the last bit
             rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
