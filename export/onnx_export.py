@@ -207,7 +207,7 @@ def export_checkpoint(
     net, meta = load_checkpoint(checkpoint)
     cfg = cfg or OnnxExportConfig()
     set_flip_test(net, cfg.flip_test)
-    if cfg.lifter_ik and not hasattr(net, "ik_joint_template"):  # rest joints: the body model's
+    if cfg.lifter_ik:  # rest joints: the network's, else those of the body model
         from multiroi.body import load_body_model
 
         set_lifter_ik(net, cfg.lifter_ik, load_body_model(cfg.body_model))

@@ -118,9 +118,11 @@ def save_checkpoint(
     scales = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu()
-        if storage == "int8" and v.is_floating_point() and v.ndim >= 2 and v.numel() >= 1024:
+        if k in FULL_PRECISION:
+            payload["state_dict"][k] = v.float()
+        elif storage == "int8" and v.is_floating_point() and v.ndim >= 2 and v.numel() >= 1024:
             payload["state_dict"][k], scales[k] = quantize_int8(v)
-        elif storage != "fp32" and v.is_floating_point() and k not in FULL_PRECISION:
+        elif storage != "fp32" and v.is_floating_point():
             payload["state_dict"][k] = v.half()
         else:
             payload["state_dict"][k] = v

@@ -330,19 +330,14 @@ def build_inference_stage(
     inf = cfg.inference
     threads = cpu_threads(inf.threads)
     torch.set_num_threads(threads)  # the torch backend and the body model
-    net, body = None, None
+    net, body = None, load_body_model(inf.body_model)
     if resolve_backend_name(inf.backend, inf.checkpoint) == "torch":
         # a PyTorch checkpoint (or none): load it once, here, so the choice of runtime can see
         # its backbone; the torch and onnxruntime backends both take the loaded network
         net = load_network(inf.checkpoint, inf.num_rois, inf.backbone)
         set_flip_test(net, inf.flip_test)
-        lifter_ik = getattr(inf, "lifter_ik", None)
-        if lifter_ik and not hasattr(net, "ik_joint_template"):  # rest joints: the body model's
-            body = load_body_model(inf.body_model)
-            set_lifter_ik(net, lifter_ik, body)
-        else:
-            set_lifter_ik(net, lifter_ik)
-    elif inf.flip_test is not None or getattr(inf, "lifter_ik", None) is not None:
+        set_lifter_ik(net, inf.lifter_ik, body)  # rest joints: the network's, else the body's
+    elif inf.flip_test is not None or inf.lifter_ik is not None:
         raise ValueError(
             f"--flip-test and --lifter-ik apply to PyTorch checkpoints (.pt); "
             f"{inf.checkpoint} keeps the settings it was exported with: leave them out"
@@ -352,7 +347,6 @@ def build_inference_stage(
         extra = {k: v for k, v in extra.items() if k != "backbone"} | {"net": net}
     backend = create_backend(name, inf.checkpoint, num_rois=inf.num_rois, device=inf.device,
                              **extra)  # fmt: skip
-    body = body if body is not None else load_body_model(inf.body_model)
     logger.info("backend %s (%s) on %s, %d RoIs, %d CPU threads; body model %s", backend.name,
                 getattr(backend, "precision", "fp32"), backend.device, backend.num_rois, threads,
                 body.model_id)  # fmt: skip

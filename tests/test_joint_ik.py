@@ -194,6 +194,14 @@ def test_the_network_swings_its_pose_to_the_lifted_joints(toy_body_model, tmp_pa
     assert meta.model_config.lifter_ik == 1.0
     with torch.no_grad():
         assert torch.allclose(loaded(crops, info).rotmat, swung.rotmat, atol=1e-5)
+    # a network that holds rest joints keeps them unless told to replace them
+    other = type("Body", (), {"joint_template": toy_body_model.joint_template + 1.0,
+                              "joint_dirs": toy_body_model.joint_dirs})()  # fmt: skip
+    set_lifter_ik(loaded, 0.5, other)
+    assert loaded.cfg.lifter_ik == 0.5
+    assert torch.allclose(loaded.ik_joint_template, toy_body_model.joint_template)
+    set_lifter_ik(loaded, 0.5, other, replace_rest=True)
+    assert torch.allclose(loaded.ik_joint_template, toy_body_model.joint_template + 1.0)
     set_lifter_ik(loaded, 0.0)
     assert "ik_joint_template" not in loaded.state_dict()
     with torch.no_grad():

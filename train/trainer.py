@@ -32,6 +32,7 @@ from multiroi.checkpoint import (
 from multiroi.cliff_import import import_cliff_backbone
 from multiroi.model import MultiRoINet
 from multiroi.model.blazepose import BLAZEPOSE_BACKBONE
+from multiroi.model.network import set_lifter_ik
 from train.config import FREEZABLE, TrainConfig, freeze_names, train_sources
 from train.datasets import KeyedConcat, ResumableSampler, collate, open_dataset
 from train.feature_cache import FeatureDataset, check_cache_for_model, is_feature_cache
@@ -193,10 +194,8 @@ class Trainer:
             # the --run.init file is neither read again nor needed any more
             built = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, init="scratch"))
         self.model = build_model(built, self.stages).to(self.device)
-        if self.model.cfg.lifter_ik > 0:  # the rest joints of this run's body model (eval)
-            from multiroi.model.network import set_lifter_ik
-
-            set_lifter_ik(self.model, self.model.cfg.lifter_ik, self.body)
+        if self.model.cfg.lifter_ik > 0:  # the rest joints of this run's body model
+            set_lifter_ik(self.model, self.model.cfg.lifter_ik, self.body, replace_rest=True)
         freeze_parts(self.model, freeze_names(cfg.optim.freeze))
         # the fused kernel: one pass over all parameters (half the optimiser time on a CPU)
         fused = self.device.type in ("cpu", "cuda")

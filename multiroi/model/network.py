@@ -278,19 +278,23 @@ def set_flip_test(net: MultiRoINet, flip_test: bool | None) -> None:
     logger.info("test-time flip %s", "on" if flip_test else "off")
 
 
-def set_lifter_ik(net: MultiRoINet, weight: float | None, body: Any = None) -> None:
+def set_lifter_ik(net: MultiRoINet, weight: float | None, body: Any = None, *,
+                  replace_rest: bool = False) -> None:  # fmt: skip
     """Set the weight of the lifter's joints in the pose (``ModelConfig.lifter_ik``; 0: off;
     None: leave it). ``body`` (a multiroi.body.BodyModel, the one the network was trained for)
-    gives the rest joints the step needs; without it the network must already hold them."""
-    if weight is None or (net.cfg.lifter_ik == weight and (weight == 0 or body is None)):
+    gives the rest joints the step needs when the network holds none (or ``replace_rest``);
+    a network that holds them keeps its own."""
+    has_rest = hasattr(net, "ik_joint_template")
+    take_body = body is not None and (replace_rest or not has_rest)
+    if weight is None or (net.cfg.lifter_ik == weight and (weight == 0 or not take_body)):
         return
     if weight and not net.cfg.lifter:
         raise ValueError(f"--lifter-ik needs a network with the keypoint lifter; this one is "
                          f"{net.cfg.describe()}: leave --lifter-ik out")  # fmt: skip
-    if weight and body is None and not hasattr(net, "ik_joint_template"):
+    if weight and not (has_rest or take_body):
         raise ValueError("--lifter-ik: this network holds no rest joints; pass the body model")
     cfg = dataclasses.replace(net.cfg, lifter_ik=float(weight))  # validates the weight
-    if weight and body is not None:  # float32 on the network's device, whatever its dtype
+    if weight and take_body:  # float32 on the network's device, whatever its dtype
         where = dict(device=net.init_cam.device, dtype=torch.float32)
         template = body.joint_template.to(**where)
         dirs = body.joint_dirs[..., :NUM_BETAS].to(**where)
