@@ -142,7 +142,8 @@ def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
     assert bb.num_features == NUM_FEATURES
 
 
-@pytest.mark.parametrize("lifter", [False, True, "refined", "flip_test", "tail_flip", "ik"])
+@pytest.mark.parametrize("lifter",
+                         [False, True, "refined", "flip_test", "tail_flip", "ik", "tail251"])
 def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter, toy_body_model):
     ort = pytest.importorskip("onnxruntime")
     from tests.test_onnx_parity import export_onnx
@@ -150,7 +151,8 @@ def test_multiroi_net_with_blazepose_exports_to_onnx(tmp_path, lifter, toy_body_
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, contrastive=False,
                       lifter=bool(lifter), lifter_refine=lifter in ("refined", "flip_test"),
                       flip_test=lifter in ("flip_test", "tail_flip", "ik"),
-                      lifter_tail=lifter in ("tail_flip", "ik"))  # fmt: skip
+                      lifter_tail=lifter in ("tail_flip", "ik", "tail251"),
+                      lifter_tap="t251" if lifter == "tail251" else "t269")  # fmt: skip
     net = MultiRoINet(cfg)
     if lifter == "ik":  # the decoder's pose swung to the lifted joints (ModelConfig.lifter_ik)
         set_lifter_ik(net, 0.7, toy_body_model)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from multiroi.model.blazepose import LIFTER_TAP, BlazePoseBackbone
+from multiroi.model.blazepose import LIFTER_TAP, LIFTER_TAPS, BlazePoseBackbone
 from multiroi.model.config import ModelConfig
 from multiroi.model.network import MultiRoINet
 from multiroi.model.tflite_graph import TFLiteGraphError
@@ -44,6 +44,65 @@ def test_the_tail_is_a_copy_that_trains_apart(backbone):
     with torch.no_grad():
         f, tap = bb.forward_with_tap(x)
         assert not torch.allclose(bb.lifter_features(tap), f, atol=1e-3)
+
+
+def test_a_tail_from_the_16x16_map_continues_the_graph_too(backbone):
+    bb = BlazePoseBackbone().eval()
+    bb.add_lifter_tail("t251")
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        plain = bb(x)
+        features, tap = bb.forward_with_tap(x)  # the map where this tail starts
+        again = bb.lifter_features(tap)
+        _, (m251, m269) = bb.forward_with_taps(x, ("t251", "t269"))
+    assert tap.shape == (2, *LIFTER_TAPS["t251"]) and torch.equal(tap, m251)
+    assert m269.shape == (2, *LIFTER_TAPS["t269"])
+    assert torch.equal(plain, features)
+    assert torch.allclose(again, plain, atol=1e-5)
+    assert sum(p.numel() for p in bb.lifter_tail.parameters()) == 2_652_456
+    with pytest.raises(ValueError, match="t269"):
+        bb.add_lifter_tail("t300")
+
+
+def test_the_configs_taps_are_the_backbones():
+    from multiroi.model.config import LIFTER_TAP_NAMES
+
+    assert set(LIFTER_TAP_NAMES) == set(LIFTER_TAPS) and LIFTER_TAP in LIFTER_TAPS
+    cfg = dict(backbone="blazepose_full", lifter=True, lifter_tail=True)
+    assert ModelConfig(**cfg).lifter_tap == LIFTER_TAP  # and so every older checkpoint's
+    assert "from the 16x16 map" in ModelConfig(**cfg, lifter_tap="t251").describe()
+    with pytest.raises(ValueError, match="lifter_tap"):
+        ModelConfig(**cfg, lifter_tap="t300")
+
+
+def test_a_tail_moved_to_the_16x16_map_starts_as_the_tuned_one(tmp_path):
+    """train.tune2d from a network whose tail starts at t269, on t251 maps: the new tail keeps
+    the tuned layers and takes the trunk's for the rest, so it starts where the old one was."""
+    from multiroi.checkpoint import read_checkpoint_file, save_checkpoint
+    from train.tune2d import fill_tail
+    from train.warm_start import warm_start
+
+    torch.manual_seed(3)
+    base = dict(backbone="blazepose_full", num_rois=1, contrastive=False, lifter=True,
+                lifter_tail=True)  # fmt: skip
+    old = MultiRoINet(ModelConfig(**base)).eval()
+    with torch.no_grad():  # "tuned": the old tail no longer equals the shared layers
+        for conv in old.backbone.lifter_tail.convs.values():
+            conv.weight.mul_(1.05)
+    save_checkpoint(tmp_path / "old.pt", old, old.cfg, body_model_id="toy")
+    payload = read_checkpoint_file(tmp_path / "old.pt")
+    new = MultiRoINet(ModelConfig(**base, lifter_tap="t251")).eval()
+    warm_start(payload, tmp_path / "old.pt", new)
+    filled = fill_tail(new, payload["state_dict"])
+    assert filled and all(name <= "t269" for name in filled)  # t252 ... t268: the trunk's
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        _, m269 = old.backbone.forward_with_tap(x)
+        _, m251 = new.backbone.forward_with_tap(x)
+        a, b = old.backbone.lifter_features(m269), new.backbone.lifter_features(m251)
+    assert m251.shape[1:] == LIFTER_TAPS["t251"]
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a, new.backbone(x), atol=1e-3)  # the tuned layers, not MediaPipe's
 
 
 def test_a_subgraph_must_start_where_nothing_earlier_is_read(backbone):
@@ -137,7 +196,7 @@ def tap_cache(make_synth, lifter_ckpt, tmp_path_factory):
     data = make_synth(6, seed=21, shard_size=3)
     out = tmp_path_factory.mktemp("tapc") / "cache"
     return write_cache(str(data), out, backbone="blazepose_full", num_rois=1, draws=2,
-                       init=str(lifter_ckpt), num_workers=0, tap=True,
+                       init=str(lifter_ckpt), num_workers=0, tap=LIFTER_TAP,
                        box_extent="amodal", min_box_px=8)  # fmt: skip
 
 
@@ -271,3 +330,36 @@ def test_the_trainer_reads_a_slot_cache_like_the_images(tuned, lifter_ckpt, toy_
     cfg.run.init, cfg.run.out_dir = str(lifter_ckpt), str(tmp_path / "dec2")
     with pytest.raises(ValueError, match="lifter tail"):
         Trainer(cfg)
+
+
+def test_tune2d_moves_a_tuned_tail_to_the_16x16_map(tuned, tap_cache, tmp_path):
+    """The t269 tail's network caches t251 maps (and its own slot); tune2d on them gives a
+    network whose tail starts at t251, as its caches and its model card say."""
+    from multiroi.checkpoint import load_checkpoint
+    from train import tune2d
+    from train.feature_cache import FeatureDataset, write_cache
+
+    ckpt, _ = tuned
+    source = str(FeatureDataset(tap_cache).meta["source"])
+    c251 = write_cache(source, tmp_path / "c251", backbone="blazepose_full", num_rois=1,
+                       draws=1, init=str(ckpt), num_workers=0, tap="t251",
+                       box_extent="amodal", min_box_px=8)  # fmt: skip
+    fd = FeatureDataset(c251)
+    assert fd.meta["tap"] == "t251" and fd.meta["lifter_slot"]
+    maps = np.load(c251 / "draw_0" / "tap.npy")
+    assert maps.shape == (len(fd), 88, 16, 16)
+    # caches of different layers do not mix
+    out = tmp_path / "t251.pt"
+    argv = ["--cache", f"{c251},{tap_cache}", "--init", str(ckpt), "--out", str(out),
+            "--steps", "20", "--batch", "8", "--no-progress"]  # fmt: skip
+    assert tune2d.main(argv) == 2 and not out.exists()
+    argv = ["--cache", str(c251), "--val", str(c251), "--init", str(ckpt), "--out", str(out),
+            "--steps", "20", "--batch", "8", "--lr", "1e-4", "--no-progress"]  # fmt: skip
+    assert tune2d.main(argv) == 0
+    net, _ = load_checkpoint(out)
+    assert net.cfg.lifter_tap == "t251" and "16x16" in net.cfg.describe()
+    scores = torch.load(out, weights_only=True)["extra"]["tune2d"]["scores"]
+    # it starts where the t269 tail ended: the same 2D error before any step
+    before = tune2d.score(load_checkpoint(ckpt)[0], tune2d.read_taps([str(tap_cache)]))
+    assert scores["val_before"]["error_2d_all_box"] == pytest.approx(
+        before["error_2d_all_box"], rel=0.05)

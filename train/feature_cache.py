@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multiroi.model.blazepose import LIFTER_TAP, LIFTER_TAPS
 from train import augment as aug
 from train.datasets import Batch, collate, open_dataset
 
@@ -160,12 +161,12 @@ def write_cache(
     data: str, out: str | Path, *, backbone: str, num_rois: int, draws: int, init: str,
     seed: int = 0, min_box_px: float = 16.0, batch_size: int = 32, num_workers: int = 1,
     augment: aug.AugmentConfig | None = None, image_root: str | None = None,
-    box_extent: str = "visible", tap: bool = False,
+    box_extent: str = "visible", tap: str | None = None,
 ) -> Path:  # fmt: skip
     """Compute and write the cache (see the module doc); returns its folder. ``tap``: also
-    write BlazePose's map at ``LIFTER_TAP`` of the base RoI, ``tap.npy`` f16[N,144,8,8] (what
-    train.tune2d trains the lifter's tail on). A backbone with a lifter tail
-    (``ModelConfig.lifter_tail``) adds its features of the base RoI as an extra slot R."""
+    write BlazePose's map of the base RoI at that tensor (one of ``LIFTER_TAPS``), ``tap.npy``
+    f16[N,C,H,W] (what train.tune2d trains the lifter's tail on). A backbone with a lifter
+    tail (``ModelConfig.lifter_tail``) adds its features of the base RoI as an extra slot R."""
     from tqdm import tqdm
 
     from train.trainer import amp_mode
@@ -178,8 +179,12 @@ def write_cache(
     n = len(ds)
     bb = build_backbone_for_cache(backbone, init).eval()
     lifter_slot = getattr(bb, "lifter_tail", None) is not None
-    if tap and not hasattr(bb, "forward_with_tap"):
+    if tap and not hasattr(bb, "forward_with_taps"):
         raise ValueError(f"--tap needs the blazepose_full backbone, not {backbone}")
+    if tap and tap not in LIFTER_TAPS:
+        raise ValueError(f"--tap {tap!r} is not one of {sorted(LIFTER_TAPS)}")
+    names = ([bb.lifter_tap] if lifter_slot else []) + ([tap] if tap else [])
+    names = list(dict.fromkeys(names))  # the maps the batches need, each once
     amp, dtype = amp_mode(True, torch.device("cpu"))
     fingerprint = backbone_fingerprint(bb)
     part = out.with_name(out.name + ".part")
@@ -201,12 +206,15 @@ def write_cache(
         for batch in loader:
             p = len(batch)
             with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=amp):
-                if tap or lifter_slot:
-                    f, t = bb.forward_with_tap(batch.crops.flatten(0, 1))
-                    t = t.float().reshape(p, num_rois, *t.shape[1:])[:, 0]
+                if names:
+                    f, maps = bb.forward_with_taps(batch.crops.flatten(0, 1), tuple(names))
+                    base = {k: m.float().reshape(p, num_rois, *m.shape[1:])[:, 0]
+                            for k, m in zip(names, maps, strict=True)}  # fmt: skip
                     f = f.float().reshape(p, num_rois, -1)
                     if lifter_slot:
-                        f = torch.cat([f, bb.lifter_features(t).float()[:, None]], dim=1)
+                        slot = bb.lifter_features(base[bb.lifter_tap]).float()
+                        f = torch.cat([f, slot[:, None]], dim=1)
+                    t = base[tap] if tap else None
                 else:
                     f = bb(batch.crops.flatten(0, 1)).float().reshape(p, num_rois, -1)
             if feats is None:
@@ -271,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--no-augment", action="store_true",
                         help="the crops as they are (held-out sets), no augmentation draws")
-    parser.add_argument("--tap", action="store_true",
-                        help="also write the base RoI's BlazePose map for train.tune2d")
+    parser.add_argument("--tap", nargs="?", const=LIFTER_TAP, default=None,
+                        choices=sorted(LIFTER_TAPS), metavar="TENSOR",
+                        help="also write the base RoI's BlazePose map at TENSOR for "
+                             f"train.tune2d ({', '.join(sorted(LIFTER_TAPS))}; default "
+                             f"{LIFTER_TAP})")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -8,17 +8,19 @@
 BlazePose was trained on photos; on rendered persons its 2D landmarks are the lifter's largest
 error (docs/experiments.md, runs K and L). Fine-tuning the whole backbone would change the
 features the decoders read as well. Instead the network gets a second copy of the layers after
-the trunk's 8x8 map (``ModelConfig.lifter_tail``, ``BlazePoseBackbone.add_lifter_tail``), read
-by the lifter only, and that copy is trained here:
+the trunk's 8x8 map, or its 16x16 one (``ModelConfig.lifter_tail`` and ``lifter_tap``,
+``BlazePoseBackbone.add_lifter_tail``), read by the lifter only, and that copy is trained here:
 
-1. The caches' ``tap.npy`` (the base RoI's map at ``LIFTER_TAP``, ``feature_cache --tap``) and
+1. The caches' ``tap.npy`` (the base RoI's map at the layer ``feature_cache --tap`` named; the
+   tail starts there; every cache must hold the same layer's) and
    labels: each person's 24 joints in 2D, box heights from the crop centre (cut-off ones too).
 2. The tail -> landmarks -> the ``--init`` lifter's landmark map -> 24 joints; L1 of the 2D
    distance to the true joints (mean over joints); AdamW, one-cycle schedule.
 3. Scored before and after on the ``--val`` caches (persons kept out): median 2D error in box
    heights, of the persons wholly in their crops and of all.
 4. Written atomically to ``--out``: ``--init``'s network with ``lifter_tail`` on and the tuned
-   copy. Then ``train.feature_cache --init OUT`` (the caches get the tail's features as slot R)
+   copy (a tail moved to another layer keeps ``--init``'s tuned layers, :func:`fill_tail`).
+   Then ``train.feature_cache --init OUT`` (the caches get the tail's features as slot R)
    and ``train.lifter --init OUT`` refit the landmark map, refiner and lifter on images the
    tail never saw.
 """
@@ -32,6 +34,7 @@ import logging
 import numpy as np
 import torch
 
+from multiroi.model.blazepose import LIFTER_TAP
 from multiroi.model.lifter import in_crop
 
 logger = logging.getLogger(__name__)
@@ -39,13 +42,15 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TapSet:
-    """taps f16[N,144,8,8] (the base RoI's map at LIFTER_TAP); joints_2d f32[N,24,2] box
-    heights from the crop centre; whole bool[N]: every joint inside the crop window."""
+    """taps f16[N,C,H,W] (the base RoI's map at ``tap``, one of LIFTER_TAPS); joints_2d
+    f32[N,24,2] box heights from the crop centre; whole bool[N]: every joint inside the crop
+    window."""
 
     taps: torch.Tensor
     joints_2d: torch.Tensor
     whole: torch.Tensor
     metas: list[dict] = dataclasses.field(default_factory=list)
+    tap: str = LIFTER_TAP
 
 
 def read_taps(cache_dirs: list[str]) -> TapSet:
@@ -53,26 +58,33 @@ def read_taps(cache_dirs: list[str]) -> TapSet:
     from train.feature_cache import FeatureDataset
     from train.lifter import base_roi_joints
 
-    taps, j2, metas = [], [], []
+    taps, j2, metas, names = [], [], [], {}
     for root in cache_dirs:
         cache = FeatureDataset(root)
         metas.append(cache.meta)
         if not cache.meta.get("tap"):
             raise ValueError(f"{root} has no tap.npy: make it with python -m "
                              "train.feature_cache --tap")  # fmt: skip
+        tap = cache.meta["tap"]  # caches made before the taps had names hold LIFTER_TAP's
+        names[root] = LIFTER_TAP if tap is True else str(tap)
         for d in range(cache.draws):
             uv, keep = base_roi_joints(cache.labels[d])
             tap = np.load(cache.root / f"draw_{d}" / "tap.npy", mmap_mode="r")
             taps.append(torch.from_numpy(np.ascontiguousarray(tap[keep])))
             j2.append(torch.from_numpy(uv[keep]))
+    if len(set(names.values())) > 1:
+        raise ValueError(f"the caches hold maps of different layers ({names}): make them all "
+                         "with the same train.feature_cache --tap")  # fmt: skip
     if not taps or sum(len(t) for t in taps) == 0:
         raise ValueError(f"no labelled persons in {cache_dirs}")
     joints = torch.cat(j2)
-    return TapSet(torch.cat(taps), joints, in_crop(joints).all(1), metas)
+    return TapSet(torch.cat(taps), joints, in_crop(joints).all(1), metas,
+                  next(iter(names.values())))
 
 
 def joints_2d(model, taps: torch.Tensor) -> torch.Tensor:
-    """The lifter's mapped 2D joints f32[N,24,2] from maps at LIFTER_TAP (no refiner)."""
+    """The lifter's mapped 2D joints f32[N,24,2] from maps where its tail starts (no
+    refiner)."""
     return model.lifter.mapped_2d(model.backbone.lifter_features(taps.float()))
 
 
@@ -118,6 +130,22 @@ def tune(model, train: TapSet, val: TapSet | None, *, steps: int, batch: int, lr
     return scores
 
 
+def fill_tail(model, state: dict) -> list[str]:
+    """After a warm start: the tail's layers that ``state`` (the --init checkpoint's weights)
+    holds no tuned copy of start from the shared (MediaPipe's) layers. A tail moved to an
+    earlier tap so starts as the old one (its tuned layers kept, the new ones as the trunk's
+    that fed it). Returns the names of the layers filled."""
+    tail, graph = model.backbone.lifter_tail, model.backbone.graph
+    filled = [n for n in tail.convs if f"backbone.lifter_tail.convs.{n}.weight" not in state]
+    with torch.no_grad():
+        for name in filled:
+            tail.convs[name].load_state_dict(graph.convs[name].state_dict())
+    if filled:
+        logger.info("2D tail: %d of its %d layers start from the shared ones", len(filled),
+                    len(tail.convs))  # fmt: skip
+    return filled
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.tune2d", description=__doc__.split("\n")[0])
     p.add_argument("--cache", required=True, help="feature caches with --tap, comma-separated")
@@ -147,13 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         if not src.lifter:
             raise ValueError(f"{args.init} has no keypoint lifter ({src.describe()}): give a "
                              "checkpoint of python -m train.lifter")  # fmt: skip
-        cfg = dataclasses.replace(src, lifter_tail=True)
-        model = MultiRoINet(cfg, allow_random_init=True)
-        warm_start(payload, args.init, model)
-        if not src.lifter_tail:  # the copy starts from the (loaded) shared layers
-            model.backbone.add_lifter_tail()
         train = read_taps(split_list(args.cache))
         val = read_taps(split_list(args.val)) if args.val else None
+        if val is not None and val.tap != train.tap:
+            raise ValueError(f"--val caches hold maps at {val.tap}, --cache ones at "
+                             f"{train.tap}: make them with the same feature_cache --tap")
+        cfg = dataclasses.replace(src, lifter_tail=True, lifter_tap=train.tap)
+        model = MultiRoINet(cfg, allow_random_init=True)
+        warm_start(payload, args.init, model)
+        fill_tail(model, payload["state_dict"] if src.lifter_tail else {})
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2

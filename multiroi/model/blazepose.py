@@ -59,9 +59,12 @@ FEATURE_TENSORS = [
     "model_1/model/convworld_3d/BiasAdd/ReadVariableOp/resource1",
 ]
 INPUT_SIZE = 256
-# Where the lifter's own copy of the last layers starts (ModelConfig.lifter_tail): the trunk's
-# 8x8x144 map, before the regression branch's last 40 ops (1.7 M parameters).
-LIFTER_TAP = "t269"
+# Where the lifter's own copy of the last layers can start (ModelConfig.lifter_tail and
+# lifter_tap): the graph's tensor, its shape (C, H, W) and the parameters of the copy after it.
+# "t269": the trunk's 8x8x144 map, before the regression branch's last 40 ops (1.7 M parameters;
+# runs M-O); "t251": the trunk's 16x16x88 map, before its last stride-2 stage (2.7 M).
+LIFTER_TAPS = {"t269": (144, 8, 8), "t251": (88, 16, 16)}
+LIFTER_TAP = "t269"  # the default, and that of every checkpoint saved before lifter_tap
 
 
 class BlazePoseWeightsError(RuntimeError):
@@ -177,13 +180,17 @@ class BlazePoseBackbone(nn.Module):
                 logger.warning("BlazePose weights could not be loaded (%s); random init", exc)
         self.graph.to(memory_format=torch.channels_last)  # 2-3x faster depthwise convs on CPUs
         self.lifter_tail: GraphNet | None = None
+        self.lifter_tap = LIFTER_TAP
 
-    def add_lifter_tail(self) -> None:
-        """Give the lifter its own copy of the layers after ``LIFTER_TAP`` (starting from the
-        shared ones' current weights), to be trained on rendered persons (train.tune2d) while
-        the features the decoders read stay MediaPipe's."""
-        self.lifter_tail = self.graph.subgraph(LIFTER_TAP)
+    def add_lifter_tail(self, tap: str = LIFTER_TAP) -> None:
+        """Give the lifter its own copy of the layers after ``tap`` (one of ``LIFTER_TAPS``;
+        starting from the shared ones' current weights), to be trained on rendered persons
+        (train.tune2d) while the features the decoders read stay MediaPipe's."""
+        if tap not in LIFTER_TAPS:
+            raise ValueError(f"lifter tap {tap!r} is not one of {sorted(LIFTER_TAPS)}")
+        self.lifter_tail = self.graph.subgraph(tap)
         self.lifter_tail.to(memory_format=torch.channels_last)
+        self.lifter_tap = tap
 
     def load_mediapipe_weights(self, path: str | Path) -> int:
         """Copy the weights of a ``pose_landmark_full.tflite`` into the graph; returns the
@@ -201,14 +208,22 @@ class BlazePoseBackbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return _feature(*self.graph(self._prepare(images)))
 
-    def forward_with_tap(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (features f32[N,1464], the map at ``LIFTER_TAP`` f32[N,144,8,8])."""
-        fmap, landmarks, world, tap = self.graph(self._prepare(images), taps=(LIFTER_TAP,))
-        return _feature(fmap, landmarks, world), tap
+    def forward_with_tap(self, images: torch.Tensor, tap: str | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """-> (features f32[N,1464], the map at ``tap`` f32[N,C,H,W]; None: where the lifter
+        tail starts, ``self.lifter_tap``)."""
+        features, maps = self.forward_with_taps(images, (tap or self.lifter_tap,))
+        return features, maps[0]
+
+    def forward_with_taps(self, images: torch.Tensor, taps: tuple[str, ...]
+                          ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+        """-> (features f32[N,1464], the maps at each of ``taps`` (names of LIFTER_TAPS))."""
+        fmap, landmarks, world, *maps = self.graph(self._prepare(images), taps=tuple(taps))
+        return _feature(fmap, landmarks, world), maps
 
     def lifter_features(self, tap: torch.Tensor) -> torch.Tensor:
-        """Maps at ``LIFTER_TAP`` f32[N,144,8,8] -> the lifter's features f32[N,1464], from its
-        own copy of the last layers (:meth:`add_lifter_tail`)."""
+        """Maps at ``self.lifter_tap`` f32[N,C,H,W] -> the lifter's features f32[N,1464], from
+        its own copy of the last layers (:meth:`add_lifter_tail`)."""
         if self.lifter_tail is None:
             raise RuntimeError("this backbone has no lifter tail (add_lifter_tail)")
         return _feature(*self.lifter_tail(tap.contiguous(memory_format=torch.channels_last)))

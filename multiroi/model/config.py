@@ -10,6 +10,8 @@ VALID_FUSION = ("raf", "none", "raf_mlp")
 VALID_POS_ENC = ("relative", "absolute", "none")
 VALID_RELATIVE_MODE = ("pe_diff", "diff_pe")
 VALID_BOX_EXTENT = ("visible", "amodal")
+# where the lifter's own copy of BlazePose's last layers can start (blazepose.LIFTER_TAPS)
+LIFTER_TAP_NAMES = ("t269", "t251")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class ModelConfig:
       8x8 map on, 1.7 M parameters), fine-tuned on rendered persons for the 2D joints
       (``python -m train.tune2d``), while the decoders keep MediaPipe's features. Costs those
       ops once more for the base RoI; needs ``lifter``.
+    lifter_tap: where that copy starts, a tensor of BlazePose's graph
+      (``multiroi.model.blazepose.LIFTER_TAPS``): "t269", the 8x8 map above, or "t251", the
+      trunk's 16x16x88 map before its last stride-2 stage (2.7 M parameters, about as fast).
     flip_test: the lifter also reads the base RoI's left-right mirror image and lifts the mean
       of the two 2D estimates (ours; inference from crops only, not from cached features). One
       more backbone call per person; on held-out renders 0.7-1.6 mm lower PA-MPJPE and 3-6 mm
@@ -91,6 +96,7 @@ class ModelConfig:
     lifter: bool = False
     lifter_refine: bool = False
     lifter_tail: bool = False
+    lifter_tap: str = "t269"
     flip_test: bool = False
     lifter_ik: float = 0.0
     feature_dropout: float = 0.0
@@ -165,6 +171,8 @@ class ModelConfig:
             self.lifter_tail,
             "True or False, and True only with lifter=True",
         )
+        _check(self.lifter_tap in LIFTER_TAP_NAMES, "lifter_tap", self.lifter_tap,
+               "'t269' (the trunk's 8x8 map) or 't251' (its 16x16 map)")
         _check(
             isinstance(self.flip_test, bool) and (self.lifter or not self.flip_test),
             "flip_test",
@@ -223,7 +231,9 @@ class ModelConfig:
         rois = f"{self.num_rois} RoI" + ("s" if self.num_rois != 1 else "")
         lifter = ", keypoint lifter" if self.lifter else ""
         lifter += " (2D refined)" if self.lifter_refine else ""
-        lifter += ", tuned 2D tail" if self.lifter_tail else ""
+        if self.lifter_tail:
+            lifter += ", tuned 2D tail" + (" from the 16x16 map" if self.lifter_tap == "t251"
+                                           else "")
         lifter += ", flip test" if self.flip_test else ""
         lifter += f", joints into the pose (w {self.lifter_ik:g})" if self.lifter_ik else ""
         boxes = ", whole-body boxes" if self.box_extent == "amodal" else ""

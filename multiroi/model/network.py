@@ -102,7 +102,7 @@ class MultiRoINet(nn.Module):
             downsample=cfg.downsample, pool=cfg.pool,
         )  # fmt: skip
         if cfg.lifter_tail:
-            self.backbone.add_lifter_tail()
+            self.backbone.add_lifter_tail(cfg.lifter_tap)
         d = self.backbone.num_features
         self.fusion = build_fusion(
             cfg.fusion, d, cfg.num_rois, cfg.pos_enc, cfg.pe_levels, cfg.relative_mode
