@@ -342,7 +342,7 @@ def test_tune2d_moves_a_tuned_tail_to_the_16x16_map(tuned, tap_cache, tmp_path):
     ckpt, _ = tuned
     source = str(FeatureDataset(tap_cache).meta["source"])
     c251 = write_cache(source, tmp_path / "c251", backbone="blazepose_full", num_rois=1,
-                       draws=1, init=str(ckpt), num_workers=0, tap="t251",
+                       draws=2, init=str(ckpt), num_workers=0, tap="t251",
                        box_extent="amodal", min_box_px=8)  # fmt: skip
     fd = FeatureDataset(c251)
     assert fd.meta["tap"] == "t251" and fd.meta["lifter_slot"]
@@ -359,7 +359,10 @@ def test_tune2d_moves_a_tuned_tail_to_the_16x16_map(tuned, tap_cache, tmp_path):
     net, _ = load_checkpoint(out)
     assert net.cfg.lifter_tap == "t251" and "16x16" in net.cfg.describe()
     scores = torch.load(out, weights_only=True)["extra"]["tune2d"]["scores"]
-    # it starts where the t269 tail ended: the same 2D error before any step
+    # the same persons (same seed and draws) score alike before any step; that the new layers
+    # are the trunk's is checked exactly by test_a_tail_moved_to_the_16x16_map_... (here the
+    # backbone is random, so layers left unfilled would score alike too)
     before = tune2d.score(load_checkpoint(ckpt)[0], tune2d.read_taps([str(tap_cache)]))
+    assert scores["val_before"]["persons"] == before["persons"]
     assert scores["val_before"]["error_2d_all_box"] == pytest.approx(
-        before["error_2d_all_box"], rel=0.05)
+        before["error_2d_all_box"], rel=0.01)

@@ -67,14 +67,14 @@ def read_taps(cache_dirs: list[str]) -> TapSet:
                              "train.feature_cache --tap")  # fmt: skip
         tap = cache.meta["tap"]  # caches made before the taps had names hold LIFTER_TAP's
         names[root] = LIFTER_TAP if tap is True else str(tap)
+        if len(set(names.values())) > 1:  # before reading gigabytes of maps that cannot mix
+            raise ValueError(f"the caches hold maps of different layers ({names}): make them "
+                             "all with the same train.feature_cache --tap")  # fmt: skip
         for d in range(cache.draws):
             uv, keep = base_roi_joints(cache.labels[d])
             tap = np.load(cache.root / f"draw_{d}" / "tap.npy", mmap_mode="r")
             taps.append(torch.from_numpy(np.ascontiguousarray(tap[keep])))
             j2.append(torch.from_numpy(uv[keep]))
-    if len(set(names.values())) > 1:
-        raise ValueError(f"the caches hold maps of different layers ({names}): make them all "
-                         "with the same train.feature_cache --tap")  # fmt: skip
     if not taps or sum(len(t) for t in taps) == 0:
         raise ValueError(f"no labelled persons in {cache_dirs}")
     joints = torch.cat(j2)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(src, lifter_tail=True, lifter_tap=train.tap)
         model = MultiRoINet(cfg, allow_random_init=True)
         warm_start(payload, args.init, model)
-        fill_tail(model, payload["state_dict"] if src.lifter_tail else {})
+        fill_tail(model, payload["state_dict"])  # all of it when --init has no tail
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2
