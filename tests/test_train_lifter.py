@@ -235,6 +235,10 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
     )
     assert f"all {scores['held_out_persons_all']} held-out" in text
     assert "2D joints refined from BlazePose's whole feature (200 steps)" in text
+    assert "rendered persons instead of pose-prior pairs" not in text  # --rendered-share 0
+    shared = dict(stage["lifter"], recipe=dict(stage["lifter"]["recipe"], rendered_share=0.5))
+    assert "- 50% of each batch rendered persons instead of pose-prior pairs" in "\n".join(
+        _lifter_recipe(shared))
 
     # more rendered persons from a base-RoI-only cache: --init's network keeps its 2 RoIs
     one = _fake_cache(tmp_path / "one", sampler, 100, box_extent="amodal", num_rois=1)

@@ -202,6 +202,10 @@ def _lifter_recipe(info: dict) -> list[str]:
     lines = [f"- Keypoint lifter (`python -m train.lifter`): {r.get('samples', 0):,} pose-prior "
              f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
              f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
+    share = float(r.get("rendered_share") or 0.0)
+    if share:
+        lines.append(f"- {share:.0%} of each batch rendered persons instead of pose-prior "
+                     "pairs: their estimated 2D joints with their true 3D joints")  # fmt: skip
     lines += _caches_lines(info)  # the 2D stage's persons: more data than the decoders' stages
     if sc.get("refined_2d"):
         lines.append(f"- Its 2D joints refined from BlazePose's whole feature "
