@@ -34,9 +34,11 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "models" / "mu
 FORMAT = "multiroi-checkpoint"
 FORMAT_VERSION = 1
 STORAGES = ("fp32", "fp16", "int8")
-# small geometric buffers kept in float32 by every storage (the rest joints of
-# ModelConfig.lifter_ik: fp16 would move them by up to 0.2 mm)
-FULL_PRECISION = ("ik_joint_template", "ik_joint_dirs")
+# small buffers kept in float32 by every storage: the rest joints of ModelConfig.lifter_ik
+# (fp16 would move them by up to 0.2 mm) and the lifter's landmark map (19 KB; in int8, one
+# scale per landmark row, it moves the lifter's 2D joints enough to cost the default model
+# 7.7 mm PA-MPJPE facing the camera, more than all other layers of its heads together)
+FULL_PRECISION = ("ik_joint_template", "ik_joint_dirs", "lifter.landmark_map")
 # Config fields that change the weights or the inference graph (pretrained/dropout do not).
 ARCH_FIELDS = (
     "backbone",

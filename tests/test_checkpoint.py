@@ -332,6 +332,22 @@ def test_int8_storage_is_a_quarter_and_close(tmp_path):
         save_checkpoint(tmp_path / "x.pt", net, cfg, body_model_id="toy-v1", storage="int4")
 
 
+def test_int8_storage_keeps_the_lifters_landmark_map_exact(tmp_path):
+    """The landmark map (a ridge regression: rows of very different scales and a constant row)
+    is stored in float32 by every storage; the lifter's linear layers are quantised."""
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=1, lifter=True, contrastive=False)
+    torch.manual_seed(0)
+    net = MultiRoINet(cfg).eval()
+    scales = torch.logspace(-4, 0, net.lifter.landmark_map.shape[0])[:, None]
+    net.lifter.landmark_map.copy_(torch.randn_like(net.lifter.landmark_map) * scales)
+    q = save_checkpoint(tmp_path / "q.pt", net, cfg, body_model_id="toy-v1", storage="int8")
+    payload = torch.load(q, weights_only=True)
+    assert payload["state_dict"]["lifter.landmark_map"].dtype == torch.float32
+    assert payload["state_dict"]["lifter.inp.weight"].dtype == torch.int8
+    loaded, _ = load_checkpoint(q)
+    assert torch.equal(loaded.lifter.landmark_map, net.lifter.landmark_map)
+
+
 def test_int8_weights_without_matching_scales_are_refused(tmp_path):
     cfg = ModelConfig(backbone="resnet18", num_rois=2, pe_levels=2, hidden=32, contrastive=False)
     net = MultiRoINet(cfg).eval()
