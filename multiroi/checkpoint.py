@@ -33,7 +33,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "models" / "mu
 
 FORMAT = "multiroi-checkpoint"
 FORMAT_VERSION = 1
-STORAGES = ("fp32", "fp16", "int8")
+STORAGES = ("fp32", "fp16", "int8", "int8-heads")
 # small buffers kept in float32 by every storage: the rest joints of ModelConfig.lifter_ik
 # (fp16 would move them by up to 0.2 mm) and the lifter's landmark map (19 KB; in int8, one
 # scale per landmark row, it moves the lifter's 2D joints enough to cost the default model
@@ -92,8 +92,11 @@ def save_checkpoint(
 
     ``extra`` must be plain data (dict/list/str/numbers/tensors) so that it loads with
     ``weights_only=True``. ``storage``: "fp32" (default), "fp16" (= ``half=True``: half the
-    size) or "int8" (a quarter: weight matrices and conv kernels as int8 with one float32 scale
-    per output channel, everything else float16). Loading always gives float32 weights.
+    size), "int8" (a quarter: weight matrices and conv kernels as int8 with one float32 scale
+    per output channel, everything else float16) or "int8-heads" (the weight matrices of the
+    linear layers outside the backbone, the decoders' and the lifter's, as int8, everything
+    else float16: BlazePose's convolutions lose accuracy in int8, those layers none,
+    docs/experiments.md "After run Q"). Loading always gives float32 weights.
     Returns the path written.
     """
     storage = storage or ("fp16" if half else "fp32")
@@ -122,7 +125,7 @@ def save_checkpoint(
         v = v.detach().cpu()
         if k in FULL_PRECISION:
             payload["state_dict"][k] = v.float()
-        elif storage == "int8" and v.is_floating_point() and v.ndim >= 2 and v.numel() >= 1024:
+        elif _as_int8(storage, k, v):
             payload["state_dict"][k], scales[k] = quantize_int8(v)
         elif storage != "fp32" and v.is_floating_point():
             payload["state_dict"][k] = v.half()
@@ -135,6 +138,15 @@ def save_checkpoint(
     if extra is not None:
         payload["extra"] = extra
     return _atomic_save(payload, Path(path))
+
+
+def _as_int8(storage: str, key: str, v: torch.Tensor) -> bool:
+    """Whether ``storage`` keeps the tensor ``key`` of a state_dict as int8."""
+    if not (v.is_floating_point() and v.ndim >= 2 and v.numel() >= 1024):
+        return False
+    if storage == "int8":
+        return True
+    return storage == "int8-heads" and v.ndim == 2 and not key.startswith("backbone.")
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -348,6 +348,25 @@ def test_int8_storage_keeps_the_lifters_landmark_map_exact(tmp_path):
     assert torch.equal(loaded.lifter.landmark_map, net.lifter.landmark_map)
 
 
+def test_int8_heads_storage_quantises_only_the_linear_layers_outside_the_backbone(tmp_path):
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=1, lifter=True, contrastive=False)
+    torch.manual_seed(0)
+    net = MultiRoINet(cfg).eval()
+    half = save_checkpoint(tmp_path / "h.pt", net, cfg, body_model_id="toy-v1", storage="fp16")
+    q = save_checkpoint(tmp_path / "q.pt", net, cfg, body_model_id="toy-v1", storage="int8-heads")
+    state = torch.load(q, weights_only=True)["state_dict"]
+    int8 = {k for k, v in state.items() if v.dtype == torch.int8}
+    assert {"lifter.inp.weight", "lifter.blocks.0.fc1.weight"} <= int8
+    assert any(k.startswith("mesh_decoder.") for k in int8)
+    assert not any(k.startswith("backbone.") for k in int8)  # the convolutions stay fp16
+    assert state["lifter.landmark_map"].dtype == torch.float32
+    assert q.stat().st_size < 0.9 * half.stat().st_size
+    loaded, _ = load_checkpoint(q)
+    w, wq = net.lifter.inp.weight, loaded.lifter.inp.weight
+    step = w.abs().amax(1, keepdim=True) / 127
+    assert ((w - wq).abs() <= 0.5 * step + 1e-7).all()
+
+
 def test_int8_weights_without_matching_scales_are_refused(tmp_path):
     cfg = ModelConfig(backbone="resnet18", num_rois=2, pe_levels=2, hidden=32, contrastive=False)
     net = MultiRoINet(cfg).eval()

@@ -3,11 +3,12 @@
     python -m train.package_default --checkpoint runs/x/last.pt \
         --out multiroi/assets/models/multiroi_default.pt --storage int8
 
-Storage: fp16 (half the size) or int8 (weight-only, per-output-channel scales: a quarter; a
-ResNet-18 model is 15 MB instead of 59 MB). ``--check DATA`` evaluates the packaged model
-against the source checkpoint on held-out data and prints both. A model card (``OUT.md``:
-network, training recipe and data, the metrics of ``--check``, limitations, licence) is written
-beside the model (train/model_card.py).
+Storage: fp16 (half the size), int8 (weight-only, per-output-channel scales: a quarter; a
+ResNet-18 model is 15 MB instead of 59 MB) or int8-heads (only the linear layers outside the
+backbone in int8, the rest fp16: what the BlazePose network stands without loss).
+``--check DATA`` evaluates the packaged model against the source checkpoint on held-out data
+and prints both. A model card (``OUT.md``: network, training recipe and data, the metrics of
+``--check``, limitations, licence) is written beside the model (train/model_card.py).
 
 The result loads with :func:`multiroi.checkpoint.load_checkpoint` (weights back in float32) and
 is what ``run_camera.py`` uses when no ``--checkpoint`` is given.
@@ -20,7 +21,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from multiroi.checkpoint import load_checkpoint, save_checkpoint
+from multiroi.checkpoint import STORAGES, load_checkpoint, save_checkpoint
 from multiroi.model import MultiRoINet
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--storage", choices=("fp32", "fp16", "int8"), default="fp16")
+    ap.add_argument("--storage", choices=STORAGES, default="fp16",
+                    help="fp16 (default), int8 (weight-only, per output channel; BlazePose's "
+                         "layers lose accuracy), int8-heads (only the decoders' and the lifter's "
+                         "linear layers in int8, no loss), fp32")  # fmt: skip
     ap.add_argument("--lifter-ik", type=float, default=None, metavar="W",
                     help="weight of the lifter's joints in the pose, 0-1 (0: off; default: the "
                          "checkpoint's)")  # fmt: skip
