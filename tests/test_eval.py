@@ -183,3 +183,40 @@ def test_cli_flip_test_reaches_the_network_and_needs_the_lifter(
     assert main(["--checkpoint", str(ckpt2), "--data", str(synth_dir), "--flip-test", "on"]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "keypoint lifter" in errors[0]
+
+
+def test_mean_pose_scores_the_untrained_output_whatever_the_weights(
+    synth_dir, toy_body_model, toy_body_model_path, tmp_path, capsys, monkeypatch
+):
+    from multiroi.checkpoint import save_checkpoint
+    from multiroi.geometry.rotations import rot6d_to_rotmat
+    from multiroi.model import ModelConfig, MultiRoINet
+    from train.eval import MeanPose
+
+    cfg = ModelConfig(backbone="mobilenetv3_small_050", num_rois=2, hidden=32, pe_levels=2)
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = MultiRoINet(cfg).eval()
+        for p in net.mesh_decoder.parameters():  # far from the mean pose, differently per seed
+            torch.nn.init.normal_(p, std=0.3)
+        nets.append(net)
+    ds = open_dataset(str(synth_dir), 2)
+    own = [evaluate(n, toy_body_model, ds) for n in nets]
+    mean = [evaluate(MeanPose(n), toy_body_model, ds) for n in nets]
+    assert mean[0]["pa_mpjpe"] == pytest.approx(mean[1]["pa_mpjpe"], abs=1e-3)
+    assert abs(own[0]["pa_mpjpe"] - mean[0]["pa_mpjpe"]) > 1.0  # the weights no longer matter
+    # the score of the mean pose itself, every person given it
+    batch = collate([ds[i] for i in range(len(ds))])
+    rot = rot6d_to_rotmat(nets[0].init_pose6d.reshape(-1, 6))
+    pred = toy_body_model(rot.expand(len(ds), -1, -1, -1), torch.zeros(len(ds), 10)).joints
+    _, pa, _ = _joint_metrics(pred.numpy(), batch.kp3d.numpy(), [])
+    assert mean[0]["pa_mpjpe"] == pytest.approx(float(np.mean(pa)), abs=1e-3)
+
+    monkeypatch.setenv("MULTIROI_BODY_MODEL", str(toy_body_model_path))
+    ckpt = save_checkpoint(tmp_path / "m.pt", nets[0], cfg, body_model_id="toy-v1")
+    assert main(["--checkpoint", str(ckpt), "--data", str(synth_dir), "--mean-pose"]) == 0
+    assert "m.pt's mean pose" in capsys.readouterr().out
+    res = json.loads((tmp_path / "m.mean_pose.eval.json").read_text())
+    assert res["mean_pose"] and res["metrics_mm"]["pa_mpjpe"] == pytest.approx(
+        mean[0]["pa_mpjpe"], abs=1e-3)

@@ -44,6 +44,24 @@ def test_the_lifter_needs_blazepose_features():
         ModelConfig(backbone="resnet18", lifter=True)
 
 
+def test_the_lifter_size_is_part_of_the_config(tmp_path):
+    from multiroi.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=2, lifter=True, contrastive=False,
+                      lifter_width=96, lifter_blocks=3)  # fmt: skip
+    net = MultiRoINet(cfg, allow_random_init=True)
+    assert net.lifter.inp.out_features == 96 and len(net.lifter.blocks) == 3
+    assert "keypoint lifter (96 wide, 3 blocks)" in cfg.describe()
+    assert "wide" not in ModelConfig(backbone="blazepose_full", lifter=True).describe()
+    path = save_checkpoint(tmp_path / "n.pt", net, cfg, body_model_id="toy")
+    again, _ = load_checkpoint(path)
+    assert again.cfg.lifter_width == 96
+    assert torch.equal(again.lifter.out.weight, net.lifter.out.weight)
+    for bad in ({"lifter_width": 0}, {"lifter_width": 512.0}, {"lifter_blocks": -1}):
+        with pytest.raises(ValueError, match=f"ModelConfig.{next(iter(bad))}"):
+            ModelConfig(backbone="blazepose_full", lifter=True, **bad)
+
+
 def _net(lifter: bool, seed: int = 0, refine: bool = False) -> MultiRoINet:
     torch.manual_seed(seed)
     cfg = ModelConfig(backbone="blazepose_full", num_rois=2, lifter=lifter, dropout=0.0,

@@ -290,7 +290,8 @@ def test_train_lifter_reads_the_slot_and_refuses_other_caches(
     pkg = package(out, tmp_path / "pkg.pt")
     card = model_card(pkg, load_checkpoint(pkg)[1])
     assert "`python -m train.tune2d`): 60 steps of 16" in card
-    assert "Keypoint lifter (`python -m train.lifter`): 2,000 pose-prior pairs" in card
+    assert ("Keypoint lifter (`python -m train.lifter`): an MLP 512 wide with 2 residual blocks; "
+            "2,000 pose-prior pairs") in card
     assert "Rendered persons from 1 feature cache(s)" in card
 
 

@@ -244,14 +244,21 @@ def test_the_command_writes_a_network_with_a_trained_lifter(sampler, toy_body_mo
     one = _fake_cache(tmp_path / "one", sampler, 100, box_extent="amodal", num_rois=1)
     again = tmp_path / "again.pt"
     argv2 = [a if a != str(cache) else f"{cache},{one}" for a in argv]
-    assert main([*argv2[:2], "--out", str(again), "--init", str(out), *argv2[4:]]) == 0
+    # a lifter of another size than --init's starts fresh; the rest of the network is --init's
+    assert main([*argv2[:2], "--out", str(again), "--init", str(out), *argv2[4:],
+                 "--width", "64", "--blocks", "1"]) == 0  # fmt: skip
     model2, _ = load_checkpoint(again)
     assert model2.cfg.num_rois == 2 and model2.cfg.lifter_refine
+    assert (model2.cfg.lifter_width, model2.cfg.lifter_blocks) == (64, 1)
+    assert model2.lifter.inp.out_features == 64 and len(model2.lifter.blocks) == 1
+    assert torch.equal(model2.mesh_decoder.trunk.fc1.weight, model.mesh_decoder.trunk.fc1.weight)
     scores2 = read_checkpoint_file(again)["extra"]["lifter"]["scores"]
     assert scores2["held_out_persons_all"] == 40  # a tenth of the 400 persons of both caches
     # the card names each cache's persons and the images and seed they were cut from
     text2 = "\n".join(_lifter_recipe(read_checkpoint_file(again)["extra"]["lifter"]))
     assert "2 feature cache(s)" in text2 and "(300 persons, from 150 images, seed 7)" in text2
+    assert "an MLP 64 wide with 1 residual blocks" in text2
+    assert "an MLP 512 wide with 2 residual blocks" in text  # the default size
     assert "(100 persons, from 50 images, seed 7)" in text2
 
 

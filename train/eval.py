@@ -121,17 +121,39 @@ def evaluate(
     return {k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()}
 
 
+class MeanPose(torch.nn.Module):
+    """A network whose every person gets its mean pose and shape (the decoders' starting point,
+    what the untrained network outputs), placed by its own cameras: the baseline of "from the
+    untrained model" on the same persons."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, crops: torch.Tensor, box_info: torch.Tensor):
+        import dataclasses
+
+        from multiroi.geometry.rotations import rot6d_to_rotmat
+
+        out = self.net(crops, box_info)
+        rotmat = rot6d_to_rotmat(self.net.init_pose6d.reshape(-1, 6)).to(out.rotmat.dtype)
+        return dataclasses.replace(out, rotmat=rotmat.expand_as(out.rotmat).contiguous(),
+                                   betas=self.net.init_betas.reshape(1, -1).expand_as(
+                                       out.betas).contiguous())  # fmt: skip
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, image_root: str | None = None,
     body_model: str | None = None, batch_size: int = 16, device: str = "cpu",
     max_persons: int | None = None, box_extent: str | None = None,
-    flip_test: bool | None = None, lifter_ik: float | None = None,
+    flip_test: bool | None = None, lifter_ik: float | None = None, mean_pose: bool = False,
 ) -> tuple[dict[str, float], int, int]:  # fmt: skip
     """:func:`evaluate` of a checkpoint file on a synthetic folder or ``.npz`` (crops cut for the
     checkpoint's RoI count, around the boxes it was trained on unless ``box_extent`` says
     "visible" or "amodal"; ``flip_test`` True/False: the lifter's test-time flip on/off, None:
     the checkpoint's; ``lifter_ik``: the weight of the lifter's joints in the pose, None: the
-    checkpoint's). Returns (metrics, the checkpoint's step, persons evaluated)."""
+    checkpoint's; ``mean_pose``: score :class:`MeanPose` of it instead). Returns (metrics, the
+    checkpoint's step, persons evaluated)."""
     from multiroi.body import load_body_model
     from multiroi.checkpoint import load_checkpoint
     from multiroi.model.network import set_flip_test, set_lifter_ik
@@ -143,7 +165,8 @@ def evaluate_checkpoint(
     set_lifter_ik(model, lifter_ik, body)
     dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root,
                            box_extent=box_extent or model.cfg.box_extent)  # fmt: skip
-    metrics = evaluate(model, body, dataset, batch_size, device, max_persons, progress=True)
+    net = MeanPose(model) if mean_pose else model
+    metrics = evaluate(net, body, dataset, batch_size, device, max_persons, progress=True)
     return metrics, meta.step, min(len(dataset), max_persons or len(dataset))
 
 
@@ -177,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lifter-ik", type=float, default=None, metavar="W",
                    help="weight of the lifter's joints in the pose, 0-1 (0: off; default: as "
                         "the checkpoint says)")  # fmt: skip
+    p.add_argument("--mean-pose", action="store_true",
+                   help="score the checkpoint's mean pose and shape for every person instead "
+                        "(what the untrained network outputs; the baseline of 'from the "
+                        "untrained model'), placed by its cameras")  # fmt: skip
     p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
     args = p.parse_args(argv)
     from multiroi.checkpoint import CheckpointError
@@ -186,13 +213,17 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
             args.device, args.max_persons or None, args.box_extent,
             None if args.flip_test is None else args.flip_test == "on", args.lifter_ik,
+            args.mean_pose,
         )  # fmt: skip
     except (CheckpointError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
-    print(format_table(metrics, f"{args.checkpoint} (step {step}) on {args.data}"))
-    out = Path(args.json) if args.json else Path(args.checkpoint).with_suffix(".eval.json")
+    what = f"{args.checkpoint}'s mean pose" if args.mean_pose else args.checkpoint
+    print(format_table(metrics, f"{what} (step {step}) on {args.data}"))
+    suffix = ".mean_pose.eval.json" if args.mean_pose else ".eval.json"
+    out = Path(args.json) if args.json else Path(args.checkpoint).with_suffix(suffix)
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": step,
+                               "mean_pose": args.mean_pose,
                                "data": str(args.data), "persons": persons,
                                "metrics_mm": {k: v for k, v in metrics.items() if k not in UNITS},
                                "mirror_closer_pct": metrics["mirror_closer"],

@@ -289,6 +289,11 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="train a 2D refiner from BlazePose's whole feature (default: on)",
     )
+    p.add_argument("--width", type=int, default=None,
+                   help="the lifter MLP's width (default: --init's lifter's, else 512)")
+    p.add_argument("--blocks", type=int, default=None,
+                   help="its residual blocks (default: --init's lifter's, else 2); a lifter of "
+                        "another size than --init's starts from fresh weights")  # fmt: skip
     p.add_argument("--refine-steps", type=int, default=6000, help="the 2D refiner's steps")
     p.add_argument(
         "--fit-map",
@@ -328,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                              "--init, whose network sets the count")  # fmt: skip
         box_extent = metas[0].get("box_extent", "visible")  # one for all (read_rendered)
         stages: list[dict] = []
+        size = {k: v for k, v in (("lifter_width", args.width), ("lifter_blocks", args.blocks))
+                if v is not None}  # fmt: skip
         if args.init:
             payload = read_checkpoint_file(args.init)
             cfg = ModelConfig.from_dict(
@@ -336,12 +343,14 @@ def main(argv: list[str] | None = None) -> int:
                     lifter=True,
                     lifter_refine=args.refine,
                     box_extent=box_extent,
+                    **size,
                 )
             )
             stages = earlier_stages(payload, args.init)
         else:
             cfg = ModelConfig(backbone="blazepose_full", num_rois=num_rois.pop(), lifter=True,
-                              lifter_refine=args.refine, box_extent=box_extent)  # fmt: skip
+                              lifter_refine=args.refine, box_extent=box_extent,
+                              **size)  # fmt: skip
         slots = {bool(m.get("lifter_slot")) for m in metas}
         if slots != {cfg.lifter_tail}:
             raise ValueError(
@@ -375,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                           fit_map=not cfg.lifter_tail if args.fit_map is None
                           else args.fit_map, rendered_share=args.rendered_share)  # fmt: skip
     recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
+    recipe.update(width=cfg.lifter_width, blocks=cfg.lifter_blocks)  # the size it got
     # for the model card
     data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}
             for c, m in zip(split_list(args.cache), metas, strict=True)]  # fmt: skip

@@ -26,6 +26,13 @@ LOSS_NAMES = {
 }  # fmt: skip
 
 
+# how each storage of multiroi.checkpoint keeps the weights (all are float32 once loaded)
+_STORED = {
+    "int8": "int8 (one scale per output row; small buffers in float32)",
+    "int8-heads": "int8 for the linear layers of the decoders and the lifter (one scale per "
+    "output row), fp16 for the rest",
+}
+
 def data_meta(train_dir: str | None) -> dict | None:
     """The ``meta.json`` of a synthetic training folder (or of the folder a feature cache was
     made from), or None (other data, or missing)."""
@@ -199,9 +206,11 @@ def _lifter_recipe(info: dict) -> list[str]:
     """Markdown bullets of a keypoint-lifter stage (python -m train.lifter)."""
     r, sc = info.get("recipe") or {}, info.get("scores") or {}
     init = f"`{run_file_name(r['init'])}`" if r.get("init") else "a fresh network"
-    lines = [f"- Keypoint lifter (`python -m train.lifter`): {r.get('samples', 0):,} pose-prior "
-             f"pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning rate "
-             f"{r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
+    size = (f"an MLP {r['width']} wide with {r['blocks']} residual blocks; " if r.get("width")
+            else "")  # fmt: skip
+    lines = [f"- Keypoint lifter (`python -m train.lifter`): {size}{r.get('samples', 0):,} "
+             f"pose-prior pairs, {r.get('steps', 0):,} steps of {r.get('batch', 0)}, learning "
+             f"rate {r.get('lr', '?')}; the other weights from {init}"]  # fmt: skip
     share = float(r.get("rendered_share") or 0.0)
     if share:
         lines.append(f"- {share:.0%} of each batch rendered persons instead of pose-prior "
@@ -257,7 +266,8 @@ def model_card(
     lines = [f"# Model card: {path.name}", ""]
     lines += [
         f"- File: `{path.name}`, {path.stat().st_size / 1e6:.1f} MB, weights stored as "
-        f"{extra.get('storage', '?')}, sha256 `{sha256_file(path)[:16]}...`",
+        f"{_STORED.get(extra.get('storage'), extra.get('storage', '?'))}, sha256 "
+        f"`{sha256_file(path)[:16]}...`",
         f"- Network: {cfg.describe()}",
         f"- Body model: {meta.body_model_id}",
         f"- Project version: {meta.project_version}; packaged from step {meta.step}"

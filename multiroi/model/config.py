@@ -46,6 +46,9 @@ class ModelConfig:
     lifter: add the keypoint lifter (ours, multiroi.model.lifter): BlazePose's landmarks of the
       base RoI lifted to 24 3D joints, an extra input of the mesh decoder. Needs the
       ``blazepose_full`` backbone; its weights come from ``python -m train.lifter``.
+    lifter_width, lifter_blocks: the lifter's MLP: its width and its number of residual blocks
+      (512 and 2 until run Q; a larger one fits the 25 MB default model only with its linear
+      layers stored in int8, ``train.package_default --storage int8-heads``).
     lifter_refine: the lifter's 2D joints also read BlazePose's whole feature (an MLP adding a
       correction to the landmarks' linear map, trained on rendered persons by
       ``python -m train.lifter``); needs ``lifter``.
@@ -94,6 +97,8 @@ class ModelConfig:
     downsample: int = 1
     pool: str = "avg"
     lifter: bool = False
+    lifter_width: int = 512
+    lifter_blocks: int = 2
     lifter_refine: bool = False
     lifter_tail: bool = False
     lifter_tap: str = "t269"
@@ -159,6 +164,10 @@ class ModelConfig:
         )
         _check(self.pool in ("avg", "spatial"), "pool", self.pool, "'avg' or 'spatial'")
         _check(isinstance(self.lifter, bool), "lifter", self.lifter, "True or False")
+        _check(_is_int(self.lifter_width) and 8 <= self.lifter_width <= 8192, "lifter_width",
+               self.lifter_width, "an integer in 8..8192")
+        _check(_is_int(self.lifter_blocks) and 0 <= self.lifter_blocks <= 16, "lifter_blocks",
+               self.lifter_blocks, "an integer in 0..16")
         _check(
             isinstance(self.lifter_refine, bool) and (self.lifter or not self.lifter_refine),
             "lifter_refine",
@@ -230,6 +239,8 @@ class ModelConfig:
         pool = ", spatial pooling" if self.pool == "spatial" else ""
         rois = f"{self.num_rois} RoI" + ("s" if self.num_rois != 1 else "")
         lifter = ", keypoint lifter" if self.lifter else ""
+        if self.lifter and (self.lifter_width, self.lifter_blocks) != (512, 2):
+            lifter += f" ({self.lifter_width} wide, {self.lifter_blocks} blocks)"
         lifter += " (2D refined)" if self.lifter_refine else ""
         if self.lifter_tail:
             lifter += ", tuned 2D tail" + (" from the 16x16 map" if self.lifter_tap == "t251"

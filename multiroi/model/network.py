@@ -108,7 +108,9 @@ class MultiRoINet(nn.Module):
             cfg.fusion, d, cfg.num_rois, cfg.pos_enc, cfg.pe_levels, cfg.relative_mode
         )
         self.camera_decoder = CameraDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter)
-        self.lifter = KeypointLifter(refine=cfg.lifter_refine) if cfg.lifter else None
+        self.lifter = None
+        if cfg.lifter:
+            self.lifter = KeypointLifter(cfg.lifter_width, cfg.lifter_blocks, cfg.lifter_refine)
         extra = LIFTED_DIM if cfg.lifter else 0
         self.mesh_decoder = MeshDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter, extra_dim=extra)
         self.proj_head = ProjectionHead(d, cfg.proj_dim) if cfg.contrastive else None
