@@ -33,6 +33,7 @@ _STORED = {
     "output row), fp16 for the rest",
 }
 
+
 def data_meta(train_dir: str | None) -> dict | None:
     """The ``meta.json`` of a synthetic training folder (or of the folder a feature cache was
     made from), or None (other data, or missing)."""
