@@ -33,7 +33,16 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "models" / "mu
 
 FORMAT = "multiroi-checkpoint"
 FORMAT_VERSION = 1
-STORAGES = ("fp32", "fp16", "int8", "int8-heads")
+# how each storage keeps the weights (all are float32 once loaded): --storage help, model cards
+STORAGE_NOTES = {
+    "fp32": "fp32",
+    "fp16": "fp16 (half the size)",
+    "int8": "int8 (weight matrices and conv kernels, one scale per output row: a quarter of "
+    "the size), fp16 for the rest",
+    "int8-heads": "int8 for the linear layers of the decoders and the lifter (one scale per "
+    "output row), fp16 for the rest",
+}
+STORAGES = tuple(STORAGE_NOTES)
 # small buffers kept in float32 by every storage: the rest joints of ModelConfig.lifter_ik
 # (fp16 would move them by up to 0.2 mm) and the lifter's landmark map (19 KB; in int8, one
 # scale per landmark row, it moves the lifter's 2D joints enough to cost the default model

@@ -49,7 +49,7 @@ def test_int8_package_keeps_the_network_and_writes_a_card(synth_dir, toy_body_mo
     assert (a.rotmat - b.rotmat).abs().max() < 0.05  # same network up to int8 rounding
     card = out.with_suffix(".md").read_text()
     assert "# Model card: default.pt" in card
-    assert "weights stored as int8 (one scale per output row" in card
+    assert "weights stored as int8 (weight matrices and conv kernels, one scale" in card
     assert "1,234 steps of 8 persons" in card and "9,872 persons seen" in card
     assert "camera was not trained" in card  # no 2D or camera-frame 3D term in the recipe
     assert (

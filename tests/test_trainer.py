@@ -121,14 +121,14 @@ def test_learning_rate_schedules():
 
 
 def test_mixed_precision_mode_per_device(monkeypatch):
-    from train import trainer
+    from train import runtime
 
-    assert trainer.amp_mode(False, torch.device("cpu")) == (False, torch.float32)
-    assert trainer.amp_mode(True, torch.device("cuda")) == (True, torch.float16)
-    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: True)
-    assert trainer.amp_mode(True, torch.device("cpu")) == (True, torch.bfloat16)
-    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
-    assert trainer.amp_mode(True, torch.device("cpu")) == (False, torch.float32)
+    assert runtime.amp_mode(False, torch.device("cpu")) == (False, torch.float32)
+    assert runtime.amp_mode(True, torch.device("cuda")) == (True, torch.float16)
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    assert runtime.amp_mode(True, torch.device("cpu")) == (True, torch.bfloat16)
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    assert runtime.amp_mode(True, torch.device("cpu")) == (False, torch.float32)
 
 
 def test_the_shipped_resnet50_gpu_config_loads():

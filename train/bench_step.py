@@ -66,7 +66,8 @@ def _median_ms(fns: dict[str, Callable[[], object]], repeats: int, sync) -> dict
 
 def bench_step(cfg: TrainConfig, repeats: int = 10) -> dict[str, float]:
     """Median milliseconds of the step and its parts (see the module docstring)."""
-    from train.trainer import amp_mode, build_model, pick_device
+    from train.runtime import amp_mode, pick_device
+    from train.trainer import build_model
 
     device = pick_device(cfg.run.device)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, init="scratch"))

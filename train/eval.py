@@ -14,6 +14,7 @@ confused, or a pose that is nearly symmetric) near 50.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from multiroi import metrics as M
+from multiroi.geometry.rotations import rot6d_to_rotmat
 from train.augment import FLIP_PERM
 from train.datasets import PersonDataset, collate
 from train.losses_step import full_translations
@@ -131,10 +133,6 @@ class MeanPose(torch.nn.Module):
         self.net = net
 
     def forward(self, crops: torch.Tensor, box_info: torch.Tensor):
-        import dataclasses
-
-        from multiroi.geometry.rotations import rot6d_to_rotmat
-
         out = self.net(crops, box_info)
         rotmat = rot6d_to_rotmat(self.net.init_pose6d.reshape(-1, 6)).to(out.rotmat.dtype)
         return dataclasses.replace(out, rotmat=rotmat.expand_as(out.rotmat).contiguous(),

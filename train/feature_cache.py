@@ -169,7 +169,7 @@ def write_cache(
     tail (``ModelConfig.lifter_tail``) adds its features of the base RoI as an extra slot R."""
     from tqdm import tqdm
 
-    from train.trainer import amp_mode
+    from train.runtime import amp_mode
 
     out = Path(out)
     if out.exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from multiroi.backends.tensorrt_backend import sha256_file
-from multiroi.checkpoint import CheckpointMeta
+from multiroi.checkpoint import STORAGE_NOTES, CheckpointMeta
 from train.config import split_list
 from train.eval import UNITS
 from train.warm_start import run_file_name
@@ -24,14 +24,6 @@ LOSS_NAMES = {
     "pose": "joint rotations", "betas": "shape", "cc": "camera consistency",
     "con": "contrastive", "kp3d_body": "3D joints (body frame)",
 }  # fmt: skip
-
-
-# how each storage of multiroi.checkpoint keeps the weights (all are float32 once loaded)
-_STORED = {
-    "int8": "int8 (one scale per output row; small buffers in float32)",
-    "int8-heads": "int8 for the linear layers of the decoders and the lifter (one scale per "
-    "output row), fp16 for the rest",
-}
 
 
 def data_meta(train_dir: str | None) -> dict | None:
@@ -267,7 +259,7 @@ def model_card(
     lines = [f"# Model card: {path.name}", ""]
     lines += [
         f"- File: `{path.name}`, {path.stat().st_size / 1e6:.1f} MB, weights stored as "
-        f"{_STORED.get(extra.get('storage'), extra.get('storage', '?'))}, sha256 "
+        f"{STORAGE_NOTES.get(extra.get('storage'), extra.get('storage', '?'))}, sha256 "
         f"`{sha256_file(path)[:16]}...`",
         f"- Network: {cfg.describe()}",
         f"- Body model: {meta.body_model_id}",

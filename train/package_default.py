@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from multiroi.checkpoint import STORAGES, load_checkpoint, save_checkpoint
+from multiroi.checkpoint import STORAGE_NOTES, STORAGES, load_checkpoint, save_checkpoint
 from multiroi.model import MultiRoINet
 
 logger = logging.getLogger(__name__)
@@ -91,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--storage", choices=STORAGES, default="fp16",
-                    help="fp16 (default), int8 (weight-only, per output channel; BlazePose's "
-                         "layers lose accuracy), int8-heads (only the decoders' and the lifter's "
-                         "linear layers in int8, no loss), fp32")  # fmt: skip
+                    help="; ".join(f"{k}: {v}" for k, v in STORAGE_NOTES.items())
+                    + " (default fp16)")  # fmt: skip
     ap.add_argument("--lifter-ik", type=float, default=None, metavar="W",
                     help="weight of the lifter's joints in the pose, 0-1 (0: off; default: the "
                          "checkpoint's)")  # fmt: skip

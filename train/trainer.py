@@ -14,14 +14,12 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from multiroi.backends.cpu import cpu_has_fast_bf16
 from multiroi.body import load_body_model, load_mean_params
 from multiroi.checkpoint import (
     is_multiroi_payload,
@@ -38,6 +36,7 @@ from train.datasets import KeyedConcat, ResumableSampler, collate, open_dataset
 from train.feature_cache import FeatureDataset, check_cache_for_model, is_feature_cache
 from train.losses_step import compute_losses
 from train.model_card import data_metas
+from train.runtime import amp_mode, pick_device, rng_state, set_rng_state, setup_distributed
 from train.warm_start import earlier_stages, warm_start
 
 logger = logging.getLogger(__name__)
@@ -52,37 +51,6 @@ class TrainResult:
     checkpoint: Path | None
     last_logs: dict
     evals: list
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: torch.device) -> Dist:
-    """Join the torchrun group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def build_model(cfg: TrainConfig, stages: list | None = None) -> MultiRoINet:
@@ -139,19 +107,6 @@ def freeze_parts(model: MultiRoINet, names: list[str]) -> int:
     return frozen
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def lr_at(step: int, optim_cfg, total_steps: int) -> float:
     """Learning rate of optimiser step ``step`` (0-based): warm-up, then constant or cosine."""
     base = optim_cfg.lr
@@ -163,18 +118,6 @@ def lr_at(step: int, optim_cfg, total_steps: int) -> float:
     t = min(max(step - optim_cfg.warmup_steps, 0) / span, 1.0)
     floor = base * optim_cfg.min_lr_ratio
     return floor + 0.5 * (base - floor) * (1.0 + math.cos(math.pi * t))
-
-
-def amp_mode(requested: bool, device: torch.device) -> tuple[bool, torch.dtype]:
-    """(enabled, dtype) of mixed precision: fp16 with loss scaling on CUDA, bf16 on a CPU with
-    hardware bf16 (2-3x faster ResNet steps on AMX), off elsewhere."""
-    if not requested:
-        return False, torch.float32
-    if device.type == "cuda":
-        return True, torch.float16
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return True, torch.bfloat16
-    return False, torch.float32
 
 
 class Trainer:
