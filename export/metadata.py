@@ -19,6 +19,7 @@ KEY_PREFIX = "multiroi."
 INPUT_NAMES = ("crops", "box_info")
 OUTPUT_NAMES = ("rotmat", "betas", "cam_local")
 BODY_OUTPUT_NAMES = ("vertices", "joints")
+JOINTS_2D_NAME = "joints_2d"  # last, when the network has a lifter
 
 
 class ExportError(RuntimeError):

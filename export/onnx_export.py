@@ -23,6 +23,7 @@ import multiroi
 from export.metadata import (
     BODY_OUTPUT_NAMES,
     INPUT_NAMES,
+    JOINTS_2D_NAME,
     OUTPUT_NAMES,
     ExportError,
     ExportMetadata,
@@ -78,7 +79,9 @@ class ExportResult:
 
 class InferenceGraph(nn.Module):
     """What gets exported: the network without its contrastive head, optionally followed by the
-    body model. ``forward(crops, box_info) -> (rotmat, betas, cam_local[, vertices, joints])``."""
+    body model. ``forward(crops, box_info) -> (rotmat, betas, cam_local[, vertices, joints]
+    [, joints_2d])``: ``joints_2d`` f32[P,24,2] (the lifter's 2D joints, which the pipeline fits
+    each body's turn and distance to) when the network has a lifter."""
 
     def __init__(self, net: nn.Module, body: nn.Module | None = None) -> None:
         super().__init__()
@@ -87,10 +90,15 @@ class InferenceGraph(nn.Module):
 
     def forward(self, crops: torch.Tensor, box_info: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.net(crops, box_info)
-        if self.body is None:
-            return out.rotmat, out.betas, out.cam_local
-        vertices, joints = self.body(out.rotmat, out.betas)
-        return out.rotmat, out.betas, out.cam_local, vertices, joints
+        outs: tuple[torch.Tensor, ...] = (out.rotmat, out.betas, out.cam_local)
+        if self.body is not None:
+            outs += tuple(self.body(out.rotmat, out.betas))
+        return outs if out.joints_2d is None else outs + (out.joints_2d,)
+
+    @property
+    def output_names(self) -> list[str]:
+        names = list(OUTPUT_NAMES) + (list(BODY_OUTPUT_NAMES) if self.body is not None else [])
+        return names + ([JOINTS_2D_NAME] if getattr(self.net, "lifter", None) is not None else [])
 
 
 def build_graph(net: nn.Module, cfg: OnnxExportConfig) -> tuple[InferenceGraph, str | None]:
@@ -155,7 +163,7 @@ def export_onnx(
 
     cfg = cfg or OnnxExportConfig()
     graph, graph_body_id = build_graph(net, cfg)
-    names = list(OUTPUT_NAMES) + (list(BODY_OUTPUT_NAMES) if graph.body is not None else [])
+    names = graph.output_names
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = ExportMetadata(

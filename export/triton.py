@@ -49,7 +49,8 @@ def _onnx_output_dims(path: Path) -> dict[str, list[int]]:
 
 def _known_dims(num_rois: int) -> dict[str, list[int]]:
     """Output dims without P (exporters may leave some of them symbolic)."""
-    return {"rotmat": [24, 3, 3], "betas": [10], "cam_local": [num_rois, 3], "joints": [24, 3]}
+    return {"rotmat": [24, 3, 3], "betas": [10], "cam_local": [num_rois, 3], "joints": [24, 3],
+            "joints_2d": [24, 2]}
 
 
 def _model_info(model_path: Path) -> tuple[str, dict[str, Any], dict[str, list[int]], int | None]:

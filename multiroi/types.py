@@ -98,11 +98,15 @@ class HmrOutput:
       in the camera frame).
     betas: [M,10] shape coefficients.
     cam_local: [M,R,3] weak-perspective camera (s, tx, ty) per RoI.
+    joints_2d: [M,24,2] the lifter's 2D joints in the base RoI's crop (box heights from the
+      crop centre), or None (a network without a lifter, or an export made before them); the
+      pipeline fits each body's turn and distance to them (multiroi.geometry.fit2d).
     """
 
     rotmat: np.ndarray
     betas: np.ndarray
     cam_local: np.ndarray
+    joints_2d: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.rotmat.shape[0])

@@ -121,7 +121,9 @@ class InferenceConfig:
     covered by at least this share by a nearer person's box keeps its last reliable pose,
     shape and depth (``realtime.occlusion``; 0 = off). coast_occluded: with the hold, a person
     the tracker lost while behind a nearer person is shown at their predicted box, held, for as
-    long as the hold lasts."""
+    long as the hold lasts. fit_2d: each body's global orientation and distance fitted to the
+    network's 2D joints (``multiroi.geometry.fit2d``; networks with a lifter, and exports
+    made with their 2D joints)."""
 
     backend: str = "auto"
     checkpoint: str | None = None
@@ -137,6 +139,7 @@ class InferenceConfig:
     lifter_ik: float | None = None
     hold_occluded: float = 0.5
     coast_occluded: bool = True
+    fit_2d: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.hold_occluded <= 1:
@@ -276,6 +279,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
            "covered by a nearer person (0 = off; default 0.5)")  # fmt: skip
     a("--no-coast", action="store_true",
       help="do not show a person the tracker lost behind a nearer one (shown, held, by default)")
+    a("--fit-2d", choices=("on", "off"), default="on",
+      help="fit each body's turn and distance to the network's 2D joints (default: on; "
+           "networks with a lifter)")  # fmt: skip
     a("--realtime", action="store_true", help="pace files in real time (drop frames if behind)")
     a("--max-persons", type=int, default=8, help="cap on tracked persons")
     a("--width", type=int, default=640, help="camera width to ask for")
@@ -329,6 +335,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             lifter_ik=args.lifter_ik,
             hold_occluded=args.hold_occluded,
             coast_occluded=not args.no_coast,
+            fit_2d=args.fit_2d == "on",
         ),
         output=OutputConfig(render=args.render, headless=args.headless, out_dir=args.out,
                             stream=args.stream, export=tuple(args.export)),

@@ -21,9 +21,12 @@ import torch
 
 from multiroi.geometry.camera import Camera
 from multiroi.geometry.cliff import local_to_full
+from multiroi.geometry.fit2d import Fit2DConfig, fit_people
 from multiroi.rois import make_roi_batch, valid_box_mask
 from multiroi.types import Frame, HmrOutput, PersonState, Tracks
 from realtime.cameras import CameraProvider
+
+DEFAULT_FIT = Fit2DConfig()  # docs/experiments.md, "After run R"
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,9 @@ class InferenceStage:
     media time ``frame.index / media_fps`` (files are read faster or slower than they were
     filmed); None = over the capture time (live sources); max_depth_m: persons placed
     farther away are skipped that frame (a collapsed scale s, not a real distance);
-    occlusion: a ``realtime.occlusion.OcclusionGuard`` or None (held before the smoothing).
+    occlusion: a ``realtime.occlusion.OcclusionGuard`` or None (held before the smoothing);
+    fit_2d: a :class:`multiroi.geometry.fit2d.Fit2DConfig` (each body's global orientation and
+    distance fitted to the network's 2D joints, when the backend gives them) or None (off).
     """
 
     def __init__(
@@ -80,8 +85,11 @@ class InferenceStage:
         media_fps: float | None = None,
         max_depth_m: float = 100.0,
         occlusion: Any = None,
+        fit_2d: Fit2DConfig | None = DEFAULT_FIT,
     ) -> None:
         self.backend = backend
+        self.fit_2d = fit_2d
+        self._told_no_2d = False
         self.occlusion = occlusion
         # the person boxes the model was trained on (ModelConfig.box_extent): the detector's
         self.box_extent = getattr(backend, "box_extent", "visible")
@@ -172,6 +180,14 @@ class InferenceStage:
             rotmat = np.asarray(out.rotmat[good], np.float32)
             betas = np.asarray(out.betas[good], np.float32)
             transl = np.asarray(transl[good], np.float32)
+            if self.fit_2d is not None and out.joints_2d is not None:
+                rotmat, transl = self._fit(rotmat, betas, transl, out.joints_2d[good],
+                                           batch, good, camera)  # fmt: skip
+            elif self.fit_2d is not None and not self._told_no_2d:
+                self._told_no_2d = True
+                logger.info("the network gives no 2D joints (no keypoint lifter, or exported "
+                            "before they were an output): bodies are placed by its cameras "
+                            "alone, not fitted (export a lifter network again for the fit)")
             ids, boxes = ids[good], prepared.boxes[good]
             held = np.zeros(len(ids), bool)
             if self.occlusion is not None:  # before the smoothing: it sees the held states
@@ -192,6 +208,22 @@ class InferenceStage:
             people = self._place(ids, boxes, rotmat, betas, transl, held)
         prepared.seconds += self._time("body", t0) - t0
         return people
+
+    def _fit(
+        self, rotmat: np.ndarray, betas: np.ndarray, transl: np.ndarray, joints_2d: np.ndarray,
+        batch: Any, good: np.ndarray, camera: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Global orientations and translations fitted to the 2D joints (multiroi.geometry.fit2d);
+        persons whose fit fails keep the network's."""
+        dev = next(iter(self.body_model.buffers()), torch.zeros(0)).device
+        with torch.no_grad():
+            joints = self.body_model.joints(torch.from_numpy(rotmat).to(dev),
+                                            torch.from_numpy(betas).to(dev))  # fmt: skip
+        rotmat, transl, _ = fit_people(
+            rotmat, joints.float().cpu().numpy(), transl, joints_2d, batch.centers[good, 0],
+            batch.sizes[good, 0], camera.focal, camera.principal, self.fit_2d,
+        )  # fmt: skip
+        return rotmat, transl
 
     def _finite_mask(self, out: HmrOutput, transl: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """bool[M]: finite rotmat, betas and T, a positive RoI-0 scale s, depth <= max_depth_m.
@@ -361,5 +393,7 @@ def build_inference_stage(
     guard = OcclusionGuard(inf.hold_occluded, coast=getattr(inf, "coast_occluded", True)) \
         if inf.hold_occluded > 0 else None  # fmt: skip
     cameras = CameraProvider(cfg.camera, source_camera)
+    fit = DEFAULT_FIT if inf.fit_2d else None
+    logger.info("bodies fitted to the network's 2D joints: %s", "off" if fit is None else "on")
     return InferenceStage(backend, body, cameras, smoothers, inf.min_box_px, timer,
-                          occlusion=guard)  # fmt: skip
+                          occlusion=guard, fit_2d=fit)  # fmt: skip

@@ -51,6 +51,35 @@ def test_oracle_scores_zero_and_depth_offset_is_measured(synth_dir, toy_body_mod
     assert m2["pa_mpjpe"] < 1.0
 
 
+class Oracle2D(Oracle):
+    """The oracle placed ``depth_offset`` too far, with the true joints' 2D positions in the
+    base crop (a lifter's output)."""
+
+    def __init__(self, batch, body, depth_offset: float):
+        super().__init__(batch, depth_offset)
+        b = batch
+        joints = body.joints(b.rotmat, b.betas) + b.transl[:, None]
+        uv = joints[..., :2] / joints[..., 2:] * b.K[:, None, [0, 1], [0, 1]] + b.K[:, None, :2, 2]
+        self.j2d = (uv - b.centers[:, :1]) / b.sizes[:, :1, None]
+
+    def forward(self, crops, box_info):
+        out = super().forward(crops, box_info)
+        out.joints_2d = self.j2d
+        return out
+
+
+def test_the_fit_to_the_2d_joints_corrects_the_depth(synth_dir, toy_body_model):
+    from multiroi.geometry.fit2d import Fit2DConfig
+
+    ds = open_dataset(str(synth_dir), 3)
+    batch = collate([ds[i] for i in range(len(ds))])
+    oracle = Oracle2D(batch, toy_body_model, depth_offset=0.4)
+    off = evaluate(oracle, toy_body_model, ds, batch_size=len(ds))
+    on = evaluate(oracle, toy_body_model, ds, batch_size=len(ds), fit_2d=Fit2DConfig())
+    assert abs(off["depth_err"] - 400.0) < 1.0
+    assert on["depth_err"] < 20.0 and on["mpjpe"] < 5.0, on
+
+
 def test_full_view_metrics_count_only_fully_seen_persons(synth_dir, toy_body_model):
     ds = open_dataset(str(synth_dir), 1)
     assert all(r.visible is not None and r.visible.shape == (24,) for r in ds.records)
@@ -86,6 +115,7 @@ def test_cli_writes_table_and_json(synth_dir, toy_body_model_path, tmp_path, cap
                if k not in UNITS and not k.endswith("_full_view"))  # fmt: skip
     assert 0.0 <= res["mirror_closer_pct"] <= 100.0 and "%" in text
     assert 0.0 <= res["full_view_pct"] <= 100.0
+    assert res["fit_2d"] is True  # as the live pipeline does, unless --fit-2d off
     assert res["metrics_mm"]["pa_mpjpe"] > 5  # an untrained network is far from the truth
     assert np.isfinite(res["metrics_mm"]["mpjpe"])
 

@@ -14,6 +14,7 @@ confused, or a pose that is nearly symmetric) near 50.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
@@ -23,10 +24,11 @@ import numpy as np
 import torch
 
 from multiroi import metrics as M
+from multiroi.geometry.fit2d import Fit2DConfig, fit_people
 from multiroi.geometry.rotations import rot6d_to_rotmat
 from train.augment import FLIP_PERM
 from train.datasets import PersonDataset, collate
-from train.losses_step import full_translations
+from train.losses_step import focal_principal, full_translations
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def _joint_metrics(
 def evaluate(
     model: torch.nn.Module, body, dataset: PersonDataset, batch_size: int = 16,
     device: torch.device | str = "cpu", max_persons: int | None = None, progress: bool = False,
+    fit_2d: Fit2DConfig | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """Mean metrics (mm; ``mirror_closer`` and ``full_view`` in %) of ``model`` on ``dataset``
     (its first ``max_persons`` persons, no augmentation); NaN for a metric without ground truth.
@@ -81,6 +84,10 @@ def evaluate(
     ``*_full_view``: the same over the persons whose every joint is seen (none outside the image
     or behind another object; synthetic data only), ``full_view`` their share. The other
     metrics score every joint of every person, the hidden ones too, which no image shows.
+
+    ``fit_2d``: each person's global orientation and translation fitted to the network's 2D
+    joints first, as the live pipeline does (multiroi.geometry.fit2d; networks without a
+    lifter have no 2D joints and are scored as they are).
     """
     was_training = model.training
     model.eval()
@@ -92,6 +99,9 @@ def evaluate(
         index = range(start, min(start + batch_size, n))
         batch = collate([dataset[i] for i in index]).to(device)
         out = model(batch.crops, batch.box_info)
+        transl = full_translations(out.cam_local.float(), batch)
+        if fit_2d is not None and getattr(out, "joints_2d", None) is not None:
+            out, transl = _fitted(out, transl, batch, body, fit_2d)
         pred = body(out.rotmat.float(), out.betas.float())
         scored: list[int] = []
         mp, pa, mirror = _joint_metrics(pred.joints.cpu().numpy(), batch.kp3d.cpu().numpy(),
@@ -111,7 +121,6 @@ def evaluate(
             gt = body(batch.rotmat[has], batch.betas[has])
             acc["pve"] += list(M.pve(pred.vertices[has], gt.vertices, pred.joints[has, 0],
                                      gt.joints[:, 0]))  # fmt: skip
-        transl = full_translations(out.cam_local.float(), batch)
         acc["roi_disagreement"] += list(M.roi_disagreement(transl))
         ht = batch.has_transl.bool()
         if ht.any():
@@ -121,6 +130,24 @@ def evaluate(
     # the mean depth error is ruled by a few persons placed kilometres away; the median is not
     acc["depth_err_median"] = [float(np.median(acc["depth_err"]))] if acc["depth_err"] else []
     return {k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()}
+
+
+def _fitted(out, transl: torch.Tensor, batch, body, cfg: Fit2DConfig):
+    """(out with the global orientations turned, transl f32[P,R,3] with RoI 0's moved) after
+    :func:`multiroi.geometry.fit2d.fit_people` on the base RoI."""
+    rotmat = out.rotmat.float()
+    joints = body.joints(rotmat, out.betas.float())
+    f, pp = focal_principal(batch.K)
+    new_rot, new_t, _ = fit_people(
+        rotmat.cpu().numpy(), joints.cpu().numpy(), transl[:, 0].cpu().numpy(),
+        out.joints_2d.float().cpu().numpy(), batch.centers[:, 0].cpu().numpy(),
+        batch.sizes[:, 0].cpu().numpy(), f.cpu().numpy(), pp.cpu().numpy(), cfg,
+    )  # fmt: skip
+    transl = transl.clone()
+    transl[:, 0] = torch.from_numpy(new_t).to(transl)
+    out = copy.copy(out)
+    out.rotmat = torch.from_numpy(new_rot).to(out.rotmat)
+    return out, transl
 
 
 class MeanPose(torch.nn.Module):
@@ -135,7 +162,9 @@ class MeanPose(torch.nn.Module):
     def forward(self, crops: torch.Tensor, box_info: torch.Tensor):
         out = self.net(crops, box_info)
         rotmat = rot6d_to_rotmat(self.net.init_pose6d.reshape(-1, 6)).to(out.rotmat.dtype)
-        return dataclasses.replace(out, rotmat=rotmat.expand_as(out.rotmat).contiguous(),
+        # no 2D joints: the mean pose is scored as the cameras place it, not fitted
+        return dataclasses.replace(out, joints_2d=None,
+                                   rotmat=rotmat.expand_as(out.rotmat).contiguous(),
                                    betas=self.net.init_betas.reshape(1, -1).expand_as(
                                        out.betas).contiguous())  # fmt: skip
 
@@ -145,12 +174,14 @@ def evaluate_checkpoint(
     body_model: str | None = None, batch_size: int = 16, device: str = "cpu",
     max_persons: int | None = None, box_extent: str | None = None,
     flip_test: bool | None = None, lifter_ik: float | None = None, mean_pose: bool = False,
+    fit_2d: Fit2DConfig | None = None,
 ) -> tuple[dict[str, float], int, int]:  # fmt: skip
     """:func:`evaluate` of a checkpoint file on a synthetic folder or ``.npz`` (crops cut for the
     checkpoint's RoI count, around the boxes it was trained on unless ``box_extent`` says
     "visible" or "amodal"; ``flip_test`` True/False: the lifter's test-time flip on/off, None:
     the checkpoint's; ``lifter_ik``: the weight of the lifter's joints in the pose, None: the
-    checkpoint's; ``mean_pose``: score :class:`MeanPose` of it instead). Returns (metrics, the
+    checkpoint's; ``mean_pose``: score :class:`MeanPose` of it instead; ``fit_2d``: see
+    :func:`evaluate`). Returns (metrics, the
     checkpoint's step, persons evaluated)."""
     from multiroi.body import load_body_model
     from multiroi.checkpoint import load_checkpoint
@@ -164,7 +195,8 @@ def evaluate_checkpoint(
     dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root,
                            box_extent=box_extent or model.cfg.box_extent)  # fmt: skip
     net = MeanPose(model) if mean_pose else model
-    metrics = evaluate(net, body, dataset, batch_size, device, max_persons, progress=True)
+    metrics = evaluate(net, body, dataset, batch_size, device, max_persons, progress=True,
+                       fit_2d=fit_2d)  # fmt: skip
     return metrics, meta.step, min(len(dataset), max_persons or len(dataset))
 
 
@@ -202,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="score the checkpoint's mean pose and shape for every person instead "
                         "(what the untrained network outputs; the baseline of 'from the "
                         "untrained model'), placed by its cameras")  # fmt: skip
+    p.add_argument("--fit-2d", choices=("on", "off"), default="on",
+                   help="fit each person's global orientation and distance to the network's "
+                        "2D joints, as the live pipeline does (default: on; networks without "
+                        "a lifter are scored as they are)")  # fmt: skip
     p.add_argument("--json", default=None, help="output JSON (default: beside the checkpoint)")
     args = p.parse_args(argv)
     from multiroi.checkpoint import CheckpointError
@@ -211,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
             args.device, args.max_persons or None, args.box_extent,
             None if args.flip_test is None else args.flip_test == "on", args.lifter_ik,
-            args.mean_pose,
+            args.mean_pose, Fit2DConfig() if args.fit_2d == "on" else None,
         )  # fmt: skip
     except (CheckpointError, ValueError) as exc:
         logger.error("%s", exc)
@@ -221,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     suffix = ".mean_pose.eval.json" if args.mean_pose else ".eval.json"
     out = Path(args.json) if args.json else Path(args.checkpoint).with_suffix(suffix)
     out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "step": step,
-                               "mean_pose": args.mean_pose,
+                               "mean_pose": args.mean_pose, "fit_2d": args.fit_2d == "on",
                                "data": str(args.data), "persons": persons,
                                "metrics_mm": {k: v for k, v in metrics.items() if k not in UNITS},
                                "mirror_closer_pct": metrics["mirror_closer"],

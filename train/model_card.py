@@ -246,9 +246,11 @@ def _tune2d_recipe(info: dict) -> list[str]:
 
 def model_card(
     path: str | Path, meta: CheckpointMeta, *, metrics: dict[str, float] | None = None,
+    fit_2d: bool = False,
     eval_data: str | None = None, eval_persons: int | None = None,
 ) -> str:  # fmt: skip
-    """Markdown model card of the packaged checkpoint at ``path`` (``meta``: its metadata)."""
+    """Markdown model card of the packaged checkpoint at ``path`` (``meta``: its metadata;
+    ``fit_2d``: the metrics were taken with the bodies fitted to their 2D joints)."""
     path = Path(path)
     cfg = meta.model_config
     extra = meta.extra or {}
@@ -307,7 +309,9 @@ def model_card(
     lines += ["", "## Evaluation", ""]
     if metrics:
         where = f"{eval_persons} held-out persons" if eval_persons else "held-out persons"
-        lines.append(f"On {where} of `{run_file_name(eval_data) if eval_data else '?'}`:")
+        how = (", each body's turn and distance fitted to the network's 2D joints as the live "
+               "pipeline does (`--fit-2d on`)") if fit_2d else ""
+        lines.append(f"On {where} of `{run_file_name(eval_data) if eval_data else '?'}`{how}:")
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} {UNITS.get(k, 'mm')} |" for k, v in metrics.items()]
     else:

@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics, persons = None, None
     if args.check:
         from multiroi.body import load_body_model
+        from multiroi.geometry.fit2d import Fit2DConfig
         from train.datasets import open_dataset
         from train.eval import evaluate
 
@@ -120,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
                             box_extent=packed.cfg.box_extent)  # fmt: skip
         persons = min(len(data), args.check_persons)
         for name, net in (("source", load_checkpoint(args.checkpoint)[0]), ("packaged", packed)):
-            metrics = evaluate(net, body, data, 16, "cpu", max_persons=args.check_persons)
+            metrics = evaluate(net, body, data, 16, "cpu", max_persons=args.check_persons,
+                               fit_2d=Fit2DConfig())  # as the live pipeline places them
             logger.info("%-9s %s", name, ", ".join(f"{k} {v:.1f}" for k, v in metrics.items()))
     from train.model_card import model_card
 
     card = out.with_suffix(".md")
     card.write_text(model_card(out, meta, metrics=metrics, eval_data=args.check,
-                               eval_persons=persons))  # fmt: skip
+                               eval_persons=persons,
+                               fit_2d=packed.lifter is not None))  # fmt: skip
     logger.info("wrote %s", card)
     return 0
 

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("crops", "box_info")
 OUTPUT_NAMES = ("rotmat", "betas", "cam_local")
+JOINTS_2D = "joints_2d"  # an optional output: the lifter's 2D joints (multiroi.geometry.fit2d)
 
 
 def export_onnx_simple(net: Any, path: str | os.PathLike, opset: int = 17) -> Path:
@@ -33,13 +34,14 @@ def export_onnx_simple(net: Any, path: str | os.PathLike, opset: int = 17) -> Pa
     wrapper = ExportWrapper(net).eval()
     r = int(net.cfg.num_rois)
     dummy = (torch.randn(2, r, 3, 256, 192), torch.randn(2, r, 3) * 0.1)
-    axes = {n: {0: "persons"} for n in INPUT_NAMES + OUTPUT_NAMES}
+    names = wrapper.output_names
+    axes = {n: {0: "persons"} for n in INPUT_NAMES + names}
     path = Path(path)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python-side shape checks
         torch.onnx.export(
             wrapper, dummy, str(path), input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=opset,
+            output_names=list(names), dynamic_axes=axes, opset_version=opset,
             dynamo=False,
         )  # fmt: skip
     return path
@@ -160,7 +162,9 @@ class OnnxRuntimeBackend:
         outs = dict(zip(self._outputs, self.session.run(None, feeds), strict=True))
         names = OUTPUT_NAMES if all(n in outs for n in OUTPUT_NAMES) else self._outputs[:3]
         rotmat, betas, cam = (np.asarray(outs[n], np.float32) for n in names)
-        return HmrOutput(rotmat=rotmat, betas=betas, cam_local=cam)
+        j2 = outs.get(JOINTS_2D)  # models exported with a lifter
+        return HmrOutput(rotmat=rotmat, betas=betas, cam_local=cam,
+                         joints_2d=None if j2 is None else np.asarray(j2, np.float32))
 
     def close(self) -> None:
         if self._tmpdir is not None:

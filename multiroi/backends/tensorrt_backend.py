@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 OUTPUTS = ("rotmat", "betas", "cam_local")
+JOINTS_2D = "joints_2d"  # optional: engines of networks with a lifter
 
 
 class EngineMismatchError(BackendError):
@@ -237,7 +238,9 @@ class TensorRTBackend:
         for start in range(0, len(batch), self.max_persons):
             stop = start + self.max_persons
             parts.append(self._run(batch.crops[start:stop], batch.box_info[start:stop]))
-        return HmrOutput(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+        rotmat, betas, cam = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        j2 = np.concatenate([p[3] for p in parts]) if len(parts[0]) > 3 else None
+        return HmrOutput(rotmat, betas, cam, j2)
 
     def _run(self, crops: np.ndarray, box_info: np.ndarray) -> tuple[np.ndarray, ...]:
         import torch
@@ -249,7 +252,8 @@ class TensorRTBackend:
             bufs["crops"][:p].copy_(torch.from_numpy(np.ascontiguousarray(crops)), True)
             bufs["box_info"][:p].copy_(torch.from_numpy(np.ascontiguousarray(box_info)), True)
             self._execute(p_eff)
-            outs = [bufs[n][:p].float().cpu() for n in OUTPUTS]
+            names = OUTPUTS + ((JOINTS_2D,) if JOINTS_2D in bufs else ())
+            outs = [bufs[n][:p].float().cpu() for n in names]
         self.stream.synchronize()
         return tuple(o.numpy() for o in outs)
 

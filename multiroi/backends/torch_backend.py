@@ -115,6 +115,7 @@ class TorchBackend:
             rotmat=out.rotmat.float().cpu().numpy(),
             betas=out.betas.float().cpu().numpy(),
             cam_local=out.cam_local.float().cpu().numpy(),
+            joints_2d=None if out.joints_2d is None else out.joints_2d.float().cpu().numpy(),
         )
 
     def close(self) -> None:

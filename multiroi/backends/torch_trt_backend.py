@@ -76,8 +76,10 @@ class TorchTRTBackend:
                     np.ascontiguousarray(batch.box_info[s : s + self.max_persons])
                 )
                 res = self.module(crops.to(self.device), info.to(self.device))
-                outs.append(tuple(t.float().cpu().numpy() for t in res[:3]))
-        return HmrOutput(*(np.concatenate([o[i] for o in outs]) for i in range(3)))
+                # InferenceGraph without the body: (rotmat, betas, cam_local[, joints_2d])
+                outs.append(tuple(t.float().cpu().numpy() for t in res[:4]))
+        n = len(outs[0])
+        return HmrOutput(*(np.concatenate([o[i] for o in outs]) for i in range(n)))
 
     def close(self) -> None:
         self.module = None

@@ -131,9 +131,19 @@ class KeypointLifter(nn.Module):
             h = block(h)
         return self.out(h).reshape(-1, NUM_JOINTS, 3)
 
-    def forward(self, features: torch.Tensor, mirrored: torch.Tensor | None = None
-                ) -> torch.Tensor:  # fmt: skip
+    def estimate_2d(self, features: torch.Tensor, mirrored: torch.Tensor | None = None
+                    ) -> torch.Tensor:  # fmt: skip
+        """The 2D joints f32[N,24,2] the MLP lifts: :meth:`joints_2d`, averaged with the
+        mirror image's mirrored back when ``mirrored`` is given."""
         joints = self.joints_2d(features)
         if mirrored is not None:
             joints = 0.5 * (joints + mirror_2d(self.joints_2d(mirrored)))
-        return self.lift(joints)
+        return joints
+
+    def forward(self, features: torch.Tensor, mirrored: torch.Tensor | None = None,
+                joints_2d: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """``joints_2d``: :meth:`estimate_2d`'s output when the caller has it already (the
+        network keeps it as an output), else it is computed here."""
+        if joints_2d is None:
+            joints_2d = self.estimate_2d(features, mirrored)
+        return self.lift(joints_2d)

@@ -32,6 +32,8 @@ class NetOutput:
     pose6d: f32[P,144] the raw 6D pose (24 x 6). features: f32[P,R,D] pre-fusion backbone
     features. proj: f32[P,R,d] L2-normalised contrastive projections, only in training with
     the head built, else None. fusion_weights: f32[P,R,R] alpha_ij (rows sum to 1).
+    joints_2d: f32[P,24,2] the lifter's 2D joints in the base RoI's crop (box heights from the
+    crop centre, x right, y down; multiroi.geometry.fit2d reads them), None without a lifter.
     """
 
     rotmat: torch.Tensor
@@ -41,6 +43,7 @@ class NetOutput:
     features: torch.Tensor
     proj: torch.Tensor | None = None
     fusion_weights: torch.Tensor | None = None
+    joints_2d: torch.Tensor | None = None
 
 
 def default_mean_params() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,7 +194,10 @@ class MultiRoINet(nn.Module):
         )
         if lifter_in is None:
             lifter_in = features[:, 0]
-        lifted = None if self.lifter is None else self.lifter(lifter_in, mirrored).flatten(1)
+        joints_2d = lifted = None
+        if self.lifter is not None:
+            joints_2d = self.lifter.estimate_2d(lifter_in, mirrored)
+            lifted = self.lifter(lifter_in, mirrored, joints_2d=joints_2d).flatten(1)
         pose6d, betas = self.mesh_decoder(
             self._drop_features(fused.shared),
             box_info[:, 0],
@@ -216,6 +222,7 @@ class MultiRoINet(nn.Module):
             features=features,
             proj=proj,
             fusion_weights=fused.weights,
+            joints_2d=joints_2d,
         )
 
     def _lifted_into_pose(self, rotmat: torch.Tensor, betas: torch.Tensor,
@@ -265,6 +272,7 @@ class MultiRoINet(nn.Module):
             features=torch.zeros(0, r, d, **z),
             proj=proj,
             fusion_weights=torch.zeros(0, r, r, **z),
+            joints_2d=None if self.lifter is None else torch.zeros(0, NUM_JOINTS, 2, **z),
         )
 
 
@@ -314,19 +322,27 @@ def set_lifter_ik(net: MultiRoINet, weight: float | None, body: Any = None, *,
 
 class ExportWrapper(nn.Module):
     """Inference graph for ONNX/TensorRT: (crops f32[P,R,3,256,192], box_info f32[P,R,3]) ->
-    (rotmat f32[P,24,3,3], betas f32[P,10], cam_local f32[P,R,3]); the contrastive head is
-    dropped. Put it in eval() before exporting. The exported graph needs P >= 1 (onnxruntime
-    rejects P = 0 in a Reshape): callers skip empty batches."""
+    (rotmat f32[P,24,3,3], betas f32[P,10], cam_local f32[P,R,3][, joints_2d f32[P,24,2]]):
+    ``joints_2d`` (the lifter's 2D joints, NetOutput.joints_2d) when the network has a lifter,
+    see ``output_names``; the contrastive head is dropped. Put it in eval() before exporting.
+    The exported graph needs P >= 1 (onnxruntime rejects P = 0 in a Reshape): callers skip
+    empty batches."""
 
     OUTPUT_NAMES = ("rotmat", "betas", "cam_local")
+    JOINTS_2D = "joints_2d"
     INPUT_NAMES = ("crops", "box_info")
 
     def __init__(self, net: MultiRoINet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(
-        self, crops: torch.Tensor, box_info: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        has_2d = getattr(self.net, "lifter", None) is not None
+        return self.OUTPUT_NAMES + ((self.JOINTS_2D,) if has_2d else ())
+
+    def forward(self, crops: torch.Tensor, box_info: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.net(crops, box_info)
-        return out.rotmat, out.betas, out.cam_local
+        if out.joints_2d is None:
+            return out.rotmat, out.betas, out.cam_local
+        return out.rotmat, out.betas, out.cam_local, out.joints_2d
