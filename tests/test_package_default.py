@@ -146,12 +146,13 @@ def test_card_options_name_the_flip_only_for_a_lifter():
     assert options(ModelConfig(backbone="resnet18")) == []
     off = options(ModelConfig(backbone="blazepose_full", lifter=True))
     on = options(ModelConfig(backbone="blazepose_full", lifter=True, flip_test=True))
-    assert len(off) == 2 and "off in this model" in off[0] and "--flip-test on" in off[0]
+    assert len(off) == 3 and "off in this model" in off[0] and "--flip-test on" in off[0]
     assert "on in this model" in on[0]
     # and the lifted joints in the pose, with this model's weight
     assert "Lifted joints into the pose (off in this model)" in off[1]
     ik = options(ModelConfig(backbone="blazepose_full", lifter=True, lifter_ik=0.7))
     assert "(weight 0.7 in this model)" in ik[1] and "--lifter-ik W" in ik[1]
+    assert "--fit-2d off" in off[2]  # the fit to the lifter's 2D joints
 
 
 def test_package_puts_the_lifted_joints_into_the_pose(toy_body_model, toy_body_model_path,

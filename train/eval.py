@@ -2,8 +2,9 @@
 
 Metrics (method.md 5, mm): MPJPE and PA-MPJPE over the SMPL joints with ground truth (all 24 on
 synthetic data), PVE (persons with SMPL ground truth), the error of the full translation T and of
-its depth (persons with a ground-truth translation; RoI 0's camera), and the RoI camera
-disagreement (mean distance of the RoIs' T from their mean). Printed as a table, written as JSON.
+its depth (persons with a ground-truth translation; RoI 0's camera, or where the fit to the 2D
+joints moved it, ``--fit-2d``), and the RoI camera disagreement (mean distance of the RoIs' T
+from their mean, the cameras' own). Printed as a table, written as JSON.
 
 One diagnostic in percent, ``mirror_closer``: the share of persons whose predicted joints lie
 closer (PA-MPJPE) to the left-right mirror image of the true joints than to the true joints. A
@@ -99,7 +100,7 @@ def evaluate(
         index = range(start, min(start + batch_size, n))
         batch = collate([dataset[i] for i in index]).to(device)
         out = model(batch.crops, batch.box_info)
-        transl = full_translations(out.cam_local.float(), batch)
+        transl = cams = full_translations(out.cam_local.float(), batch)
         if fit_2d is not None and getattr(out, "joints_2d", None) is not None:
             out, transl = _fitted(out, transl, batch, body, fit_2d)
         pred = body(out.rotmat.float(), out.betas.float())
@@ -121,7 +122,7 @@ def evaluate(
             gt = body(batch.rotmat[has], batch.betas[has])
             acc["pve"] += list(M.pve(pred.vertices[has], gt.vertices, pred.joints[has, 0],
                                      gt.joints[:, 0]))  # fmt: skip
-        acc["roi_disagreement"] += list(M.roi_disagreement(transl))
+        acc["roi_disagreement"] += list(M.roi_disagreement(cams))  # the RoIs' own cameras
         ht = batch.has_transl.bool()
         if ht.any():
             acc["transl_err"] += list(M.translation_error(transl[ht, 0], batch.transl[ht]))

@@ -130,6 +130,13 @@ def options(cfg) -> list[str]:
             "the weight (0: off). About 1-3 ms a frame on a CPU, whatever the number of "
             "persons (docs/training.md, \"Lifted joints into the pose\")."
         )
+        out.append(
+            "Bodies fitted to the 2D joints (on by default): run_camera.py and `python -m "
+            "train.eval` turn each body about its pelvis and move it so that its joints project "
+            "onto the lifter's 2D joints (`multiroi.geometry.fit2d`; the ONNX export carries "
+            "them as the output `joints_2d`); `--fit-2d off` places the bodies by the RoI "
+            "cameras alone. A few ms a frame on a CPU (docs/experiments.md, \"After run R\")."
+        )
     return out
 
 
