@@ -257,9 +257,10 @@ def test_train_lifter_reads_the_slot_and_refuses_other_caches(
     tuned, tap_cache, lifter_ckpt, tmp_path, monkeypatch, caplog
 ):
     from train import lifter as tl
+    from train import lifter_rendered
     from train.feature_cache import FeatureDataset
 
-    monkeypatch.setattr(tl, "MIN_WHOLE", 1)
+    monkeypatch.setattr(lifter_rendered, "MIN_WHOLE", 1)
     ckpt, cache = tuned
     rendered, _ = tl.read_rendered([str(cache)])
     slot = np.asarray(FeatureDataset(cache).draw_features(0)[:, 1], np.float32)

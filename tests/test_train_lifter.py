@@ -22,7 +22,7 @@ from multiroi.model.lifter import (
 def _rendered_from_sampler(sampler, n: int, seed: int):
     """Stand-ins for rendered persons: BlazePose 'sees' the true 2D joints plus noise (the first
     48 landmark coordinates carry them), so a linear landmark map exists."""
-    from train.lifter import Rendered
+    from train.lifter_rendered import Rendered
 
     uv, j3 = sampler(np.random.default_rng(seed), n)
     noisy = uv + np.random.default_rng(seed + 1).normal(0, 0.01, uv.shape).astype(np.float32)
@@ -134,7 +134,8 @@ def test_the_refiner_corrects_what_the_landmarks_miss(sampler):
     """Stand-in: for half the persons BlazePose's landmarks swap left and right, which only the
     rest of its feature shows (the feature map); the linear map cannot undo it, the refiner
     does, and the lifter then scores better than with the landmark map alone."""
-    from train.lifter import Rendered, train_lifter
+    from train.lifter import train_lifter
+    from train.lifter_rendered import Rendered
 
     n = 1500
     base = _rendered_from_sampler(sampler, n, seed=5)

@@ -56,7 +56,7 @@ class TapSet:
 def read_taps(cache_dirs: list[str]) -> TapSet:
     """The persons of ``feature_cache --tap`` caches with labelled 2D joints (every draw)."""
     from train.feature_cache import FeatureDataset
-    from train.lifter import base_roi_joints
+    from train.lifter_rendered import base_roi_joints
 
     taps, j2, metas, names = [], [], [], {}
     for root in cache_dirs:
