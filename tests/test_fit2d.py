@@ -81,6 +81,12 @@ def test_too_few_joints_collapsed_2d_or_bad_input_keep_the_networks_values():
     assert np.isfinite(res.transl[2]).all()
 
 
+def test_no_persons():
+    out = fit_people(np.zeros((0, 24, 3, 3)), np.zeros((0, 24, 3)), np.zeros((0, 3)),
+                     np.zeros((0, 24, 2)), np.zeros((0, 2)), np.zeros(0), 500.0, (320.0, 240.0))
+    assert [a.shape for a in out] == [(0, 24, 3, 3), (0, 3), (0,)]
+
+
 def test_config_is_checked():
     for bad in ({"rot_prior": -1.0}, {"f_scale": 0.0}, {"iters": 0}, {"max_depth_ratio": 1.0}):
         with pytest.raises(ValueError):

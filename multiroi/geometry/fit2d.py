@@ -95,9 +95,10 @@ def fit_to_2d(
     p = x.shape[0]
     if x.ndim != 3 or x.shape[2] != 3:
         raise ValueError(f"joints must be [P,J,3], got {x.shape}")
+    j = x.shape[1]
     t0 = np.asarray(transl, np.float64).reshape(p, 3)
-    uv = np.asarray(points_2d, np.float64).reshape(p, -1, 2)
-    w = np.asarray(weights, np.float64).reshape(p, -1)
+    uv = np.asarray(points_2d, np.float64).reshape(p, j, 2)
+    w = np.asarray(weights, np.float64).reshape(p, j)
     b = np.asarray(box_size, np.float64).reshape(p)
     f = np.broadcast_to(np.asarray(focal, np.float64), (p,))
     pp = np.broadcast_to(np.asarray(principal, np.float64), (p, 2))
