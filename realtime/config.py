@@ -116,8 +116,9 @@ class InferenceConfig:
     flip_test: the lifter also reads each person's mirrored base crop (``ModelConfig.flip_test``;
     one more backbone call per person); None: as the checkpoint says. lifter_ik: the weight of
     the lifter's joints in the pose (``ModelConfig.lifter_ik``; 0: off; None: as the checkpoint
-    says). Both for PyTorch checkpoints only (an export keeps the settings it was exported
-    with). hold_occluded: a track whose box is
+    says). lifter_turn: the weight of the turn lifter's torso in the body's turn
+    (``ModelConfig.lifter_turn``). All three for PyTorch checkpoints only (an export keeps the
+    settings it was exported with). hold_occluded: a track whose box is
     covered by at least this share by a nearer person's box keeps its last reliable pose,
     shape and depth (``realtime.occlusion``; 0 = off). coast_occluded: with the hold, a person
     the tracker lost while behind a nearer person is shown at their predicted box, held, for as
@@ -137,6 +138,7 @@ class InferenceConfig:
     precision: str = "auto"
     flip_test: bool | None = None
     lifter_ik: float | None = None
+    lifter_turn: float | None = None
     hold_occluded: float = 0.5
     coast_occluded: bool = True
     fit_2d: bool = True
@@ -145,6 +147,9 @@ class InferenceConfig:
         if not 0 <= self.hold_occluded <= 1:
             raise ValueError(f"--hold-occluded must be a share of the box in [0, 1] (0 = off), "
                              f"got {self.hold_occluded}")  # fmt: skip
+        if self.lifter_turn is not None and not 0 <= self.lifter_turn <= 1:
+            raise ValueError(f"--lifter-turn must be a weight in [0, 1] (0 = off), got "
+                             f"{self.lifter_turn}")  # fmt: skip
         if self.lifter_ik is not None and not 0 <= self.lifter_ik <= 1:
             raise ValueError(f"--lifter-ik must be a weight in [0, 1] (0 = off), got "
                              f"{self.lifter_ik}")  # fmt: skip
@@ -239,6 +244,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     a("--lifter-ik", type=float, default=None, metavar="W",
       help="weight of the keypoint lifter's 3D joints in the pose, 0-1: the mesh decoder's pose "
       "is swung towards them (0: off; default: as the checkpoint says)")  # fmt: skip
+    a("--lifter-turn", type=float, default=None, metavar="B",
+      help="weight of the turn lifter's torso in each body's turn, 0-1 (0: off; default: as "
+      "the checkpoint says)")  # fmt: skip
     a(
         "--rois",
         type=int,
@@ -333,6 +341,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
             precision=args.precision,
             flip_test=None if args.flip_test is None else args.flip_test == "on",
             lifter_ik=args.lifter_ik,
+            lifter_turn=args.lifter_turn,
             hold_occluded=args.hold_occluded,
             coast_occluded=not args.no_coast,
             fit_2d=args.fit_2d == "on",

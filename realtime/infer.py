@@ -354,7 +354,7 @@ def build_inference_stage(
     from multiroi.backends import create_backend, resolve_backend_name
     from multiroi.backends.torch_backend import load_network
     from multiroi.body import load_body_model
-    from multiroi.model.network import set_flip_test, set_lifter_ik
+    from multiroi.model.network import set_flip_test, set_lifter_ik, set_lifter_turn
     from realtime.config import cpu_threads
     from realtime.occlusion import OcclusionGuard
     from realtime.smoothing import TrackSmoothers
@@ -369,9 +369,10 @@ def build_inference_stage(
         net = load_network(inf.checkpoint, inf.num_rois, inf.backbone)
         set_flip_test(net, inf.flip_test)
         set_lifter_ik(net, inf.lifter_ik, body)  # rest joints: the network's, else the body's
-    elif inf.flip_test is not None or inf.lifter_ik is not None:
+        set_lifter_turn(net, inf.lifter_turn)
+    elif any(v is not None for v in (inf.flip_test, inf.lifter_ik, inf.lifter_turn)):
         raise ValueError(
-            f"--flip-test and --lifter-ik apply to PyTorch checkpoints (.pt); "
+            f"--flip-test, --lifter-ik and --lifter-turn apply to PyTorch checkpoints (.pt); "
             f"{inf.checkpoint} keeps the settings it was exported with: leave them out"
         )
     name, extra = choose_backend(inf, threads, net.cfg.backbone if net is not None else None)

@@ -179,3 +179,33 @@ def test_package_puts_the_lifted_joints_into_the_pose(toy_body_model, toy_body_m
                  "0.7", "--body-model", str(toy_body_model_path)]) == 2  # fmt: skip
     assert "trained for body model smpl" in caplog.text
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_package_keeps_the_turn_lifter_and_its_card_says_how_it_was_trained(
+    toy_body_model, toy_body_model_path, tmp_path
+):
+    """A network from train.turn_lifter packaged: the turn lifter's weights (int8 like the
+    other heads), its weight b, and the stage in the card; with --lifter-ik 0 it is off too."""
+    from multiroi.model.network import set_lifter_ik
+
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=1, contrastive=False, lifter=True,
+                      lifter_ik=0.7, lifter_turn=0.75)  # fmt: skip
+    net = MultiRoINet(cfg)
+    set_lifter_ik(net, 0.7, toy_body_model, replace_rest=True)
+    info = {"recipe": {"weight": 0.75, "samples": 1000, "rendered_share": 0.5, "steps": 10},
+            "scores": {"held_out_persons": 100, "turn_error_deg": 18.9,
+                       "lifter_turn_error_deg": 24.1}}  # fmt: skip
+    src = save_checkpoint(tmp_path / "turn.pt", net, cfg, body_model_id=toy_body_model.model_id,
+                          extra={"stages": [], "turn_lifter": info})  # fmt: skip
+    out = tmp_path / "packed.pt"
+    assert main(["--checkpoint", str(src), "--out", str(out), "--storage", "int8-heads",
+                 "--body-model", str(toy_body_model_path)]) == 0  # fmt: skip
+    packed, meta = load_checkpoint(out)
+    assert meta.model_config.lifter_turn == 0.75 and packed.lifter.turn is not None
+    w, w0 = packed.lifter.turn.inp.weight, net.lifter.turn.inp.weight
+    assert (w - w0).abs().max() <= w0.abs().max() / 100  # int8: within a step of 1/127
+    card = out.with_suffix(".md").read_text()
+    assert "turn lifter (b 0.75)" in card and "torso turn error 18.9 degrees" in card
+    assert main(["--checkpoint", str(out), "--out", str(tmp_path / "off.pt"), "--lifter-ik",
+                 "0"]) == 0  # fmt: skip
+    assert load_checkpoint(tmp_path / "off.pt")[0].cfg.lifter_turn == 0

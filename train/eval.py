@@ -175,24 +175,25 @@ def evaluate_checkpoint(
     body_model: str | None = None, batch_size: int = 16, device: str = "cpu",
     max_persons: int | None = None, box_extent: str | None = None,
     flip_test: bool | None = None, lifter_ik: float | None = None, mean_pose: bool = False,
-    fit_2d: Fit2DConfig | None = None,
+    fit_2d: Fit2DConfig | None = None, lifter_turn: float | None = None,
 ) -> tuple[dict[str, float], int, int]:  # fmt: skip
     """:func:`evaluate` of a checkpoint file on a synthetic folder or ``.npz`` (crops cut for the
     checkpoint's RoI count, around the boxes it was trained on unless ``box_extent`` says
     "visible" or "amodal"; ``flip_test`` True/False: the lifter's test-time flip on/off, None:
     the checkpoint's; ``lifter_ik``: the weight of the lifter's joints in the pose, None: the
     checkpoint's; ``mean_pose``: score :class:`MeanPose` of it instead; ``fit_2d``: see
-    :func:`evaluate`). Returns (metrics, the
-    checkpoint's step, persons evaluated)."""
+    :func:`evaluate`; ``lifter_turn``: the turn lifter's weight, None: the checkpoint's).
+    Returns (metrics, the checkpoint's step, persons evaluated)."""
     from multiroi.body import load_body_model
     from multiroi.checkpoint import load_checkpoint
-    from multiroi.model.network import set_flip_test, set_lifter_ik
+    from multiroi.model.network import set_flip_test, set_lifter_ik, set_lifter_turn
     from train.datasets import open_dataset
 
     model, meta = load_checkpoint(checkpoint, map_location=device)
     set_flip_test(model, flip_test)
     body = load_body_model(body_model, device=device)
     set_lifter_ik(model, lifter_ik, body)
+    set_lifter_turn(model, lifter_turn)
     dataset = open_dataset(data, model.cfg.num_rois, None, 0, image_root,
                            box_extent=box_extent or model.cfg.box_extent)  # fmt: skip
     net = MeanPose(model) if mean_pose else model
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lifter-ik", type=float, default=None, metavar="W",
                    help="weight of the lifter's joints in the pose, 0-1 (0: off; default: as "
                         "the checkpoint says)")  # fmt: skip
+    p.add_argument("--lifter-turn", type=float, default=None, metavar="B",
+                   help="weight of the turn lifter's torso in the body's turn, 0-1 (0: off; "
+                        "default: as the checkpoint says)")  # fmt: skip
     p.add_argument("--mean-pose", action="store_true",
                    help="score the checkpoint's mean pose and shape for every person instead "
                         "(what the untrained network outputs; the baseline of 'from the "
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.data, args.image_root, args.body_model, args.batch_size,
             args.device, args.max_persons or None, args.box_extent,
             None if args.flip_test is None else args.flip_test == "on", args.lifter_ik,
-            args.mean_pose, Fit2DConfig() if args.fit_2d == "on" else None,
+            args.mean_pose, Fit2DConfig() if args.fit_2d == "on" else None, args.lifter_turn,
         )  # fmt: skip
     except (CheckpointError, ValueError) as exc:
         logger.error("%s", exc)

@@ -203,6 +203,27 @@ def train_lifter(
     return scores
 
 
+def check_caches_fit(model, caches: list[str], metas: list[dict], init: str | None) -> None:
+    """ValueError unless the caches hold the features ``model``'s lifter reads: its tuned 2D
+    tail's (slot R, made by train.feature_cache --init ``init``) when it has one, else RoI
+    0's."""
+    tail = model.cfg.lifter_tail
+    if {bool(m.get("lifter_slot")) for m in metas} != {tail}:
+        raise ValueError(
+            f"the lifter's network {'has' if tail else 'has no'} tuned 2D tail (train.tune2d) "
+            f"but caches {'without' if tail else 'with'} its features were given: make the "
+            "caches with train.feature_cache --init the same checkpoint as --init"
+        )
+    if tail:  # the slot's features must be this tail's
+        from train.feature_cache import backbone_fingerprint
+
+        mine = backbone_fingerprint(model.backbone)
+        other = [c for c, m in zip(caches, metas, strict=True) if m.get("fingerprint") != mine]
+        if other:
+            raise ValueError(f"{other[0]} was made with another backbone or 2D tail than "
+                             f"{init}'s: make it with --init {init}")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.lifter", description=__doc__.split("\n")[0])
     p.add_argument("--cache", required=True,
@@ -282,26 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = ModelConfig(backbone="blazepose_full", num_rois=num_rois.pop(), lifter=True,
                               lifter_refine=args.refine, box_extent=box_extent,
                               **size)  # fmt: skip
-        slots = {bool(m.get("lifter_slot")) for m in metas}
-        if slots != {cfg.lifter_tail}:
-            raise ValueError(
-                "the lifter's network "
-                f"{'has' if cfg.lifter_tail else 'has no'} tuned 2D tail (train.tune2d) but "
-                f"caches {'without' if cfg.lifter_tail else 'with'} its features were given: "
-                "make the caches with train.feature_cache --init the same checkpoint as --init"
-            )
         model = MultiRoINet(cfg, allow_random_init=True)
         if args.init:
             warm_start(payload, args.init, model)
-        if cfg.lifter_tail:  # the slot's features must be this tail's
-            from train.feature_cache import backbone_fingerprint
-
-            mine = backbone_fingerprint(model.backbone)
-            other = [c for c, m in zip(split_list(args.cache), metas, strict=True)
-                     if m.get("fingerprint") != mine]  # fmt: skip
-            if other:
-                raise ValueError(f"{other[0]} was made with another backbone or 2D tail than "
-                                 f"{args.init}'s: make it with --init {args.init}")  # fmt: skip
+        check_caches_fit(model, split_list(args.cache), metas, args.init)
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2

@@ -70,6 +70,13 @@ class PairSampler:
         return np.einsum("nji,nkj->nki", roots, joints).mean(0).astype(np.float32)
 
     def __call__(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        uv, joints, _ = self.with_box_info(rng, n)
+        return uv, joints
+
+    def with_box_info(self, rng: np.random.Generator, n: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """As a call, and the base box's CLIFF box information f32[N,3] (multiroi.rois
+        .box_info_from_focal: where the box lies in the image, in focal lengths)."""
         r = self.r
         joints, _ = self.posed(rng, n)
         # in-plane rotation, as the training augmentation turns crops
@@ -89,7 +96,9 @@ class PairSampler:
         size = (hi - lo).max(1) / self.extents[k]
         centre = 0.5 * (lo + hi) - self.offsets[k] * size[:, None]
         uv = (uv - centre[:, None]) / size[:, None, None]
-        return uv.astype(np.float32), joints.astype(np.float32)
+        info = np.stack([2.8 * centre[:, 0] / focal, 2.8 * centre[:, 1] / focal,
+                         (size / focal - 0.24) / 0.06], axis=1)  # fmt: skip
+        return uv.astype(np.float32), joints.astype(np.float32), info.astype(np.float32)
 
 
 def box_placement(joints_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,13 +20,15 @@ class Rendered:
     """Rendered persons with labelled joints. inputs f32[N,100] (landmark_inputs); joints_2d
     f32[N,24,2] box heights from the crop centre; joints_3d f32[N,24,3] m, root-relative,
     camera axes; whole bool[N]: all 24 joints inside the crop window; features f16[N,1464]:
-    the base RoI's whole feature (for the refiner; None: not read)."""
+    the base RoI's whole feature (for the refiner; None: not read); box_info f32[N,3]: the base
+    RoI's CLIFF box information (for the turn lifter)."""
 
     inputs: np.ndarray
     joints_2d: np.ndarray
     joints_3d: np.ndarray
     whole: np.ndarray
     features: np.ndarray | None = None
+    box_info: np.ndarray | None = None
 
 
 def base_roi_joints(labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +44,7 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
     """The rendered persons of feature caches (base RoI, every draw) and the caches' metas."""
     from train.feature_cache import FeatureDataset
 
-    ins, j2, j3, whole, feats, metas = [], [], [], [], [], []
+    ins, j2, j3, whole, feats, infos, metas = [], [], [], [], [], [], []
     for root in cache_dirs:
         cache = FeatureDataset(root)
         if cache.meta.get("backbone") != "blazepose_full":
@@ -61,12 +63,15 @@ def read_rendered(cache_dirs: list[str]) -> tuple[Rendered, list[dict]]:
             j2.append(uv[keep].astype(np.float32))
             j3.append((kp3d - kp3d[:, :1])[keep].astype(np.float32))
             whole.append(in_crop(torch.as_tensor(uv[keep])).all(1).numpy())
+            if "box_info" in lab:  # caches made before it was kept have none
+                infos.append(np.asarray(lab["box_info"][:, 0], np.float32)[keep])
     extents = {m.get("box_extent", "visible") for m in metas}
     if len(extents) != 1:
         raise ValueError(f"the caches have different person boxes {sorted(extents)}; make "
                          "them all with the same --box-extent")  # fmt: skip
     out = Rendered(np.concatenate(ins), np.concatenate(j2), np.concatenate(j3),
-                   np.concatenate(whole), np.concatenate(feats))  # fmt: skip
+                   np.concatenate(whole), np.concatenate(feats),
+                   np.concatenate(infos) if len(infos) == len(ins) else None)  # fmt: skip
     if out.whole.sum() < MIN_WHOLE:
         raise ValueError(f"only {out.whole.sum()} rendered persons lie wholly inside their crop; "
                          f"the lifter needs at least {MIN_WHOLE}: cache more data")  # fmt: skip

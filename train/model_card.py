@@ -130,6 +130,14 @@ def options(cfg) -> list[str]:
             "the weight (0: off). About 1-3 ms a frame on a CPU, whatever the number of "
             "persons (docs/training.md, \"Lifted joints into the pose\")."
         )
+        if cfg.lifter_turn:
+            out.append(
+                f"Turn lifter (weight {cfg.lifter_turn:g} in this model): each body is turned "
+                "about its pelvis onto that share of the torso a second MLP lifts from the 2D "
+                "joints and the box's place in the image; `--lifter-turn B` in run_camera.py "
+                "and `python -m train.eval` sets the weight (0: off; docs/experiments.md, "
+                "run S)."
+            )
         out.append(
             "Bodies fitted to the 2D joints (on by default): run_camera.py and `python -m "
             "train.eval` turn each body about its pelvis and move it so that its joints project "
@@ -200,6 +208,20 @@ def _caches_lines(info: dict) -> list[str]:
         return []
     return [f"- Rendered persons from {len(caches)} feature cache(s): "
             + ", ".join(_cache_line(c, data.get(c)) for c in caches)]  # fmt: skip
+
+
+def _turn_recipe(info: dict) -> list[str]:
+    """Markdown bullets of a turn-lifter stage (python -m train.turn_lifter)."""
+    r, sc = info.get("recipe") or {}, info.get("scores") or {}
+    lines = [f"- Turn lifter (`python -m train.turn_lifter`): the 2D joints and the base box's "
+             f"place in the image lifted to the body's turn, weight {r.get('weight', '?')}; "
+             f"{r.get('samples', 0):,} pose-prior pairs and the rendered persons (share "
+             f"{r.get('rendered_share', '?')}), {r.get('steps', 0):,} steps"]
+    if sc:
+        lines.append(f"- Held-out rendered persons ({sc.get('held_out_persons', '?'):,}): torso "
+                     f"turn error {sc.get('turn_error_deg', float('nan')):.1f} degrees (the "
+                     f"keypoint lifter's {sc.get('lifter_turn_error_deg', float('nan')):.1f})")
+    return lines + _caches_lines(info)
 
 
 def _lifter_recipe(info: dict) -> list[str]:
@@ -286,11 +308,16 @@ def model_card(
         if st.get("tune2d") and not st.get("train_config"):
             lines += _tune2d_recipe(st["tune2d"]) + [""]
             continue
+        if st.get("turn_lifter") and not st.get("train_config"):
+            lines += _turn_recipe(st["turn_lifter"]) + [""]
+            continue
         lines += _recipe(st.get("train_config"), int(st.get("step", 0)), cfg.num_rois) + [""]
     if extra.get("stages"):
         lines.append(f"Stage {len(extra['stages']) + 1}, this model, started from stage "
                      f"{len(extra['stages'])}:")  # fmt: skip
-    if not train_cfg and extra.get("lifter"):  # packaged straight from python -m train.lifter
+    if not train_cfg and extra.get("turn_lifter"):  # straight from python -m train.turn_lifter
+        lines += _turn_recipe(extra["turn_lifter"])
+    elif not train_cfg and extra.get("lifter"):  # packaged straight from python -m train.lifter
         lines += _lifter_recipe(extra["lifter"])
     else:
         lines += _recipe(train_cfg, meta.step, cfg.num_rois)

@@ -38,12 +38,15 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16",
     net, meta = load_checkpoint(checkpoint)
     cfg = dataclasses.replace(meta.model_config, contrastive=False, pretrained=False)
     weight = cfg.lifter_ik if lifter_ik is None else lifter_ik
-    slim = MultiRoINet(dataclasses.replace(cfg, lifter_ik=0.0))
+    # the turn lifter turns by the lifted joints' rest joints: off with them
+    slim = MultiRoINet(dataclasses.replace(cfg, lifter_ik=weight,
+                                           lifter_turn=cfg.lifter_turn if weight else 0.0))
+    rest = {"ik_joint_template", "ik_joint_dirs"}  # the body model's, set below when absent
     state = {k: v for k, v in net.state_dict().items() if k in slim.state_dict()}
-    missing = set(slim.state_dict()) - set(state)
+    missing = set(slim.state_dict()) - set(state) - rest
     if missing:
         raise ValueError(f"{checkpoint}: weights missing for {sorted(missing)[:5]}")
-    slim.load_state_dict(state)
+    slim.load_state_dict(state, strict=False)
     if weight:
         from multiroi.body import load_body_model
 
@@ -52,7 +55,7 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16",
             raise ValueError(f"--lifter-ik: {checkpoint} was trained for body model "
                              f"{meta.body_model_id}, not {body.model_id}: pass --body-model "
                              "with that model's file")  # fmt: skip
-        set_lifter_ik(slim, weight, body)
+        set_lifter_ik(slim, weight, body, replace_rest=not rest <= set(state))
     cfg = slim.cfg
     source = Path(checkpoint).name
     if "storage" in (meta.extra or {}):  # a packaged model packaged again: the same weights
@@ -70,9 +73,13 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16",
         )
         if metas:
             extra["train_data_meta"] = metas[0] if len(metas) == 1 else metas
-    elif (meta.extra or {}).get("lifter"):  # straight from python -m train.lifter
+    elif (meta.extra or {}).get("lifter") or (meta.extra or {}).get("turn_lifter"):
+        # straight from python -m train.lifter or train.turn_lifter
         stages = (meta.extra or {}).get("stages") or []
-        extra["stages"], extra["lifter"] = stages, meta.extra["lifter"]
+        extra["stages"] = stages
+        for key in ("lifter", "turn_lifter"):
+            if meta.extra.get(key):
+                extra[key] = meta.extra[key]
         # the decoders' data: that of the last stage that trained them
         data = [st["train_data_meta"] for st in stages if st.get("train_data_meta")]
         if data:

@@ -100,6 +100,8 @@ def earlier_stages(payload: Any, path: str | os.PathLike) -> list[dict]:
         stage["lifter"] = extra["lifter"]
     if extra.get("tune2d"):  # written by python -m train.tune2d
         stage["tune2d"] = extra["tune2d"]
+    if extra.get("turn_lifter"):  # written by python -m train.turn_lifter
+        stage["turn_lifter"] = extra["turn_lifter"]
     if extra.get("train_data_meta"):  # the data of a decoder stage, for the model card
         stage["train_data_meta"] = extra["train_data_meta"]
     stages.append(stage)

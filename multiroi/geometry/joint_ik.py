@@ -177,3 +177,22 @@ def blend_into_pose(rotmat: torch.Tensor, rest: torch.Tensor, joints: torch.Tens
     turn = torch.where(proper[:, None, None], turn, by_frame)
     turned = (turn @ (joints - joints[:, :1]).transpose(1, 2)).transpose(1, 2)
     return swing_to_joints(rotmat, rest, weight * turned + (1.0 - weight) * own)
+
+
+def turn_towards(rotmat: torch.Tensor, rest: torch.Tensor, joints: torch.Tensor,
+                 weight: float) -> torch.Tensor:  # fmt: skip
+    """The pose rotmat f32[B,24,3,3] (local) turned about its pelvis towards the torso of other
+    joints f32[B,24,3] (any translation): its global orientation (joint 0) is multiplied by the
+    rotation that best maps its own torso onto ``weight`` of theirs plus ``1 - weight`` of its
+    own (both pelvis-centred); the other joints' rotations are kept. rest f32[B,24,3] m: the
+    shaped rest joints. Where that best map is a reflection (torsos far apart: a body lying in
+    one, standing in the other), the rotation between the two torsos' frames (hips and spine)
+    is taken instead."""
+    own = forward_kinematics(rotmat, rest)
+    mine = own - own[:, :1]
+    goal = weight * (joints - joints[:, :1]) + (1.0 - weight) * mine
+    turn = align_rotation(mine[:, list(TORSO)], goal[:, list(TORSO)])
+    by_frame = _torso_frame(goal) @ _torso_frame(mine).transpose(-1, -2)
+    proper = (turn[..., 0] * _cofactor(turn)[..., 0]).sum(-1) > 0
+    turn = torch.where(proper[:, None, None], turn, by_frame)
+    return torch.cat([(turn @ rotmat[:, 0])[:, None], rotmat[:, 1:]], dim=1)

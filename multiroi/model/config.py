@@ -71,6 +71,14 @@ class ModelConfig:
       0: off. Needs ``lifter`` and the body model's rest joints in the network
       (``multiroi.model.network.set_lifter_ik``). On held-out renders 4 mm lower PA-MPJPE and
       3 mm lower MPJPE at w = 0.7 (docs/training.md, "Lifted joints into the pose").
+    lifter_turn: the weight b of the turn lifter (ours; ``multiroi.model.lifter.TurnLifter``,
+      trained by ``train.turn_lifter``): a second MLP lifts the 2D joints together with the
+      base box's place in the image (CLIFF box information, which tells along which ray the
+      person is seen) to 3D joints, and the body is turned about its pelvis onto b of their
+      torso plus 1 - b of its own. Its turn is 3 degrees closer to the truth than the mesh
+      decoder's facing the camera (docs/experiments.md, "The turn lifter"). 0: no turn lifter
+      (a network built with b > 0 has one). Needs ``lifter`` and lifter_ik > 0 (the same rest
+      joints).
     feature_dropout: training only: the probability that a person's fused feature is zeroed
       for the mesh decoder, so that it learns to pose from the lifter's joints alone too; the
       camera decoder keeps the image (0: off).
@@ -104,6 +112,7 @@ class ModelConfig:
     lifter_tap: str = "t269"
     flip_test: bool = False
     lifter_ik: float = 0.0
+    lifter_turn: float = 0.0
     feature_dropout: float = 0.0
     box_extent: str = "visible"
 
@@ -196,6 +205,15 @@ class ModelConfig:
             "a number in [0, 1], and above 0 only with lifter=True",
         )
         _check(
+            isinstance(self.lifter_turn, (int, float)) and not isinstance(self.lifter_turn, bool)
+            and 0.0 <= self.lifter_turn <= 1.0
+            and (self.lifter_turn == 0.0 or (self.lifter and self.lifter_ik > 0)),
+            "lifter_turn",
+            self.lifter_turn,
+            "a number in [0, 1], and above 0 only with lifter=True and lifter_ik > 0 (it "
+            "needs the same rest joints)",
+        )
+        _check(
             isinstance(self.feature_dropout, (int, float)) and 0.0 <= self.feature_dropout < 1.0,
             "feature_dropout",
             self.feature_dropout,
@@ -247,6 +265,7 @@ class ModelConfig:
                                            else "")
         lifter += ", flip test" if self.flip_test else ""
         lifter += f", joints into the pose (w {self.lifter_ik:g})" if self.lifter_ik else ""
+        lifter += f", turn lifter (b {self.lifter_turn:g})" if self.lifter_turn else ""
         boxes = ", whole-body boxes" if self.box_extent == "amodal" else ""
         return f"backbone {self.backbone}{scale}{pool}, {rois}, fusion {fusion}{lifter}{boxes}"
 

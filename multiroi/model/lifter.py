@@ -35,6 +35,7 @@ FEATURE_DIM = NUM_FEATURES  # 1464, a blazepose_full feature
 _CENTRE = 0.5
 # the crop window (one box height tall, 0.75 wide) in box heights from its centre
 CROP_HALF_W, CROP_HALF_H = CROP_ASPECT_W_OVER_H / 2, 0.5
+TURN_WIDTH = 256  # the turn lifter's MLP (0.2 M parameters)
 
 
 def in_crop(joints_2d: torch.Tensor) -> torch.Tensor:
@@ -101,6 +102,26 @@ class Refiner2D(nn.Module):
         return self.mlp(x).reshape(-1, NUM_JOINTS, 2)
 
 
+class TurnLifter(nn.Module):
+    """forward(joints_2d f32[N,24,2] box heights from the crop centre, box_info f32[N,3] the
+    base RoI's CLIFF box information) -> joints f32[N,24,3] m, root-relative, camera axes.
+    The keypoint lifter's MLP without the image's place cannot tell along which ray the person
+    is seen, so its body's turn is an average over rays; with the box information this one
+    learns the turn (``ModelConfig.lifter_turn`` reads only its torso)."""
+
+    def __init__(self, width: int = TURN_WIDTH, blocks: int = 2) -> None:
+        super().__init__()
+        self.inp = nn.Linear(NUM_JOINTS * 2 + 3, width)
+        self.blocks = nn.ModuleList([_Block(width) for _ in range(blocks)])
+        self.out = nn.Linear(width, LIFTED_DIM)
+
+    def forward(self, joints_2d: torch.Tensor, box_info: torch.Tensor) -> torch.Tensor:
+        h = self.inp(torch.cat([joints_2d.flatten(1), box_info], dim=1))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h).reshape(-1, NUM_JOINTS, 3)
+
+
 class KeypointLifter(nn.Module):
     """forward(features f32[N,1464]) -> joints f32[N,24,3] m (see the module doc).
     ``joints_2d(features)`` -> f32[N,24,2], the mapped (and with ``refine`` corrected) 2D
@@ -108,10 +129,12 @@ class KeypointLifter(nn.Module):
     left-right mirror image too (``ModelConfig.flip_test``), lifts the mean of the two
     estimates of the 2D joints (the mirror's mirrored back)."""
 
-    def __init__(self, width: int = 512, blocks: int = 2, refine: bool = False) -> None:
+    def __init__(self, width: int = 512, blocks: int = 2, refine: bool = False,
+                 turn: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.register_buffer("landmark_map", torch.zeros(LANDMARK_INPUTS, NUM_JOINTS * 2))
         self.refiner = Refiner2D() if refine else None
+        self.turn = TurnLifter() if turn else None
         self.inp = nn.Linear(NUM_JOINTS * 2, width)
         self.blocks = nn.ModuleList([_Block(width) for _ in range(blocks)])
         self.out = nn.Linear(width, LIFTED_DIM)

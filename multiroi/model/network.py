@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from multiroi.geometry.joint_ik import blend_into_pose
+from multiroi.geometry.joint_ik import blend_into_pose, turn_towards
 from multiroi.geometry.rotations import rot6d_to_rotmat, rotmat_to_rot6d
 from multiroi.model.backbone import build_backbone
 from multiroi.model.config import ModelConfig
@@ -113,7 +113,8 @@ class MultiRoINet(nn.Module):
         self.camera_decoder = CameraDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter)
         self.lifter = None
         if cfg.lifter:
-            self.lifter = KeypointLifter(cfg.lifter_width, cfg.lifter_blocks, cfg.lifter_refine)
+            self.lifter = KeypointLifter(cfg.lifter_width, cfg.lifter_blocks, cfg.lifter_refine,
+                                         turn=cfg.lifter_turn > 0)  # fmt: skip
         extra = LIFTED_DIM if cfg.lifter else 0
         self.mesh_decoder = MeshDecoder(d, cfg.hidden, cfg.dropout, cfg.n_iter, extra_dim=extra)
         self.proj_head = ProjectionHead(d, cfg.proj_dim) if cfg.contrastive else None
@@ -208,7 +209,11 @@ class MultiRoINet(nn.Module):
         rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
         if lifted is not None and self.cfg.lifter_ik > 0:  # in training too: the decoders
             # then learn for the swung pose, which is what the network outputs
-            swung = self._lifted_into_pose(rotmat, betas, lifted.reshape(p, NUM_JOINTS, 3))
+            turn = None
+            if self.lifter.turn is not None and self.cfg.lifter_turn > 0:
+                turn = self.lifter.turn(joints_2d, box_info[:, 0])
+            swung = self._lifted_into_pose(rotmat, betas, lifted.reshape(p, NUM_JOINTS, 3),
+                                           turn)  # fmt: skip
             pose6d = rotmat_to_rot6d(swung).flatten(1)  # and back: rotations to the last bit
             rotmat = rot6d_to_rotmat(pose6d.reshape(p, NUM_JOINTS, 6))
         proj = None
@@ -226,10 +231,13 @@ class MultiRoINet(nn.Module):
         )
 
     def _lifted_into_pose(self, rotmat: torch.Tensor, betas: torch.Tensor,
-                          lifted: torch.Tensor) -> torch.Tensor:  # fmt: skip
+                          lifted: torch.Tensor, turn: torch.Tensor | None = None
+                          ) -> torch.Tensor:  # fmt: skip
         """``cfg.lifter_ik``: the decoder's pose f32[P,24,3,3] swung towards the lifted joints
-        f32[P,24,3] (multiroi.geometry.joint_ik.blend_into_pose), in float32 also under
-        autocast (in bf16 the polar iteration and the chained rotations drift by millimetres)."""
+        f32[P,24,3] (multiroi.geometry.joint_ik.blend_into_pose), then, with ``turn`` (the turn
+        lifter's joints f32[P,24,3]), turned about the pelvis towards their torso by
+        ``cfg.lifter_turn`` (joint_ik.turn_towards); in float32 also under autocast (in bf16
+        the polar iteration and the chained rotations drift by millimetres)."""
         template = getattr(self, "ik_joint_template", None)
         if template is None or not (_exporting() or self._ik_ready(template)):
             raise ValueError("ModelConfig.lifter_ik needs the body model's rest joints in the "
@@ -239,6 +247,8 @@ class MultiRoINet(nn.Module):
             rest = template.float() + torch.einsum(
                 "pb,jkb->pjk", betas.float(), self.ik_joint_dirs.float())
             out = blend_into_pose(rotmat.float(), rest, lifted.float(), self.cfg.lifter_ik)
+            if turn is not None:
+                out = turn_towards(out, rest, turn.float(), self.cfg.lifter_turn)
         return out.to(rotmat.dtype)
 
     def _ik_ready(self, template: torch.Tensor) -> bool:
@@ -303,7 +313,8 @@ def set_lifter_ik(net: MultiRoINet, weight: float | None, body: Any = None, *,
                          f"{net.cfg.describe()}: leave --lifter-ik out")  # fmt: skip
     if weight and not (has_rest or take_body):
         raise ValueError("--lifter-ik: this network holds no rest joints; pass the body model")
-    cfg = dataclasses.replace(net.cfg, lifter_ik=float(weight))  # validates the weight
+    cfg = dataclasses.replace(net.cfg, lifter_ik=float(weight),  # validates the weight
+                              lifter_turn=net.cfg.lifter_turn if weight else 0.0)
     if weight and take_body:  # float32 on the network's device, whatever its dtype
         where = dict(device=net.init_cam.device, dtype=torch.float32)
         template = body.joint_template.to(**where)
@@ -315,9 +326,23 @@ def set_lifter_ik(net: MultiRoINet, weight: float | None, body: Any = None, *,
     if not weight:  # off: the rest joints go, so that a saved network loads as configured
         for name in ("ik_joint_template", "ik_joint_dirs"):
             net._buffers.pop(name, None)
+        if net.cfg.lifter_turn:  # it turns by the same rest joints
+            logger.info("the turn lifter is off too (it needs the lifted joints' rest joints)")
     net.cfg = cfg
     net._ik_checked = False
     logger.info("lifted joints into the pose: %s", f"weight {weight:g}" if weight else "off")
+
+
+def set_lifter_turn(net: MultiRoINet, weight: float | None) -> None:
+    """Set the turn lifter's weight (``ModelConfig.lifter_turn``; 0: off; None: leave it). A
+    weight above 0 needs a network trained with a turn lifter (``train.turn_lifter``)."""
+    if weight is None or net.cfg.lifter_turn == weight:
+        return
+    if weight and (net.lifter is None or net.lifter.turn is None):
+        raise ValueError(f"--lifter-turn needs a network with a turn lifter (train.turn_lifter); "
+                         f"this one is {net.cfg.describe()}: leave --lifter-turn out")  # fmt: skip
+    net.cfg = dataclasses.replace(net.cfg, lifter_turn=float(weight))  # validates the weight
+    logger.info("turn lifter: %s", f"weight {weight:g}" if weight else "off")
 
 
 class ExportWrapper(nn.Module):
