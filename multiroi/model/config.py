@@ -76,7 +76,7 @@ class ModelConfig:
       base box's place in the image (CLIFF box information, which tells along which ray the
       person is seen) to 3D joints, and the body is turned about its pelvis onto b of their
       torso plus 1 - b of its own. Its turn is 3 degrees closer to the truth than the mesh
-      decoder's facing the camera (docs/experiments.md, "The turn lifter"). 0: no turn lifter
+      decoder's facing the camera (docs/experiments.md, run S). 0: no turn lifter
       (a network built with b > 0 has one). Needs ``lifter`` and lifter_ik > 0 (the same rest
       joints).
     feature_dropout: training only: the probability that a person's fused feature is zeroed

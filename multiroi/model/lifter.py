@@ -35,7 +35,7 @@ FEATURE_DIM = NUM_FEATURES  # 1464, a blazepose_full feature
 _CENTRE = 0.5
 # the crop window (one box height tall, 0.75 wide) in box heights from its centre
 CROP_HALF_W, CROP_HALF_H = CROP_ASPECT_W_OVER_H / 2, 0.5
-TURN_WIDTH = 256  # the turn lifter's MLP (0.2 M parameters)
+TURN_WIDTH = 256  # the turn lifter's MLP (0.3 M parameters)
 
 
 def in_crop(joints_2d: torch.Tensor) -> torch.Tensor:
