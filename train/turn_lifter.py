@@ -1,5 +1,6 @@
-"""Train the turn lifter (multiroi.model.lifter.TurnLifter) into a network that has a keypoint
-lifter; everything else is kept.
+"""Train the turn lifter (multiroi.model.lifter.TurnLifter) into a keypoint-lifter network.
+
+Everything else in the network is kept.
 
     python -m train.turn_lifter --cache CACHES --init runs/r/lifter.pt --out runs/t/turn.pt
 
