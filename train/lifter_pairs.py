@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from multiroi.rois import box_info_from_focal
+
 
 def scene_ranges(metas: list[dict]) -> dict:
     """The sampling ranges of the caches' scenes (the widest of each) and in-plane rotation."""
@@ -96,8 +98,7 @@ class PairSampler:
         size = (hi - lo).max(1) / self.extents[k]
         centre = 0.5 * (lo + hi) - self.offsets[k] * size[:, None]
         uv = (uv - centre[:, None]) / size[:, None, None]
-        info = np.stack([2.8 * centre[:, 0] / focal, 2.8 * centre[:, 1] / focal,
-                         (size / focal - 0.24) / 0.06], axis=1)  # fmt: skip
+        info = box_info_from_focal(centre, size, focal, np.zeros(2))  # image widths, all
         return uv.astype(np.float32), joints.astype(np.float32), info.astype(np.float32)
 
 

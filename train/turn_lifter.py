@@ -37,13 +37,11 @@ def torso_turn_deg(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Degrees between the orientations of two sets of joints f[N,24,3]: the angle of the
     rotation that best maps the predicted torso onto the true one (after centring)."""
     from multiroi.geometry.joint_ik import TORSO
+    from multiroi.geometry.procrustes import similarity_transform
 
-    a = pred[:, list(TORSO)] - pred[:, list(TORSO)].mean(1, keepdims=True)
-    b = truth[:, list(TORSO)] - truth[:, list(TORSO)].mean(1, keepdims=True)
-    u, _, vt = np.linalg.svd(np.einsum("nki,nkj->nij", b, a))
-    d = np.sign(np.linalg.det(u @ vt))
-    u[:, :, 2] *= d[:, None]
-    rot = u @ vt
+    _, rot, _ = similarity_transform(
+        *(torch.as_tensor(np.asarray(j, np.float64)[:, list(TORSO)]) for j in (pred, truth)))
+    rot = rot.numpy()
     cos = np.clip((np.trace(rot, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
     return np.degrees(np.arccos(cos))
 

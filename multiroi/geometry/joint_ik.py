@@ -160,6 +160,16 @@ def _torso_frame(joints: torch.Tensor) -> torch.Tensor:
     return _frame(joints[:, 1] - joints[:, 2], joints[:, 9] - joints[:, 0])
 
 
+def torso_turn(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The rotation f32[B,3,3] that best maps the torso of joints src f32[B,24,3] onto that of
+    dst f32[B,24,3] (after centring). Where the best orthogonal map is a reflection (torsos far
+    apart or unlike), the rotation between the two torsos' hip-and-spine frames instead."""
+    turn = align_rotation(src[:, list(TORSO)], dst[:, list(TORSO)])
+    by_frame = _torso_frame(dst) @ _torso_frame(src).transpose(-1, -2)
+    proper = (turn[..., 0] * _cofactor(turn)[..., 0]).sum(-1) > 0
+    return torch.where(proper[:, None, None], turn, by_frame)
+
+
 def blend_into_pose(rotmat: torch.Tensor, rest: torch.Tensor, joints: torch.Tensor,
                     weight: float) -> torch.Tensor:  # fmt: skip
     """The pose rotmat f32[B,24,3,3] (local) swung towards other estimates of its joints.
@@ -170,11 +180,7 @@ def blend_into_pose(rotmat: torch.Tensor, rest: torch.Tensor, joints: torch.Tens
     accurate), then the targets are ``weight`` of it plus ``1 - weight`` of the pose's joints.
     Returns f32[B,24,3,3] local rotations (see :func:`swing_to_joints`)."""
     own = forward_kinematics(rotmat, rest)
-    turn = align_rotation(joints[:, list(TORSO)], own[:, list(TORSO)])
-    # a torso too unlike the pose's can give a reflection: then its hips and spine turn it
-    by_frame = _torso_frame(own) @ _torso_frame(joints).transpose(-1, -2)
-    proper = (turn[..., 0] * _cofactor(turn)[..., 0]).sum(-1) > 0
-    turn = torch.where(proper[:, None, None], turn, by_frame)
+    turn = torso_turn(joints, own)
     turned = (turn @ (joints - joints[:, :1]).transpose(1, 2)).transpose(1, 2)
     return swing_to_joints(rotmat, rest, weight * turned + (1.0 - weight) * own)
 
@@ -184,15 +190,10 @@ def turn_towards(rotmat: torch.Tensor, rest: torch.Tensor, joints: torch.Tensor,
     """The pose rotmat f32[B,24,3,3] (local) turned about its pelvis towards the torso of other
     joints f32[B,24,3] (any translation): its global orientation (joint 0) is multiplied by the
     rotation that best maps its own torso onto ``weight`` of theirs plus ``1 - weight`` of its
-    own (both pelvis-centred); the other joints' rotations are kept. rest f32[B,24,3] m: the
-    shaped rest joints. Where that best map is a reflection (torsos far apart: a body lying in
-    one, standing in the other), the rotation between the two torsos' frames (hips and spine)
-    is taken instead."""
+    own (both pelvis-centred; :func:`torso_turn`, so a body lying in one and standing in the
+    other is turned by their hip-and-spine frames); the other joints' rotations are kept.
+    rest f32[B,24,3] m: the shaped rest joints."""
     own = forward_kinematics(rotmat, rest)
     mine = own - own[:, :1]
-    goal = weight * (joints - joints[:, :1]) + (1.0 - weight) * mine
-    turn = align_rotation(mine[:, list(TORSO)], goal[:, list(TORSO)])
-    by_frame = _torso_frame(goal) @ _torso_frame(mine).transpose(-1, -2)
-    proper = (turn[..., 0] * _cofactor(turn)[..., 0]).sum(-1) > 0
-    turn = torch.where(proper[:, None, None], turn, by_frame)
+    turn = torso_turn(mine, weight * (joints - joints[:, :1]) + (1.0 - weight) * mine)
     return torch.cat([(turn @ rotmat[:, 0])[:, None], rotmat[:, 1:]], dim=1)
