@@ -60,6 +60,11 @@ def test_a_tail_from_the_16x16_map_continues_the_graph_too(backbone):
     assert torch.equal(plain, features)
     assert torch.allclose(again, plain, atol=1e-5)
     assert sum(p.numel() for p in bb.lifter_tail.parameters()) == 2_652_456
+    bb.add_lifter_tail("t226")  # one stride-2 stage earlier still: the 32x32 map
+    with torch.no_grad():
+        _, m226 = bb.forward_with_tap(x)
+        assert m226.shape == (2, *LIFTER_TAPS["t226"])
+        assert torch.allclose(bb.lifter_features(m226), plain, atol=1e-5)
     with pytest.raises(ValueError, match="t269"):
         bb.add_lifter_tail("t300")
 
@@ -71,6 +76,7 @@ def test_the_configs_taps_are_the_backbones():
     cfg = dict(backbone="blazepose_full", lifter=True, lifter_tail=True)
     assert ModelConfig(**cfg).lifter_tap == LIFTER_TAP  # and so every older checkpoint's
     assert "from the 16x16 map" in ModelConfig(**cfg, lifter_tap="t251").describe()
+    assert "from the 32x32 map" in ModelConfig(**cfg, lifter_tap="t226").describe()
     with pytest.raises(ValueError, match="lifter_tap"):
         ModelConfig(**cfg, lifter_tap="t300")
 
@@ -368,3 +374,51 @@ def test_tune2d_moves_a_tuned_tail_to_the_16x16_map(tuned, tap_cache, tmp_path):
     assert scores["val_before"]["persons"] == before["persons"]
     assert scores["val_before"]["error_2d_all_box"] == pytest.approx(
         before["error_2d_all_box"], rel=0.01)
+
+
+def test_tune2d_and_the_caches_refuse_a_gpu_this_torch_cannot_see(tap_cache, lifter_ckpt,
+                                                                   tmp_path, caplog):  # fmt: skip
+    from train import tune2d
+    from train.feature_cache import FeatureDataset, write_cache
+    from train.runtime import pick_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert pick_device("auto").type == "cpu"
+    out = tmp_path / "tail.pt"
+    argv = ["--cache", str(tap_cache), "--init", str(lifter_ckpt), "--out", str(out),
+            "--steps", "2", "--device", "cuda", "--no-progress"]  # fmt: skip
+    assert tune2d.main(argv) == 2 and not out.exists()
+    assert "sees no CUDA GPU" in caplog.text and "'cpu' or 'auto'" in caplog.text
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        write_cache(str(FeatureDataset(tap_cache).meta["source"]), tmp_path / "c",
+                    backbone="blazepose_full", num_rois=1, draws=1, init=str(lifter_ckpt),
+                    num_workers=0, device="cuda")  # fmt: skip
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.part").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tap_caches_and_the_2d_tail_on_a_gpu_match_the_cpu(tap_cache, lifter_ckpt, tmp_path):
+    """feature_cache and tune2d with --device cuda: the same maps (fp16 there, bf16 or fp32
+    here) and a tail that learns as it does on the CPU, written as a CPU checkpoint."""
+    from multiroi.checkpoint import load_checkpoint
+    from train import tune2d
+    from train.feature_cache import FeatureDataset, write_cache
+
+    source = str(FeatureDataset(tap_cache).meta["source"])
+    gpu = write_cache(source, tmp_path / "gpu", backbone="blazepose_full", num_rois=1, draws=2,
+                      init=str(lifter_ckpt), num_workers=0, tap=LIFTER_TAP,
+                      box_extent="amodal", min_box_px=8, device="cuda")  # fmt: skip
+    a = np.load(tap_cache / "draw_0" / "tap.npy").astype(np.float32)
+    b = np.load(gpu / "draw_0" / "tap.npy").astype(np.float32)
+    assert a.shape == b.shape and np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    out = tmp_path / "tail.pt"
+    argv = ["--cache", str(gpu), "--val", str(tap_cache), "--init", str(lifter_ckpt),
+            "--out", str(out), "--steps", "60", "--batch", "16", "--lr", "1e-3",
+            "--device", "cuda", "--no-progress"]  # fmt: skip
+    assert tune2d.main(argv) == 0
+    net, _ = load_checkpoint(out)
+    assert next(net.parameters()).device.type == "cpu" and net.cfg.lifter_tail
+    scores = torch.load(out, weights_only=True)["extra"]["tune2d"]["scores"]
+    assert scores["val_after"]["error_2d_all_box"] < 0.8 * scores["val_before"]["error_2d_all_box"]

@@ -209,3 +209,27 @@ def test_package_keeps_the_turn_lifter_and_its_card_says_how_it_was_trained(
     assert main(["--checkpoint", str(out), "--out", str(tmp_path / "off.pt"), "--lifter-ik",
                  "0"]) == 0  # fmt: skip
     assert load_checkpoint(tmp_path / "off.pt")[0].cfg.lifter_turn == 0
+
+
+def test_a_network_straight_from_tune2d_keeps_its_stages_in_the_card(toy_body_model, tmp_path):
+    """train.tune2d's output packaged as it is (no lifter retrained after it): every earlier
+    stage and the tail's own recipe and 2D scores reach the card."""
+    cfg = ModelConfig(backbone="blazepose_full", num_rois=1, contrastive=False, lifter=True,
+                      lifter_tail=True, lifter_tap="t226")  # fmt: skip
+    stages = [{"checkpoint": "bp5w/last.pt", "step": 12000,
+               "train_config": {"run": {"steps": 12000}}}]  # fmt: skip
+    info = {"recipe": {"init": "runs/s/default.pt", "steps": 3000, "batch": 64, "lr": 1e-4},
+            "scores": {"val_before": {"persons": 1218, "error_2d_all_box": 0.0196},
+                       "val_after": {"persons": 1218, "error_2d_all_box": 0.0184}},
+            "data": [{"cache": "runs/u/t226_front7", "persons": 10018}]}  # fmt: skip
+    src = save_checkpoint(tmp_path / "tail.pt", MultiRoINet(cfg), cfg,
+                          body_model_id=toy_body_model.model_id,
+                          extra={"stages": stages, "tune2d": info})  # fmt: skip
+    out = tmp_path / "packed.pt"
+    assert main(["--checkpoint", str(src), "--out", str(out), "--storage", "int8-heads"]) == 0
+    meta = load_checkpoint(out)[1]
+    assert meta.extra["stages"] == stages and meta.extra["tune2d"] == info
+    card = out.with_suffix(".md").read_text()
+    assert "Stage 1, `bp5w/last.pt`" in card and "Stage 2, this model" in card
+    assert "3,000 steps of 64" in card and "0.0196 -> 0.0184 box heights" in card
+    assert "from the 32x32 map" in card and "Not recorded in the checkpoint" not in card

@@ -252,3 +252,18 @@ def test_a_run_with_lifted_joints_in_the_pose_holds_its_body_models_rest_joints(
     net, meta = load_checkpoint(train(cfg).checkpoint)
     assert meta.model_config.lifter_ik == 0.7
     assert torch.allclose(net.ik_joint_template, toy_body_model.joint_template)
+
+
+def test_training_on_a_gpu_this_torch_cannot_see_is_one_line(tmp_path, caplog):
+    import torch
+
+    from train.__main__ import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    argv = ["--run.device", "cuda", "--run.out_dir", str(tmp_path / "run"),
+            "--data.train", str(tmp_path / "none"), "--run.steps", "1"]  # fmt: skip
+    assert main(argv) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "sees no CUDA GPU" in errors[0], errors
+    assert not (tmp_path / "run" / "last.pt").exists()

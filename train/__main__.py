@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(cfg, resume=args.resume)
-    except CheckpointError as exc:
+    except (CheckpointError, ValueError) as exc:  # a checkpoint or a setting that cannot be used
         logging.getLogger("train").error("%s", exc)
         return 2
     logging.getLogger("train").info(

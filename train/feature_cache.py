@@ -161,23 +161,26 @@ def write_cache(
     data: str, out: str | Path, *, backbone: str, num_rois: int, draws: int, init: str,
     seed: int = 0, min_box_px: float = 16.0, batch_size: int = 32, num_workers: int = 1,
     augment: aug.AugmentConfig | None = None, image_root: str | None = None,
-    box_extent: str = "visible", tap: str | None = None,
+    box_extent: str = "visible", tap: str | None = None, device: str = "cpu",
 ) -> Path:  # fmt: skip
     """Compute and write the cache (see the module doc); returns its folder. ``tap``: also
     write BlazePose's map of the base RoI at that tensor (one of ``LIFTER_TAPS``), ``tap.npy``
     f16[N,C,H,W] (what train.tune2d trains the lifter's tail on). A backbone with a lifter
-    tail (``ModelConfig.lifter_tail``) adds its features of the base RoI as an extra slot R."""
+    tail (``ModelConfig.lifter_tail``) adds its features of the base RoI as an extra slot R.
+    ``device``: where the backbone runs ('cpu', 'cuda' or 'auto'; mixed precision there as the
+    training's, ``train.runtime.amp_mode``)."""
     from tqdm import tqdm
 
-    from train.runtime import amp_mode
+    from train.runtime import amp_mode, pick_device
 
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or choose another --out")
+    dev = pick_device(device)
     augment = augment or aug.AugmentConfig()
     ds = open_dataset(data, num_rois, augment, seed, image_root, min_box_px, box_extent)
     n = len(ds)
-    bb = build_backbone_for_cache(backbone, init).eval()
+    bb = build_backbone_for_cache(backbone, init).eval().to(dev)
     lifter_slot = getattr(bb, "lifter_tail", None) is not None
     if tap and not hasattr(bb, "forward_with_taps"):
         raise ValueError(f"--tap needs the blazepose_full backbone, not {backbone}")
@@ -185,7 +188,7 @@ def write_cache(
         raise ValueError(f"--tap {tap!r} is not one of {sorted(LIFTER_TAPS)}")
     names = ([bb.lifter_tap] if lifter_slot else []) + ([tap] if tap else [])
     names = list(dict.fromkeys(names))  # the maps the batches need, each once
-    amp, dtype = amp_mode(True, torch.device("cpu"))
+    amp, dtype = amp_mode(True, dev)
     fingerprint = backbone_fingerprint(bb)
     part = out.with_name(out.name + ".part")
     if part.exists():
@@ -205,9 +208,10 @@ def write_cache(
         row = 0
         for batch in loader:
             p = len(batch)
-            with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=amp):
+            crops = batch.crops.flatten(0, 1).to(dev, non_blocking=True)
+            with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=amp):
                 if names:
-                    f, maps = bb.forward_with_taps(batch.crops.flatten(0, 1), tuple(names))
+                    f, maps = bb.forward_with_taps(crops, tuple(names))
                     base = {k: m.float().reshape(p, num_rois, *m.shape[1:])[:, 0]
                             for k, m in zip(names, maps, strict=True)}  # fmt: skip
                     f = f.float().reshape(p, num_rois, -1)
@@ -216,7 +220,8 @@ def write_cache(
                         f = torch.cat([f, slot[:, None]], dim=1)
                     t = base[tap] if tap else None
                 else:
-                    f = bb(batch.crops.flatten(0, 1)).float().reshape(p, num_rois, -1)
+                    f = bb(crops).float().reshape(p, num_rois, -1)
+            f, t = f.cpu(), (t.cpu() if tap else None)
             if feats is None:
                 shape = (n, int(f.shape[1]), int(f.shape[-1]))
                 feats = np.lib.format.open_memmap(
@@ -277,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         help="base box around the visible pixels or the whole body (amodal)",
     )
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default="auto",
+                        help="auto (a CUDA GPU where PyTorch sees one), cpu or cuda")  # fmt: skip
     parser.add_argument("--no-augment", action="store_true",
                         help="the crops as they are (held-out sets), no augmentation draws")
     parser.add_argument("--tap", nargs="?", const=LIFTER_TAP, default=None,
@@ -291,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                     draws=args.draws, init=args.init, seed=args.seed,
                     min_box_px=args.min_box_px, num_workers=args.workers,
                     image_root=args.image_root, box_extent=args.box_extent, tap=args.tap,
-                    augment=aug.AugmentConfig(enabled=not args.no_augment))  # fmt: skip
+                    augment=aug.AugmentConfig(enabled=not args.no_augment),
+                    device=args.device)  # fmt: skip
     except (ValueError, FileExistsError, OSError) as exc:
         logger.error("%s", exc)
         return 1

@@ -319,6 +319,8 @@ def model_card(
         lines += _turn_recipe(extra["turn_lifter"])
     elif not train_cfg and extra.get("lifter"):  # packaged straight from python -m train.lifter
         lines += _lifter_recipe(extra["lifter"])
+    elif not train_cfg and extra.get("tune2d"):  # straight from python -m train.tune2d
+        lines += _tune2d_recipe(extra["tune2d"])
     else:
         lines += _recipe(train_cfg, meta.step, cfg.num_rois)
     lines += ["", "## Training data", ""]

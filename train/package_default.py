@@ -73,11 +73,11 @@ def package(checkpoint: str | Path, out: str | Path, *, storage: str = "fp16",
         )
         if metas:
             extra["train_data_meta"] = metas[0] if len(metas) == 1 else metas
-    elif (meta.extra or {}).get("lifter") or (meta.extra or {}).get("turn_lifter"):
-        # straight from python -m train.lifter or train.turn_lifter
+    elif any((meta.extra or {}).get(k) for k in ("lifter", "turn_lifter", "tune2d")):
+        # straight from python -m train.lifter, train.turn_lifter or train.tune2d
         stages = (meta.extra or {}).get("stages") or []
         extra["stages"] = stages
-        for key in ("lifter", "turn_lifter"):
+        for key in ("lifter", "turn_lifter", "tune2d"):
             if meta.extra.get(key):
                 extra[key] = meta.extra[key]
         # the decoders' data: that of the last stage that trained them

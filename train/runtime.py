@@ -35,8 +35,13 @@ def setup_distributed(device: torch.device) -> Dist:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' (CUDA where PyTorch sees a GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'; a
+    CUDA device PyTorch cannot see raises ValueError (one line: what to use instead)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this PyTorch sees no CUDA GPU "
+                         f"(torch {torch.__version__}); use device 'cpu' or 'auto'")  # fmt: skip
     if name == "cuda":
         return torch.device("cuda", local_rank)
     return torch.device(name)

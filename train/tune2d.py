@@ -89,9 +89,11 @@ def joints_2d(model, taps: torch.Tensor) -> torch.Tensor:
 
 
 def score(model, data: TapSet, chunk: int = 512) -> dict:
-    """Median 2D error (box heights) of the mapped joints: wholly in the crop, all."""
+    """Median 2D error (box heights) of the mapped joints: wholly in the crop, all (the maps
+    are moved to the model's device chunk by chunk)."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        pred = torch.cat([joints_2d(model, data.taps[i : i + chunk])
+        pred = torch.cat([joints_2d(model, data.taps[i : i + chunk].to(device)).cpu()
                           for i in range(0, len(data.taps), chunk)])  # fmt: skip
     err = (pred - data.joints_2d).norm(dim=-1)
     return {"persons": len(err), "error_2d_whole_box": float(err[data.whole].median()),
@@ -100,10 +102,13 @@ def score(model, data: TapSet, chunk: int = 512) -> dict:
 
 def tune(model, train: TapSet, val: TapSet | None, *, steps: int, batch: int, lr: float,
          seed: int, progress: bool = True) -> dict:  # fmt: skip
-    """Train ``model.backbone.lifter_tail`` (everything else frozen); returns the scores."""
+    """Train ``model.backbone.lifter_tail`` (everything else frozen) on the device its
+    parameters are on (the maps stay in host memory; each batch is moved there); returns the
+    scores."""
     from tqdm import tqdm
 
     tail = model.backbone.lifter_tail
+    device = next(model.parameters()).device
     for p in model.parameters():
         p.requires_grad_(False)
     for p in tail.parameters():
@@ -117,7 +122,8 @@ def tune(model, train: TapSet, val: TapSet | None, *, steps: int, batch: int, lr
     bar = tqdm(range(steps), desc="2D tail", unit="step", disable=not progress)
     for _ in bar:
         i = torch.randint(0, len(train.taps), (batch,), generator=gen)
-        loss = (joints_2d(model, train.taps[i]) - train.joints_2d[i]).norm(dim=-1).mean()
+        taps, truth = train.taps[i].to(device), train.joints_2d[i].to(device)
+        loss = (joints_2d(model, taps) - truth).norm(dim=-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -156,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU where PyTorch sees one), cpu or cuda")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -165,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     from multiroi.model.config import ModelConfig
     from multiroi.model.network import MultiRoINet
     from train.config import split_list
+    from train.runtime import pick_device
     from train.warm_start import earlier_stages, warm_start
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        device = pick_device(args.device)
         payload = read_checkpoint_file(args.init)
         src = ModelConfig.from_dict(payload["model_config"])
         if not src.lifter:
@@ -187,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CheckpointError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2
-    logger.info("2D tail: %d rendered persons to train on, %s held out", len(train.taps),
-                len(val.taps) if val is not None else "none")  # fmt: skip
+    logger.info("2D tail: %d rendered persons to train on, %s held out, on %s",
+                len(train.taps), len(val.taps) if val is not None else "none", device)  # fmt: skip
+    model.to(device)
     scores = tune(model, train, val, steps=args.steps, batch=args.batch, lr=args.lr,
                   seed=args.seed, progress=not args.no_progress)  # fmt: skip
     for name, s in scores.items():
@@ -196,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s: %d persons, median 2D error %.4f box heights wholly in the crop, "
                         "%.4f all", name, s["persons"], s["error_2d_whole_box"],
                         s["error_2d_all_box"])  # fmt: skip
-    recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
+    model.cpu()
+    recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out", "device")}
     data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}
             for c, m in zip(split_list(args.cache), train.metas, strict=True)]  # fmt: skip
     save_checkpoint(args.out, model, cfg, body_model_id=payload.get("body_model_id", ""),

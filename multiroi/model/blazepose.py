@@ -62,8 +62,9 @@ INPUT_SIZE = 256
 # Where the lifter's own copy of the last layers can start (ModelConfig.lifter_tail and
 # lifter_tap): the graph's tensor, its shape (C, H, W) and the parameters of the copy after it.
 # "t269": the trunk's 8x8x144 map, before the regression branch's last 40 ops (1.7 M parameters;
-# runs M-O); "t251": the trunk's 16x16x88 map, before its last stride-2 stage (2.7 M).
-LIFTER_TAPS = {"t269": (144, 8, 8), "t251": (88, 16, 16)}
+# runs M-O); "t251": the trunk's 16x16x88 map, before its last stride-2 stage (2.7 M; runs P-S);
+# "t226": the trunk's 32x32x32 map, before the stride-2 stage into 16x16 (3.1 M).
+LIFTER_TAPS = {"t269": (144, 8, 8), "t251": (88, 16, 16), "t226": (32, 32, 32)}
 LIFTER_TAP = "t269"  # the default, and that of every checkpoint saved before lifter_tap
 
 

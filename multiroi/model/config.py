@@ -11,7 +11,7 @@ VALID_POS_ENC = ("relative", "absolute", "none")
 VALID_RELATIVE_MODE = ("pe_diff", "diff_pe")
 VALID_BOX_EXTENT = ("visible", "amodal")
 # where the lifter's own copy of BlazePose's last layers can start (blazepose.LIFTER_TAPS)
-LIFTER_TAP_NAMES = ("t269", "t251")
+LIFTER_TAP_NAMES = ("t269", "t251", "t226")
 
 
 @dataclass
@@ -58,7 +58,8 @@ class ModelConfig:
       ops once more for the base RoI; needs ``lifter``.
     lifter_tap: where that copy starts, a tensor of BlazePose's graph
       (``multiroi.model.blazepose.LIFTER_TAPS``): "t269", the 8x8 map above, or "t251", the
-      trunk's 16x16x88 map before its last stride-2 stage (2.7 M parameters, about as fast).
+      trunk's 16x16x88 map before its last stride-2 stage (2.7 M parameters, about as fast),
+      or "t226", its 32x32x32 map before the stage into 16x16 (3.1 M parameters).
     flip_test: the lifter also reads the base RoI's left-right mirror image and lifts the mean
       of the two 2D estimates (ours; inference from crops only, not from cached features). One
       more backbone call per person; on held-out renders 0.7-1.6 mm lower PA-MPJPE and 3-6 mm
@@ -190,7 +191,7 @@ class ModelConfig:
             "True or False, and True only with lifter=True",
         )
         _check(self.lifter_tap in LIFTER_TAP_NAMES, "lifter_tap", self.lifter_tap,
-               "'t269' (the trunk's 8x8 map) or 't251' (its 16x16 map)")
+               "'t269' (the trunk's 8x8 map), 't251' (its 16x16 map) or 't226' (its 32x32 map)")
         _check(
             isinstance(self.flip_test, bool) and (self.lifter or not self.flip_test),
             "flip_test",
@@ -261,8 +262,8 @@ class ModelConfig:
             lifter += f" ({self.lifter_width} wide, {self.lifter_blocks} blocks)"
         lifter += " (2D refined)" if self.lifter_refine else ""
         if self.lifter_tail:
-            lifter += ", tuned 2D tail" + (" from the 16x16 map" if self.lifter_tap == "t251"
-                                           else "")
+            lifter += ", tuned 2D tail" + {"t251": " from the 16x16 map",
+                                           "t226": " from the 32x32 map"}.get(self.lifter_tap, "")
         lifter += ", flip test" if self.flip_test else ""
         lifter += f", joints into the pose (w {self.lifter_ik:g})" if self.lifter_ik else ""
         lifter += f", turn lifter (b {self.lifter_turn:g})" if self.lifter_turn else ""
