@@ -302,3 +302,37 @@ def test_refiner_training_starts_from_fresh_weights():
     assert last.weight.abs().max() < 1e-6 and last.bias.abs().max() < 1e-6  # no correction yet
     first = refiner.mlp[1].weight
     assert (first - 0.5).abs().max() > 0.1 and first.std() > 0.01
+
+
+def test_the_command_refuses_a_gpu_this_torch_cannot_see(sampler, tmp_path, caplog):
+    from train.lifter import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    cache = _fake_cache(tmp_path / "cache", sampler, 10, box_extent="amodal")
+    out = tmp_path / "x.pt"
+    assert main(["--cache", str(cache), "--out", str(out), "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in caplog.text and not out.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_lifter_learns_on_a_gpu_as_on_the_cpu(sampler):
+    """train_lifter on CUDA: the same data drawn, a lifter that learns as well, ending on the
+    CPU."""
+    from train.lifter import train_lifter
+
+    rendered = _rendered_from_sampler(sampler, 400, seed=5)
+    scores = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        lifter = KeypointLifter(width=128, refine=True)
+        rendered.features = np.random.default_rng(1).normal(size=(400, D)).astype(np.float32)
+        scores[device] = train_lifter(lifter, rendered, sampler, samples=8000, steps=300,
+                                      batch=128, lr=2e-3, seed=0, progress=False,
+                                      refine_steps=100, rendered_share=0.5,
+                                      device=device)  # fmt: skip
+        assert next(lifter.parameters()).device.type == "cpu"
+    assert scores["cuda"]["pa_mpjpe_mm"] < 0.8 * scores["cuda"]["pa_mpjpe_mean_pose_mm"]
+    gap = abs(scores["cuda"]["pa_mpjpe_mm"] - scores["cpu"]["pa_mpjpe_mm"])
+    assert gap < 0.15 * scores["cpu"]["pa_mpjpe_mm"], scores

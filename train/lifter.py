@@ -74,10 +74,11 @@ def train_refiner(
     batch: int = 256, lr: float = 1e-3, progress: bool = True,
 ) -> None:  # fmt: skip
     """Train ``refiner`` to predict ``residuals`` f32[N,24,2] (true 2D joints minus the landmark
-    map's) from ``features`` [N,1464], from fresh weights; its standardisation is set from
-    ``features``."""
-    x = torch.as_tensor(features, dtype=torch.float32)
-    y = torch.as_tensor(residuals, dtype=torch.float32)
+    map's) from ``features`` [N,1464], from fresh weights, on the refiner's device; its
+    standardisation is set from ``features``."""
+    device = refiner.feat_mean.device
+    x = torch.as_tensor(features, dtype=torch.float32).to(device)
+    y = torch.as_tensor(residuals, dtype=torch.float32).to(device)
     # from scratch: weights warm-started from --init saw persons that may now be held out
     torch.manual_seed(seed + 1)
     refiner.reset()
@@ -86,7 +87,7 @@ def train_refiner(
     gen = torch.Generator().manual_seed(seed + 1)
 
     def batch_loss() -> torch.Tensor:
-        i = torch.randint(0, len(x), (batch,), generator=gen)
+        i = torch.randint(0, len(x), (batch,), generator=gen).to(device)
         return (refiner(x[i]) - y[i]).norm(dim=-1).mean()
 
     _optimise(refiner, batch_loss, steps=steps, lr=lr, weight_decay=1e-2, desc="2D refiner",
@@ -94,8 +95,10 @@ def train_refiner(
 
 
 def _refined(refiner: Refiner2D, features: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    device = refiner.feat_mean.device
     with torch.no_grad():
-        parts = [refiner(torch.as_tensor(features[i : i + chunk], dtype=torch.float32)).numpy()
+        parts = [refiner(torch.as_tensor(features[i : i + chunk], dtype=torch.float32)
+                         .to(device)).cpu().numpy()
                  for i in range(0, len(features), chunk)]  # fmt: skip
     return np.concatenate(parts).astype(np.float32)
 
@@ -104,11 +107,14 @@ def train_lifter(
     lifter: KeypointLifter, rendered: Rendered, sampler: PairSampler, *, samples: int,
     steps: int, batch: int, lr: float, seed: int, progress: bool = True,
     refine_steps: int = 6000, fit_map: bool = True, rendered_share: float = 0.0,
+    device: torch.device | str = "cpu",
 ) -> dict:  # fmt: skip
     """Fit ``landmark_map`` (``fit_map``; else keep the lifter's: a tuned 2D tail was trained
     through it), train the refiner (when the lifter has one) and the MLP (module doc).
     ``rendered_share``: that share of each batch is rendered persons, their 2D estimates with
     their true 3D joints (the rest pose-prior pairs); the held-out tenth is never among them.
+    The refiner and the MLP train on ``device`` (the pairs are drawn on the CPU, as are the
+    batches' indices, so a GPU run draws the same data); the lifter ends on the CPU.
     Returns scores in mm (2D errors in box heights)."""
     from tqdm import tqdm
 
@@ -128,6 +134,7 @@ def train_lifter(
     mapped = (rendered.inputs @ lmap).reshape(n, NUM_JOINTS, 2).astype(np.float32)
     ridge_mapped = mapped
     pool = fit
+    lifter.to(device)
     if lifter.refiner is not None:
         if rendered.features is None:
             raise ValueError("the lifter's 2D refiner needs the rendered persons' features")
@@ -154,23 +161,26 @@ def train_lifter(
         a, b = sampler(rng, min(5000, samples - start))
         uv.append(a)
         j3.append(b)
-    uv_t, j3_t = torch.as_tensor(np.concatenate(uv)), torch.as_tensor(np.concatenate(j3))
+    uv_t = torch.as_tensor(np.concatenate(uv)).to(device)
+    j3_t = torch.as_tensor(np.concatenate(j3)).to(device)
+    errors, real_uv, real_j3 = errors.to(device), real_uv.to(device), real_j3.to(device)
     logger.info("lifter: %d pose-prior pairs in %.0f s; %d rendered persons (%d held out)",
                 len(uv_t), time.time() - t0, n, len(held))  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
 
     def batch_loss() -> torch.Tensor:
-        i = torch.randint(0, len(uv_t), (batch - n_real,), generator=gen)
-        e = torch.randint(0, len(errors), (batch - n_real,), generator=gen)
+        i = torch.randint(0, len(uv_t), (batch - n_real,), generator=gen).to(device)
+        e = torch.randint(0, len(errors), (batch - n_real,), generator=gen).to(device)
         x, y = uv_t[i] + errors[e], j3_t[i]
         if n_real:
-            r = torch.randint(0, len(real_uv), (n_real,), generator=gen)
+            r = torch.randint(0, len(real_uv), (n_real,), generator=gen).to(device)
             x, y = torch.cat([x, real_uv[r]]), torch.cat([y, real_j3[r]])
         return (lifter.lift(x) - y).abs().mean()
 
     _optimise(lifter, batch_loss, steps=steps, lr=lr, weight_decay=1e-4, desc="lifter",
               shown=lambda v: f"loss_mm={v * 1000:.0f}", progress=progress,
               pct_start=0.05)  # fmt: skip
+    lifter.cpu()
     with torch.no_grad():
         x = torch.as_tensor(mapped[held])
         pred = lifter.lift(x).numpy()
@@ -260,6 +270,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 0; the default model: 0.5 on 92,908 rendered persons; on a "
                         "few thousand the lifter learns them by heart)")  # fmt: skip
     p.add_argument("--body-model", default=None, help="body model file (default: the free model)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU where PyTorch sees one), cpu or cuda: where the 2D "
+                        "refiner and the MLP train")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -270,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     from multiroi.model.config import ModelConfig
     from multiroi.model.network import MultiRoINet
     from train.config import split_list
+    from train.runtime import pick_device
     from train.warm_start import earlier_stages, warm_start
 
     args = _parser().parse_args(argv)
@@ -278,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("--rendered-share must be a share in [0, 1], got %s", args.rendered_share)
         return 2
     try:
+        device = pick_device(args.device)
         rendered, metas = read_rendered(split_list(args.cache))
         num_rois = {int(m["num_rois"]) for m in metas}  # only the base RoI is read
         if len(num_rois) != 1 and not args.init:
@@ -318,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                           progress=not args.no_progress,
                           refine_steps=args.refine_steps,
                           fit_map=not cfg.lifter_tail if args.fit_map is None
-                          else args.fit_map, rendered_share=args.rendered_share)  # fmt: skip
-    recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out")}
+                          else args.fit_map, rendered_share=args.rendered_share,
+                          device=device)  # fmt: skip
+    recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out", "device")}
     recipe.update(width=cfg.lifter_width, blocks=cfg.lifter_blocks)  # the size it got
     # for the model card
     data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}
