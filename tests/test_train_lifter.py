@@ -319,7 +319,7 @@ def test_the_command_refuses_a_gpu_this_torch_cannot_see(sampler, tmp_path, capl
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_lifter_learns_on_a_gpu_as_on_the_cpu(sampler):
     """train_lifter on CUDA: the same data drawn, a lifter that learns as well, ending on the
-    CPU."""
+    CPU. The refiner's features are noise here: its path runs on the GPU, it is not judged."""
     from train.lifter import train_lifter
 
     rendered = _rendered_from_sampler(sampler, 400, seed=5)
