@@ -214,6 +214,24 @@ def test_tune2d_moves_a_tuned_tail_to_the_16x16_map(tuned, tap_cache, tmp_path):
         before["error_2d_all_box"], rel=0.01)
 
 
+def test_the_score_of_a_limited_set_reads_evenly_spaced_persons(tuned, tap_cache):
+    from multiroi.checkpoint import load_checkpoint
+    from train import tune2d
+
+    net = load_checkpoint(tuned[0])[0]
+    data = tune2d.read_taps([str(tap_cache)])
+    n = len(data.taps)
+    assert n >= 4
+    full = tune2d.score(net, data, chunk=3)
+    assert full["persons"] == n
+    assert tune2d.score(net, data, limit=n + 5) == pytest.approx(full, nan_ok=True)  # all
+    part = tune2d.score(net, data, limit=2)
+    assert part["persons"] == 2
+    pick = [0, n - 1]  # the first and the last person
+    sub = tune2d.TapSet(data.taps[pick], data.joints_2d[pick], data.whole[pick])
+    assert tune2d.score(net, sub) == pytest.approx(part, nan_ok=True)
+
+
 def test_tune2d_and_the_caches_refuse_a_gpu_this_torch_cannot_see(tap_cache, lifter_ckpt,
                                                                    tmp_path, caplog):  # fmt: skip
     from train import tune2d

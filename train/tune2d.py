@@ -38,6 +38,7 @@ from multiroi.model.blazepose import LIFTER_TAP
 from multiroi.model.lifter import in_crop
 
 logger = logging.getLogger(__name__)
+TRAIN_SCORE_PERSONS = 5000  # the training persons scored after tuning (evenly spaced)
 
 
 @dataclasses.dataclass
@@ -88,15 +89,19 @@ def joints_2d(model, taps: torch.Tensor) -> torch.Tensor:
     return model.lifter.mapped_2d(model.backbone.lifter_features(taps.float()))
 
 
-def score(model, data: TapSet, chunk: int = 512) -> dict:
+def score(model, data: TapSet, chunk: int = 512, limit: int | None = None) -> dict:
     """Median 2D error (box heights) of the mapped joints: wholly in the crop, all (the maps
-    are moved to the model's device chunk by chunk)."""
+    are moved to the model's device chunk by chunk). ``limit``: at most that many persons,
+    evenly spaced through the set (a training set of 100,000 persons takes 15 minutes to
+    score on 2 CPU cores; 5,000 give the median to about 1%)."""
     device = next(model.parameters()).device
+    n = len(data.taps)
+    pick = torch.linspace(0, n - 1, limit).long() if limit and n > limit else torch.arange(n)
     with torch.no_grad():
-        pred = torch.cat([joints_2d(model, data.taps[i : i + chunk].to(device)).cpu()
-                          for i in range(0, len(data.taps), chunk)])  # fmt: skip
-    err = (pred - data.joints_2d).norm(dim=-1)
-    return {"persons": len(err), "error_2d_whole_box": float(err[data.whole].median()),
+        pred = torch.cat([joints_2d(model, data.taps[pick[i : i + chunk]].to(device)).cpu()
+                          for i in range(0, len(pick), chunk)])  # fmt: skip
+    err = (pred - data.joints_2d[pick]).norm(dim=-1)
+    return {"persons": len(err), "error_2d_whole_box": float(err[data.whole[pick]].median()),
             "error_2d_all_box": float(err.median())}  # fmt: skip
 
 
@@ -131,7 +136,7 @@ def tune(model, train: TapSet, val: TapSet | None, *, steps: int, batch: int, lr
         bar.set_postfix_str(f"err_box={loss.item():.4f}", refresh=False)
     for p in tail.parameters():
         p.requires_grad_(False)
-    scores["train_after"] = score(model, train)
+    scores["train_after"] = score(model, train, limit=TRAIN_SCORE_PERSONS)
     scores["val_after"] = score(model, val) if val is not None else None
     return scores
 
