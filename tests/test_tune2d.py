@@ -232,6 +232,27 @@ def test_the_score_of_a_limited_set_reads_evenly_spaced_persons(tuned, tap_cache
     assert tune2d.score(net, sub) == pytest.approx(part, nan_ok=True)
 
 
+def test_read_taps_fills_one_array_chunk_by_chunk_in_cache_order(tap_cache):
+    import numpy as np
+
+    from train import tune2d
+    from train.feature_cache import FeatureDataset
+    from train.lifter_rendered import base_roi_joints
+
+    whole = tune2d.read_taps([str(tap_cache)] * 2)  # one chunk per cache
+    small = tune2d.read_taps([str(tap_cache)] * 2, chunk=3)  # several chunks per cache
+    assert torch.equal(whole.taps, small.taps) and torch.equal(whole.joints_2d, small.joints_2d)
+    cache = FeatureDataset(str(tap_cache))
+    raw = np.concatenate([  # each draw's kept rows, in order
+        np.load(cache.root / f"draw_{d}" / "tap.npy")[base_roi_joints(cache.labels[d])[1]]
+        for d in range(cache.draws)])  # fmt: skip
+    n = len(raw)
+    assert 0 < n <= len(np.load(cache.root / "draw_0" / "tap.npy")) * cache.draws
+    assert len(whole.taps) == 2 * n
+    assert np.array_equal(whole.taps[:n].numpy(), raw)
+    assert np.array_equal(whole.taps[n:].numpy(), raw)  # then the second cache's
+
+
 def test_tune2d_and_the_caches_refuse_a_gpu_this_torch_cannot_see(tap_cache, lifter_ckpt,
                                                                    tmp_path, caplog):  # fmt: skip
     from train import tune2d
