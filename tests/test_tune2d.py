@@ -247,7 +247,7 @@ def test_read_taps_fills_one_array_chunk_by_chunk_in_cache_order(tap_cache):
         np.load(cache.root / f"draw_{d}" / "tap.npy")[base_roi_joints(cache.labels[d])[1]]
         for d in range(cache.draws)])  # fmt: skip
     n = len(raw)
-    assert 0 < n <= len(np.load(cache.root / "draw_0" / "tap.npy")) * cache.draws
+    assert n > 0
     assert len(whole.taps) == 2 * n
     assert np.array_equal(whole.taps[:n].numpy(), raw)
     assert np.array_equal(whole.taps[n:].numpy(), raw)  # then the second cache's

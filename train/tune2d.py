@@ -81,13 +81,10 @@ def read_taps(cache_dirs: list[str], chunk: int = 4096) -> TapSet:
     total = sum(len(rows) for _, rows in parts)
     if total == 0:
         raise ValueError(f"no labelled persons in {cache_dirs}")
-    shape = parts[0][0].shape[1:]
-    taps = torch.empty((total, *shape), dtype=torch.from_numpy(parts[0][0][:0]).dtype)
+    first = parts[0][0]  # every cache holds the same layer's maps (checked above)
+    taps = torch.from_numpy(np.empty((total, *first.shape[1:]), first.dtype))
     at = 0
     for tap, rows in parts:
-        if tap.shape[1:] != shape:
-            raise ValueError(f"the caches' maps differ in shape ({shape} and {tap.shape[1:]}): "
-                             "make them all with the same train.feature_cache --tap")  # fmt: skip
         for i in range(0, len(rows), chunk):
             sel = rows[i : i + chunk]
             taps[at : at + len(sel)] = torch.from_numpy(np.ascontiguousarray(tap[sel]))
