@@ -35,6 +35,7 @@ import torch
 from multiroi.model.blazepose import LIFTER_TAP, LIFTER_TAPS
 from train import augment as aug
 from train.datasets import Batch, collate, open_dataset
+from train.runtime import add_device_argument
 
 logger = logging.getLogger(__name__)
 
@@ -282,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         help="base box around the visible pixels or the whole body (amodal)",
     )
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--device", default="auto",
-                        help="auto (a CUDA GPU where PyTorch sees one), cpu or cuda")  # fmt: skip
+    add_device_argument(parser)
     parser.add_argument("--no-augment", action="store_true",
                         help="the crops as they are (held-out sets), no augmentation draws")
     parser.add_argument("--tap", nargs="?", const=LIFTER_TAP, default=None,

@@ -44,6 +44,7 @@ import torch
 from multiroi.model.lifter import NUM_JOINTS, KeypointLifter, Refiner2D
 from train.lifter_pairs import PairSampler, box_placement, scene_ranges
 from train.lifter_rendered import Rendered, fit_landmark_map, read_rendered
+from train.runtime import add_device_argument
 
 logger = logging.getLogger(__name__)
 
@@ -270,9 +271,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 0; the default model: 0.5 on 118,534 rendered persons; on a "
                         "few thousand the lifter learns them by heart)")  # fmt: skip
     p.add_argument("--body-model", default=None, help="body model file (default: the free model)")
-    p.add_argument("--device", default="auto",
-                   help="auto (a CUDA GPU where PyTorch sees one), cpu or cuda: where the 2D "
-                        "refiner and the MLP train")  # fmt: skip
+    add_device_argument(p, "the 2D refiner and the MLP train")
     p.add_argument("--no-progress", action="store_true")
     return p
 

@@ -47,6 +47,14 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def add_device_argument(parser, what: str = "") -> None:
+    """The --device option of the training tools that pick with pick_device ('auto' by
+    default); `what` says what runs there, appended to the help."""
+    tail = f": where {what}" if what else ""
+    help_ = f"auto (a CUDA GPU where PyTorch sees one), cpu or cuda{tail}"
+    parser.add_argument("--device", default="auto", help=help_)
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

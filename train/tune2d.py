@@ -36,6 +36,7 @@ import torch
 
 from multiroi.model.blazepose import LIFTER_TAP
 from multiroi.model.lifter import in_crop
+from train.runtime import add_device_argument
 
 logger = logging.getLogger(__name__)
 TRAIN_SCORE_PERSONS = 5000  # the training persons scored after tuning (evenly spaced)
@@ -177,8 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto",
-                   help="auto (a CUDA GPU where PyTorch sees one), cpu or cuda")  # fmt: skip
+    add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
     return p
 
