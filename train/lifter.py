@@ -23,7 +23,8 @@
    With ``--rendered-share S`` a share S of each batch is rendered persons instead: their
    2D estimates with their true 3D joints (errors that go with the pose and the image, which
    the pool's independent draws lack). It pays with tens of thousands of rendered persons
-   (the default model: 0.5 on 118,534, docs/experiments.md runs Q and X), not with a few thousand.
+   (the default model: 0.5 on 197,347, docs/experiments.md runs Q, X and AA), not with a few
+   thousand.
 4. The network: ``--init``'s weights (the mesh decoder widened by zero columns for the lifted
    joints, so it starts exactly where ``--init`` stopped), ``model.lifter`` on, the lifter
    trained, ``model.box_extent`` that of the caches (``train.feature_cache --box-extent``);
@@ -268,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rendered-share", type=float, default=0.0,
                    help="share of each batch taken from the rendered persons (their 2D "
                         "estimates and true 3D joints) instead of the pose prior, 0-1 "
-                        "(default 0; the default model: 0.5 on 118,534 rendered persons; on a "
+                        "(default 0; the default model: 0.5 on 197,347 rendered persons; on a "
                         "few thousand the lifter learns them by heart)")  # fmt: skip
     p.add_argument("--body-model", default=None, help="body model file (default: the free model)")
     add_device_argument(p, "the 2D refiner and the MLP train")
