@@ -3,6 +3,7 @@ precision, and the RNG states a checkpoint keeps for an exact resume (train.trai
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def add_device_argument(parser, what: str = "") -> None:
+def add_device_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
     """The --device option of the training tools that pick with pick_device ('auto' by
     default); `what` says what runs there, appended to the help."""
     tail = f": where {what}" if what else ""
