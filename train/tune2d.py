@@ -83,15 +83,16 @@ def read_taps(cache_dirs: list[str], chunk: int = 4096) -> TapSet:
     if total == 0:
         raise ValueError(f"no labelled persons in {cache_dirs}")
     first = parts[0][0]  # every cache holds the same layer's maps (checked above)
-    taps = torch.from_numpy(np.empty((total, *first.shape[1:]), first.dtype))
+    taps = np.empty((total, *first.shape[1:]), first.dtype)
     at = 0
     for tap, rows in parts:
         for i in range(0, len(rows), chunk):
             sel = rows[i : i + chunk]
-            taps[at : at + len(sel)] = torch.from_numpy(np.ascontiguousarray(tap[sel]))
+            taps[at : at + len(sel)] = tap[sel]  # one chunk of the memory-mapped file
             at += len(sel)
     joints = torch.cat(j2)
-    return TapSet(taps, joints, in_crop(joints).all(1), metas, next(iter(names.values())))
+    tap_name = next(iter(names.values()))
+    return TapSet(torch.from_numpy(taps), joints, in_crop(joints).all(1), metas, tap_name)
 
 
 def joints_2d(model, taps: torch.Tensor) -> torch.Tensor:
