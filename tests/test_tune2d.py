@@ -253,6 +253,43 @@ def test_read_taps_fills_one_array_chunk_by_chunk_in_cache_order(tap_cache):
     assert np.array_equal(whole.taps[n:].numpy(), raw)  # then the second cache's
 
 
+def test_mapped_maps_read_the_same_persons_as_the_maps_in_memory(tap_cache):
+    import numpy as np
+
+    from train import tune2d
+
+    mem = tune2d.read_taps([str(tap_cache)] * 2, maps="memory")
+    mapped = tune2d.read_taps([str(tap_cache)] * 2, maps="mmap")
+    assert isinstance(mapped.taps, tune2d.MappedTaps) and isinstance(mem.taps, torch.Tensor)
+    n = len(mem.taps)
+    assert len(mapped.taps) == n and mapped.taps.shape == tuple(mem.taps.shape)
+    assert torch.equal(mapped.joints_2d, mem.joints_2d) and torch.equal(mapped.whole, mem.whole)
+    rng = np.random.default_rng(0)
+    for index in (rng.integers(0, n, 17), torch.tensor([n - 1, 0, n // 2, 0, -1]),
+                  np.arange(n)[::-1], np.array([], dtype=np.int64)):  # fmt: skip
+        assert torch.equal(mapped.taps[index], mem.taps[torch.as_tensor(np.array(index)).long()])
+    with pytest.raises(IndexError):
+        mapped.taps[[n]]
+    with pytest.raises(ValueError, match="auto, memory or mmap"):
+        tune2d.read_taps([str(tap_cache)], maps="disk")
+
+
+def test_tune2d_trains_alike_from_mapped_maps(tap_cache, lifter_ckpt, tmp_path):
+    from train import tune2d
+
+    outs = {}
+    for maps in ("memory", "mmap"):
+        outs[maps] = tmp_path / f"{maps}.pt"
+        argv = ["--cache", str(tap_cache), "--val", str(tap_cache), "--init", str(lifter_ckpt),
+                "--out", str(outs[maps]), "--steps", "3", "--batch", "4", "--maps", maps,
+                "--no-progress"]  # fmt: skip
+        assert tune2d.main(argv) == 0
+    a, b = (torch.load(outs[m], weights_only=True) for m in ("memory", "mmap"))
+    assert a["extra"]["tune2d"]["scores"] == b["extra"]["tune2d"]["scores"]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
 def test_tune2d_and_the_caches_refuse_a_gpu_this_torch_cannot_see(tap_cache, lifter_ckpt,
                                                                    tmp_path, caplog):  # fmt: skip
     from train import tune2d

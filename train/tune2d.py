@@ -42,23 +42,72 @@ logger = logging.getLogger(__name__)
 TRAIN_SCORE_PERSONS = 5000  # the training persons scored after tuning (evenly spaced)
 
 
+class MappedTaps:
+    """The kept persons' maps f16[N,C,H,W] left in their memory-mapped ``tap.npy`` files and
+    read batch by batch: ``len()``, ``shape`` and indexing by an integer array or tensor give
+    what a tensor of all of them would (rows in cache order). For sets larger than the
+    machine's memory; the operating system caches what fits."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]]):
+        self.parts = parts  # (memory-mapped maps, kept rows of that file)
+        self.starts = np.cumsum([0] + [len(rows) for _, rows in parts])
+        first = parts[0][0]
+        self.shape = (int(self.starts[-1]), *first.shape[1:])
+        self.dtype = first.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if len(index) and (index.min() < -len(self) or index.max() >= len(self)):
+            raise IndexError(f"persons {index.min()}..{index.max()} of {len(self)}")
+        index = index % max(len(self), 1)
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        part = np.searchsorted(self.starts, index, side="right") - 1
+        for k in np.unique(part):
+            at = np.flatnonzero(part == k)
+            maps, rows = self.parts[k]
+            want = rows[index[at] - self.starts[k]]
+            order = np.argsort(want, kind="stable")  # the file read front to back
+            out[at[order]] = maps[want[order]]
+        return torch.from_numpy(out)
+
+
+def memory_available() -> int | None:
+    """Bytes of memory the system can still give (Linux's MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 @dataclasses.dataclass
 class TapSet:
-    """taps f16[N,C,H,W] (the base RoI's map at ``tap``, one of LIFTER_TAPS); joints_2d
+    """taps f16[N,C,H,W] (the base RoI's map at ``tap``, one of LIFTER_TAPS; in memory, or a
+    :class:`MappedTaps` read batch by batch); joints_2d
     f32[N,24,2] box heights from the crop centre; whole bool[N]: every joint inside the crop
     window."""
 
-    taps: torch.Tensor
+    taps: torch.Tensor | MappedTaps
     joints_2d: torch.Tensor
     whole: torch.Tensor
     metas: list[dict] = dataclasses.field(default_factory=list)
     tap: str = LIFTER_TAP
 
 
-def read_taps(cache_dirs: list[str], chunk: int = 4096) -> TapSet:
-    """The persons of ``feature_cache --tap`` caches with labelled 2D joints (every draw). The
-    maps go straight into one preallocated array, chunk by chunk, so reading them needs their
-    size in memory once (197,000 persons at the 32x32 map: 12.9 GB), not twice."""
+def read_taps(cache_dirs: list[str], chunk: int = 4096, maps: str = "auto") -> TapSet:
+    """The persons of ``feature_cache --tap`` caches with labelled 2D joints (every draw).
+    ``maps``: "memory" reads the maps straight into one preallocated array, chunk by chunk, so
+    they need their size in memory once (197,000 persons at the 32x32 map: 12.9 GB), not
+    twice; "mmap" leaves them in their files (:class:`MappedTaps`); "auto" reads them into
+    memory when they take at most half of the memory available, else leaves them mapped."""
+    if maps not in ("auto", "memory", "mmap"):
+        raise ValueError(f"maps must be auto, memory or mmap, not {maps!r}")
     from train.feature_cache import FeatureDataset
     from train.lifter_rendered import base_roi_joints
 
@@ -82,16 +131,23 @@ def read_taps(cache_dirs: list[str], chunk: int = 4096) -> TapSet:
     total = sum(len(rows) for _, rows in parts)
     if total == 0:
         raise ValueError(f"no labelled persons in {cache_dirs}")
-    first = parts[0][0]  # every cache holds the same layer's maps (checked above)
-    taps = np.empty((total, *first.shape[1:]), first.dtype)
+    joints = torch.cat(j2)
+    tap_name = next(iter(names.values()))
+    mapped = MappedTaps(parts)  # every cache holds the same layer's maps (checked above)
+    size = mapped.dtype.itemsize * int(np.prod(mapped.shape))
+    free = memory_available()
+    if maps == "mmap" or (maps == "auto" and free is not None and size > free // 2):
+        logger.info("2D tail: %d persons' maps (%.1f GB) read from their files batch by batch "
+                    "(memory available: %s)", total, size / 1e9,
+                    f"{free / 1e9:.1f} GB" if free is not None else "unknown")  # fmt: skip
+        return TapSet(mapped, joints, in_crop(joints).all(1), metas, tap_name)
+    taps = np.empty(mapped.shape, mapped.dtype)
     at = 0
     for tap, rows in parts:
         for i in range(0, len(rows), chunk):
             sel = rows[i : i + chunk]
             taps[at : at + len(sel)] = tap[sel]  # one chunk of the memory-mapped file
             at += len(sel)
-    joints = torch.cat(j2)
-    tap_name = next(iter(names.values()))
     return TapSet(torch.from_numpy(taps), joints, in_crop(joints).all(1), metas, tap_name)
 
 
@@ -117,6 +173,23 @@ def score(model, data: TapSet, chunk: int = 512, limit: int | None = None) -> di
             "error_2d_all_box": float(err.median())}  # fmt: skip
 
 
+def batches(data: TapSet, steps: int, batch: int, gen: torch.Generator, ahead: int = 2):
+    """``steps`` batches of ``batch`` persons drawn at random (with ``gen``): (maps, 2D joints).
+    The maps of the next ``ahead`` batches are read in a second thread while the current one
+    trains (from memory-mapped files one batch of 64 takes about 0.5 s of a 1.3 s step)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    picks = [torch.randint(0, len(data.taps), (batch,), generator=gen) for _ in range(steps)]
+    with ThreadPoolExecutor(1, thread_name_prefix="tune2d-read") as pool:
+        coming = deque(pool.submit(data.taps.__getitem__, i) for i in picks[:ahead])
+        for step, i in enumerate(picks):
+            maps = coming.popleft().result()
+            if step + ahead < steps:
+                coming.append(pool.submit(data.taps.__getitem__, picks[step + ahead]))
+            yield maps, data.joints_2d[i]
+
+
 def tune(model, train: TapSet, val: TapSet | None, *, steps: int, batch: int, lr: float,
          seed: int, progress: bool = True) -> dict:  # fmt: skip
     """Train ``model.backbone.lifter_tail`` (everything else frozen) on the device its
@@ -136,10 +209,10 @@ def tune(model, train: TapSet, val: TapSet | None, *, steps: int, batch: int, lr
     opt = torch.optim.AdamW(tail.parameters(), lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     model.eval()  # no dropout or batch statistics anywhere; only the tail learns
-    bar = tqdm(range(steps), desc="2D tail", unit="step", disable=not progress)
-    for _ in bar:
-        i = torch.randint(0, len(train.taps), (batch,), generator=gen)
-        taps, truth = train.taps[i].to(device), train.joints_2d[i].to(device)
+    bar = tqdm(batches(train, steps, batch, gen), total=steps, desc="2D tail", unit="step",
+               disable=not progress)  # fmt: skip
+    for taps, truth in bar:
+        taps, truth = taps.to(device), truth.to(device)
         loss = (joints_2d(model, taps) - truth).norm(dim=-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,6 +252,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--maps", choices=("auto", "memory", "mmap"), default="auto",
+                   help="where the training maps are kept: memory, their memory-mapped files "
+                   "(read batch by batch; for sets larger than the memory) or auto (memory "
+                   "when they take at most half of what is available)")  # fmt: skip
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -201,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         if not src.lifter:
             raise ValueError(f"{args.init} has no keypoint lifter ({src.describe()}): give a "
                              "checkpoint of python -m train.lifter")  # fmt: skip
-        train = read_taps(split_list(args.cache))
+        train = read_taps(split_list(args.cache), maps=args.maps)
         val = read_taps(split_list(args.val)) if args.val else None
         if val is not None and val.tap != train.tap:
             raise ValueError(f"--val caches hold maps at {val.tap}, --cache ones at "
@@ -224,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                         "%.4f all", name, s["persons"], s["error_2d_whole_box"],
                         s["error_2d_all_box"])  # fmt: skip
     model.cpu()
-    recipe = {k: v for k, v in vars(args).items() if k not in ("no_progress", "out", "device")}
+    skip = ("no_progress", "out", "device", "maps")  # how, not what, it trained
+    recipe = {k: v for k, v in vars(args).items() if k not in skip}
     data = [{"cache": c, "persons": m.get("persons"), "source_meta": m.get("source_meta")}
             for c, m in zip(split_list(args.cache), train.metas, strict=True)]  # fmt: skip
     save_checkpoint(args.out, model, cfg, body_model_id=payload.get("body_model_id", ""),
