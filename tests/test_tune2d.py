@@ -270,8 +270,26 @@ def test_mapped_maps_read_the_same_persons_as_the_maps_in_memory(tap_cache):
         assert torch.equal(mapped.taps[index], mem.taps[torch.as_tensor(np.array(index)).long()])
     with pytest.raises(IndexError):
         mapped.taps[[n]]
+    for bad in (np.ones(n, bool), np.array([0.5]), 0):
+        with pytest.raises(TypeError, match="1-D integer array"):
+            mapped.taps[bad]
     with pytest.raises(ValueError, match="auto, memory or mmap"):
         tune2d.read_taps([str(tap_cache)], maps="disk")
+
+
+def test_mapped_maps_read_only_the_kept_rows_of_uneven_parts():
+    import numpy as np
+
+    from train import tune2d
+
+    a = np.arange(5 * 2 * 2 * 2, dtype=np.float16).reshape(5, 2, 2, 2)
+    b = -np.arange(6 * 2 * 2 * 2, dtype=np.float16).reshape(6, 2, 2, 2)
+    rows_a, rows_b = np.array([1, 3]), np.array([0, 2, 4, 5])
+    mapped = tune2d.MappedTaps([(a, rows_a), (b, rows_b)])
+    truth = np.concatenate([a[rows_a], b[rows_b]])
+    assert mapped.shape == truth.shape and mapped.dtype == truth.dtype
+    index = np.array([5, 0, 2, 1, 3, 4, 0, 5])
+    assert np.array_equal(mapped[index].numpy(), truth[index])
 
 
 def test_tune2d_trains_alike_from_mapped_maps(tap_cache, lifter_ckpt, tmp_path):

@@ -45,8 +45,9 @@ TRAIN_SCORE_PERSONS = 5000  # the training persons scored after tuning (evenly s
 class MappedTaps:
     """The kept persons' maps f16[N,C,H,W] left in their memory-mapped ``tap.npy`` files and
     read batch by batch: ``len()``, ``shape`` and indexing by an integer array or tensor give
-    what a tensor of all of them would (rows in cache order). For sets larger than the
-    machine's memory; the operating system caches what fits."""
+    what a tensor of all of them would (rows in cache order; indices: a 1-D integer array or
+    tensor). For sets larger than the machine's memory; the operating system caches what
+    fits."""
 
     def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]]):
         self.parts = parts  # (memory-mapped maps, kept rows of that file)
@@ -59,7 +60,11 @@ class MappedTaps:
         return self.shape[0]
 
     def __getitem__(self, index) -> torch.Tensor:
-        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        index = np.asarray(index)
+        if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
+            raise TypeError(f"index the maps with a 1-D integer array, not {index.dtype} "
+                            f"of shape {index.shape}")  # fmt: skip
+        index = index.astype(np.int64)
         if len(index) and (index.min() < -len(self) or index.max() >= len(self)):
             raise IndexError(f"persons {index.min()}..{index.max()} of {len(self)}")
         index = index % max(len(self), 1)
@@ -75,15 +80,27 @@ class MappedTaps:
 
 
 def memory_available() -> int | None:
-    """Bytes of memory the system can still give (Linux's MemAvailable), or None."""
+    """Bytes of memory this process can still take: Linux's MemAvailable, or less where a
+    control group (a container's memory limit, cgroup v2) allows less; None where unknown."""
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            room = max(int(limit) - used, 0)
+            free = room if free is None else min(free, room)
+    except (OSError, ValueError):
+        pass
+    return free
 
 
 @dataclasses.dataclass
@@ -253,9 +270,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--maps", choices=("auto", "memory", "mmap"), default="auto",
-                   help="where the training maps are kept: memory, their memory-mapped files "
-                   "(read batch by batch; for sets larger than the memory) or auto (memory "
-                   "when they take at most half of what is available)")  # fmt: skip
+                   help="where the maps (training and --val) are kept: memory, their "
+                   "memory-mapped files (read batch by batch; for sets larger than the "
+                   "memory) or auto (memory when they take at most half of what is "
+                   "available)")  # fmt: skip
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -279,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.init} has no keypoint lifter ({src.describe()}): give a "
                              "checkpoint of python -m train.lifter")  # fmt: skip
         train = read_taps(split_list(args.cache), maps=args.maps)
-        val = read_taps(split_list(args.val)) if args.val else None
+        val = read_taps(split_list(args.val), maps=args.maps) if args.val else None
         if val is not None and val.tap != train.tap:
             raise ValueError(f"--val caches hold maps at {val.tap}, --cache ones at "
                              f"{train.tap}: make them with the same feature_cache --tap")
