@@ -60,6 +60,11 @@ class MappedTaps:
         return self.shape[0]
 
     def __getitem__(self, index) -> torch.Tensor:
+        return torch.from_numpy(self.read(index))
+
+    def read(self, index, out: np.ndarray | None = None) -> np.ndarray:
+        """The maps of persons ``index`` (a 1-D integer array or tensor), into ``out`` where
+        given (an array of their shape and dtype, e.g. a slice of a larger one)."""
         index = np.asarray(index)
         if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
             raise TypeError(f"index the maps with a 1-D integer array, not {index.dtype} "
@@ -68,7 +73,8 @@ class MappedTaps:
         if len(index) and (index.min() < -len(self) or index.max() >= len(self)):
             raise IndexError(f"persons {index.min()}..{index.max()} of {len(self)}")
         index = index % max(len(self), 1)
-        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        if out is None:
+            out = np.empty((len(index), *self.shape[1:]), self.dtype)
         part = np.searchsorted(self.starts, index, side="right") - 1
         for k in np.unique(part):
             at = np.flatnonzero(part == k)
@@ -76,7 +82,7 @@ class MappedTaps:
             want = rows[index[at] - self.starts[k]]
             order = np.argsort(want, kind="stable")  # the file read front to back
             out[at[order]] = maps[want[order]]
-        return torch.from_numpy(out)
+        return out
 
 
 def memory_available() -> int | None:
@@ -159,12 +165,8 @@ def read_taps(cache_dirs: list[str], chunk: int = 4096, maps: str = "auto") -> T
                     f"{free / 1e9:.1f} GB" if free is not None else "unknown")  # fmt: skip
         return TapSet(mapped, joints, in_crop(joints).all(1), metas, tap_name)
     taps = np.empty(mapped.shape, mapped.dtype)
-    at = 0
-    for tap, rows in parts:
-        for i in range(0, len(rows), chunk):
-            sel = rows[i : i + chunk]
-            taps[at : at + len(sel)] = tap[sel]  # one chunk of the memory-mapped file
-            at += len(sel)
+    for i in range(0, total, chunk):  # chunk by chunk, straight into the array
+        mapped.read(np.arange(i, min(i + chunk, total)), out=taps[i : i + chunk])
     return TapSet(torch.from_numpy(taps), joints, in_crop(joints).all(1), metas, tap_name)
 
 
